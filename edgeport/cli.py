@@ -1,0 +1,163 @@
+"""`edgeport` command line: main(argv) -> exit code (0 passed, 1 over budget, 2 bad input, 3 runtime)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from edgeport.errors import EdgeportError, InputError
+from edgeport.types import plain
+
+QUANT_CHOICES = ("int8", "mixed", "int16x8", "fp16", "dynamic", "fp32")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises InputError instead of printing usage and exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise InputError(message, hint=f"see '{self.prog} --help'")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print the machine-readable result on stdout")
+    common.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser = _Parser(prog="edgeport", description=__doc__, parents=[common])
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    conv = sub.add_parser("convert", parents=[common], help="checkpoint -> quantized, validated TFLite with a verdict")
+    conv.add_argument("checkpoint", type=Path)
+    conv.add_argument("--profile", required=True, help="profile name (see 'edgeport profiles') or path to a .toml")
+    conv.add_argument("--calib", help="calibration data: .npz, .npy, image folder or builtin:NAME")
+    conv.add_argument("--val", help="held-out validation data (same kinds); default: split from --calib")
+    conv.add_argument("--quant", choices=QUANT_CHOICES, help="default: the profile's")
+    conv.add_argument("--input-shape", action="append", default=[], metavar="[NAME=]1x3x224x224")
+    conv.add_argument("--model-class", metavar="module:Class", help="class for a state_dict checkpoint")
+    conv.add_argument("--model-kwargs", metavar="JSON", help="constructor kwargs for --model-class, as a JSON object")
+    conv.add_argument("--trust-pickle", action="store_true", help="allow unpickling a whole module (runs code from the file)")
+    conv.add_argument("--output", "-o", type=Path, default=Path("edgeport-out"))
+    conv.add_argument("--opset", type=int, default=17)
+    conv.add_argument("--runs", type=int, default=50, help="timed host runs after warm-up")
+    conv.add_argument("--preprocess", action="append", default=[], metavar="KEY=VALUE",
+                      help="image-folder preprocessing: resize, crop, scale, mean, std, color, layout")
+    conv.add_argument("--keep-work", action="store_true", help="keep the intermediate ONNX/SavedModel for debugging")
+
+    bench = sub.add_parser("bench", parents=[common], help="time a .tflite on the host")
+    bench.add_argument("model", type=Path)
+    bench.add_argument("--profile", default="host")
+    bench.add_argument("--target", action="append", default=[], help="local (default)")
+    bench.add_argument("--runs", type=int, default=100)
+
+    insp = sub.add_parser("inspect", parents=[common], help="inputs, outputs, ops and dtypes of a .tflite")
+    insp.add_argument("model", type=Path)
+    insp.add_argument("--profile")
+
+    prof = sub.add_parser("profiles", parents=[common], help="list or show device profiles")
+    prof.add_argument("action", nargs="?", default="list", choices=("list", "show"))
+    prof.add_argument("name", nargs="?")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    want_json = "--json" in argv
+    try:
+        args = build_parser().parse_args(argv)
+        if not args.command:
+            raise InputError("no command given", hint="use one of: convert, bench, inspect, profiles (see --help)")
+        handler = {"convert": _convert, "bench": _bench, "inspect": _inspect, "profiles": _profiles}[args.command]
+        return handler(args)
+    except EdgeportError as exc:
+        if debug:
+            traceback.print_exc()
+        _fail(exc.one_line(), exc.exit_code, want_json)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _fail("interrupted; no partial output was written", 130, want_json)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - last resort: one line, not a traceback
+        if debug:
+            traceback.print_exc()
+        _fail(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''} "
+              "(rerun with --debug for the traceback and report it)", 3, want_json)
+        return 3
+
+
+def _fail(message: str, code: int, want_json: bool) -> None:
+    print(f"edgeport: error: {message}", file=sys.stderr)
+    if want_json:
+        print(json.dumps({"error": message, "exit_code": code}))
+
+
+def _emit(args: argparse.Namespace, data: Any, lines: list[str]) -> None:
+    if args.json:
+        print(json.dumps(plain(data), indent=2))
+    else:
+        print("\n".join(lines))
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from edgeport.pipeline import ConvertRequest, run_convert
+
+    pre = {}
+    for item in args.preprocess:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InputError(f"--preprocess '{item}' is not KEY=VALUE", hint="e.g. --preprocess mean=0.5,0.5,0.5")
+        pre[key.strip()] = value.strip()
+    req = ConvertRequest(
+        checkpoint=args.checkpoint, profile=args.profile, calib=args.calib, val=args.val, quant=args.quant,
+        input_shapes=tuple(args.input_shape), model_class=args.model_class, model_kwargs=args.model_kwargs,
+        trust_pickle=args.trust_pickle, output=args.output, opset=args.opset, runs=args.runs,
+        preprocessing=pre or None, keep_work=args.keep_work,
+    )
+    report = run_convert(req)
+    _emit(args, report.data, [*report.lines, f"  report     {report.path}"])
+    return report.exit_code
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from edgeport.bench import bench_local
+
+    result = bench_local(args.model, args.profile, runs=args.runs, targets=args.target)
+    _emit(args, result, result.pop("_lines", []))
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from edgeport.inspect_tflite import inspect_model, summary
+
+    data = inspect_model(args.model)
+    _emit(args, data, summary(data))
+    return 0
+
+
+def _profiles(args: argparse.Namespace) -> int:
+    from edgeport.profiles import list_profiles, load_profile
+
+    if args.action == "show":
+        if not args.name:
+            raise InputError("'profiles show' needs a profile name", hint="e.g. edgeport profiles show raspberry-pi-4")
+        prof = load_profile(args.name)
+        data = prof.to_dict()
+        lines = [f"{k}: {json.dumps(plain(v))}" for k, v in data.items()]
+        _emit(args, data, lines)
+        return 0
+    profiles = list_profiles()
+    data = [{"name": p.name, "description": p.description, "default_quant": p.runtime.default_quant,
+             "path": str(p.path)} for p in profiles]
+    _emit(args, data, [f"{p['name']:<18} {p['default_quant']:<8} {p['description']}" for p in data])
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,1 @@
+"""Checkpoint loading, ONNX export/normalisation and ONNX -> TFLite conversion."""

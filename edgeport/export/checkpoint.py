@@ -1,0 +1,249 @@
+"""Load a checkpoint of any supported kind without executing untrusted code by default.
+
+Kinds: ONNX, TorchScript archive, torch.export program (.pt2), state_dict (+ --model-class), and a
+whole pickled nn.Module only with trust_pickle=True (pickle can run arbitrary code).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import os
+import sys
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeport.errors import InputError
+from edgeport.types import TensorSpec
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    kind: str  # onnx | torchscript | exported_program | state_dict | pickled_module
+    path: Path
+    module: Any = None  # a callable torch model for every kind but onnx
+    input_names: tuple[str, ...] | None = None
+    example_inputs: tuple[TensorSpec, ...] | None = None  # known shapes (exported programs)
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def load_checkpoint(
+    path: str | Path,
+    model_class: str | None = None,
+    model_kwargs: str | dict[str, Any] | None = None,
+    trust_pickle: bool = False,
+) -> LoadedModel:
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"checkpoint '{p}' does not exist", hint="check the path")
+    if p.is_dir():
+        raise InputError(f"checkpoint '{p}' is a directory", hint="pass a .pt/.pt2/.ts/.onnx file")
+    if p.stat().st_size == 0:
+        raise InputError(f"checkpoint '{p}' is empty", hint="re-export or re-download it")
+    if p.suffix.lower() == ".onnx" or _looks_like_onnx(p):
+        return LoadedModel(kind="onnx", path=p)
+    import torch
+
+    if p.suffix.lower() == ".pt2":
+        return _load_exported_program(p, torch)
+    if zipfile.is_zipfile(p):
+        names = _zip_names(p)
+        if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+            return _load_torchscript(p, torch)
+        if any(n.endswith("serialized_exported_program.json") or "/models/" in n for n in names):
+            return _load_exported_program(p, torch)
+    return _load_pickle_checkpoint(p, torch, model_class, model_kwargs, trust_pickle)
+
+
+def _looks_like_onnx(p: Path) -> bool:
+    if zipfile.is_zipfile(p):
+        return False
+    head = p.read_bytes()[:64]
+    # A ModelProto starts with ir_version (field 1, varint) and usually a producer_name string.
+    return head[:1] == b"\x08" and (b"pytorch" in head or b"onnx" in head.lower() or b"tf2onnx" in head)
+
+
+def _zip_names(p: Path) -> list[str]:
+    try:
+        with zipfile.ZipFile(p) as zf:
+            return zf.namelist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InputError(f"checkpoint '{p}' is a damaged archive ({exc})", hint="re-export or re-download it") from exc
+
+
+def _load_torchscript(p: Path, torch: Any) -> LoadedModel:
+    try:
+        module = torch.jit.load(str(p), map_location="cpu").eval()
+    except Exception as exc:
+        raise InputError(
+            f"TorchScript archive '{p}' could not be loaded ({_first_line(exc)})",
+            hint="the file is truncated or corrupt; re-save it with torch.jit.save",
+        ) from exc
+    names = _forward_names(module)
+    return LoadedModel(kind="torchscript", path=p, module=module, input_names=names)
+
+
+def _load_exported_program(p: Path, torch: Any) -> LoadedModel:
+    try:
+        program = torch.export.load(str(p))
+    except Exception as exc:
+        raise InputError(
+            f"torch.export program '{p}' could not be loaded ({_first_line(exc)})",
+            hint="re-save it with torch.export.save from the same torch version",
+        ) from exc
+    specs = []
+    args, _ = program.example_inputs or ((), {})
+    for i, arg in enumerate(args):
+        if hasattr(arg, "shape"):
+            specs.append(TensorSpec(f"input_{i}", tuple(int(d) for d in arg.shape), str(arg.dtype).replace("torch.", "")))
+    user_inputs = [s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+    if len(user_inputs) == len(specs):
+        specs = [TensorSpec(n, s.shape, s.dtype) for n, s in zip(user_inputs, specs, strict=True)]
+    return LoadedModel(
+        kind="exported_program",
+        path=p,
+        module=program.module(),
+        input_names=tuple(s.name for s in specs) or None,
+        example_inputs=tuple(specs) or None,
+    )
+
+
+def _load_pickle_checkpoint(
+    p: Path, torch: Any, model_class: str | None, model_kwargs: Any, trust_pickle: bool
+) -> LoadedModel:
+    try:
+        obj = torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        if not _is_unsafe_pickle_error(exc):
+            raise InputError(
+                f"checkpoint '{p}' could not be read ({_first_line(exc)})",
+                hint="the file is truncated, corrupt or not a torch checkpoint",
+            ) from exc
+        if not trust_pickle:
+            raise InputError(
+                f"checkpoint '{p}' contains pickled Python objects (such as a whole nn.Module) that could run "
+                "arbitrary code when loaded, so edgeport refused to unpickle it",
+                hint="save a state_dict and pass --model-class module:Class, or TorchScript/torch.export; "
+                "pass --trust-pickle only if you trust where the file came from",
+            ) from exc
+        obj = _load_trusted_pickle(p, torch)
+    if isinstance(obj, torch.nn.Module):
+        return LoadedModel(kind="pickled_module", path=p, module=obj.eval(), input_names=_forward_names(obj))
+    state = _find_state_dict(obj, torch)
+    if state is None:
+        raise InputError(
+            f"checkpoint '{p}' holds a {type(obj).__name__}, not a state_dict or a model",
+            hint="save model.state_dict() or a TorchScript/torch.export file",
+        )
+    if not model_class:
+        raise InputError(
+            f"checkpoint '{p}' is a state_dict (weights only) and needs its model class",
+            hint="pass --model-class package.module:ClassName (and --model-kwargs '{\"arg\": value}' if needed)",
+        )
+    module = build_model(model_class, model_kwargs)
+    _load_state(module, state, p, model_class)
+    return LoadedModel(kind="state_dict", path=p, module=module.eval(), input_names=_forward_names(module))
+
+
+def _is_unsafe_pickle_error(exc: Exception) -> bool:
+    text = str(exc)
+    return "Weights only load failed" in text or "weights_only" in text or "Unsupported global" in text
+
+
+def _load_trusted_pickle(p: Path, torch: Any) -> Any:
+    try:
+        return torch.load(str(p), map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise InputError(
+            f"pickled checkpoint '{p}' could not be loaded ({_first_line(exc)})",
+            hint="the classes it refers to must be importable; run from the project that defines them",
+        ) from exc
+
+
+def _find_state_dict(obj: Any, torch: Any) -> dict[str, Any] | None:
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model_state_dict", "model", "net", "weights"):
+            inner = obj.get(key)
+            if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+                return inner
+    return None
+
+
+def build_model(model_class: str, model_kwargs: str | dict[str, Any] | None) -> Any:
+    """Instantiate `module:Class` with keyword arguments given as JSON or a dict."""
+    if ":" not in model_class:
+        raise InputError(f"--model-class '{model_class}' is not of the form module:Class", hint="e.g. mypkg.nets:ResNet")
+    mod_name, _, cls_name = model_class.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # let users point at a model file in their project directory
+    try:
+        module = importlib.import_module(mod_name)
+    except Exception as exc:
+        raise InputError(f"cannot import '{mod_name}' for --model-class ({_first_line(exc)})",
+                         hint="run from the directory that contains it or install its package") from exc
+    cls = getattr(module, cls_name, None)
+    if cls is None:
+        raise InputError(f"'{mod_name}' has no attribute '{cls_name}'", hint="check the class name in --model-class")
+    kwargs = parse_kwargs(model_kwargs)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise InputError(f"{model_class}(**{kwargs}) failed: {_first_line(exc)}",
+                         hint="fix --model-kwargs to match the constructor") from exc
+
+
+def parse_kwargs(model_kwargs: str | dict[str, Any] | None) -> dict[str, Any]:
+    if model_kwargs is None or model_kwargs == "":
+        return {}
+    if isinstance(model_kwargs, dict):
+        return model_kwargs
+    try:
+        value = json.loads(model_kwargs)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--model-kwargs is not valid JSON ({exc.msg})", hint='use e.g. \'{"width": 0.5}\'') from exc
+    if not isinstance(value, dict):
+        raise InputError("--model-kwargs must be a JSON object", hint='use e.g. \'{"width": 0.5}\'')
+    return value
+
+
+def _load_state(module: Any, state: dict[str, Any], p: Path, model_class: str) -> None:
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+             if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} (e.g. {', '.join(unexpected[:3])})")
+        if wrong:
+            parts.append(f"shape mismatch {len(wrong)} (e.g. {'; '.join(wrong[:2])})")
+        raise InputError(
+            f"state_dict '{p.name}' does not match {model_class}: {'; '.join(parts)}",
+            hint="pass the class (and --model-kwargs) the weights were trained with",
+        )
+    module.load_state_dict(state, strict=True)
+
+
+def _forward_names(module: Any) -> tuple[str, ...] | None:
+    schema = getattr(getattr(module, "forward", None), "schema", None)
+    if schema is not None:  # TorchScript methods expose their arguments through the schema
+        return tuple(a.name for a in schema.arguments if a.name != "self") or None
+    try:
+        params = inspect.signature(module.forward).parameters.values()
+    except (TypeError, ValueError, AttributeError):
+        return None
+    names = tuple(p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self")
+    return names or None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]

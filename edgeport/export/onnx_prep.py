@@ -1,0 +1,230 @@
+"""Normalise an ONNX file so onnx2tf converts it: static shapes, clean names, a usable opset.
+
+Files exported by Paddle, tf2onnx and older torch carry quirks onnx2tf chokes on: node names that
+TensorFlow rejects as scope names (`Softmax@0`), nodes without names, initializers listed as graph
+inputs, old opsets, dynamic axes. Each fix is recorded as a note in the report.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgeport.errors import ConversionError, InputError
+from edgeport.types import TensorSpec
+
+MIN_OPSET = 11
+TARGET_OPSET_FOR_OLD = 13
+_SAFE = re.compile(r"[^A-Za-z0-9_.>/-]")
+_ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16",
+                11: "float64"}
+
+
+@dataclass(frozen=True)
+class PreparedOnnx:
+    path: Path
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    opset: int
+    notes: tuple[str, ...] = ()
+    original_node_names: dict[str, str] = field(default_factory=dict)  # new name -> name in the source file
+
+
+def parse_shape(text: str) -> tuple[str | None, tuple[int, ...]]:
+    """'[NAME=]1x3x224x224' -> (NAME or None, (1, 3, 224, 224))."""
+    raw = text.strip()
+    name, sep, dims = raw.rpartition("=")
+    if not sep:
+        name, dims = "", raw
+    parts = dims.lower().replace(",", "x").split("x")
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        shape = ()
+    if not shape or any(d <= 0 for d in shape):
+        raise InputError(f"--input-shape '{text}' is not a shape", hint="use [NAME=]DxDxD with positive integers, e.g. x=1x3x224x224")
+    if len(shape) > 8:
+        raise InputError(f"--input-shape '{text}' has {len(shape)} dims", hint="TFLite supports at most 8 dims")
+    return (name.strip() or None), shape
+
+
+def prepare_onnx(src: Path, dst: Path, input_shapes: dict[str | None, tuple[int, ...]] | None = None) -> PreparedOnnx:
+    import onnx
+
+    model = _load(src)
+    notes: list[str] = []
+    graph = model.graph
+    init_names = {i.name for i in graph.initializer}
+    stale = [i for i in graph.input if i.name in init_names]
+    for item in stale:
+        graph.input.remove(item)
+    if stale:
+        notes.append(f"removed {len(stale)} initializers listed as graph inputs (older exporters do this)")
+    _fix_input_shapes(graph, dict(input_shapes or {}), notes)
+    model = _upgrade_opset(model, notes)
+    renamed = _rename_nodes(model.graph, notes)
+    _check_ops(model.graph)
+    model = _simplify(model, notes)
+    try:
+        model = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 - shapes are a convenience for the report only
+        notes.append("ONNX shape inference failed; output shapes are read from the converted model")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(dst))
+    return PreparedOnnx(
+        path=dst,
+        inputs=tuple(_spec(v) for v in model.graph.input),
+        outputs=tuple(_spec(v) for v in model.graph.output),
+        opset=_opset(model),
+        notes=tuple(notes),
+        original_node_names=renamed,
+    )
+
+
+def _load(src: Path):
+    import onnx
+
+    try:
+        model = onnx.load(str(src))
+    except Exception as exc:
+        raise InputError(f"'{src}' is not a readable ONNX file ({str(exc).splitlines()[0][:200]})",
+                         hint="the file is truncated or corrupt; re-export it") from exc
+    if not model.graph.node:
+        raise InputError(f"ONNX file '{src}' has an empty graph", hint="re-export the model")
+    if any(t.data_location == 1 for t in model.graph.initializer):
+        raise InputError(f"ONNX file '{src}' keeps weights in external data files that were not found",
+                         hint="keep the .data file next to the .onnx, or re-export with weights embedded")
+    return model
+
+
+def _dims(value_info) -> list[int | str]:
+    dims: list[int | str] = []
+    for d in value_info.type.tensor_type.shape.dim:
+        if d.HasField("dim_value") and d.dim_value > 0:
+            dims.append(int(d.dim_value))
+        else:
+            dims.append(d.dim_param or "?")
+    return dims
+
+
+def _fix_input_shapes(graph, given: dict[str | None, tuple[int, ...]], notes: list[str]) -> None:
+    inputs = list(graph.input)
+    names = [i.name for i in inputs]
+    if None in given:
+        if len(inputs) != 1:
+            raise InputError(f"--input-shape without a name, but the model has {len(inputs)} inputs ({', '.join(names)})",
+                             hint="name each one: --input-shape NAME=1x3x224x224")
+        given[names[0]] = given.pop(None)
+    unknown = [n for n in given if n not in names]
+    if unknown:
+        raise InputError(f"--input-shape names unknown input '{unknown[0]}'", hint=f"the model's inputs are: {', '.join(names)}")
+    for vi in inputs:
+        dims = _dims(vi)
+        if vi.name in given:
+            shape = given[vi.name]
+            if len(shape) != len(dims):
+                raise InputError(f"--input-shape {vi.name} has {len(shape)} dims but the model input has {len(dims)} ({_fmt(dims)})",
+                                 hint=f"give {len(dims)} dims")
+            clash = [i for i, d in enumerate(dims) if isinstance(d, int) and d != shape[i]]
+            if clash:
+                raise InputError(f"--input-shape {vi.name}={_fmt(shape)} contradicts the model's fixed shape {_fmt(dims)}",
+                                 hint="only dynamic dims can be set; drop --input-shape or match the fixed dims")
+            if any(not isinstance(d, int) for d in dims):
+                notes.append(f"input '{vi.name}' dynamic shape {_fmt(dims)} fixed to {_fmt(shape)}")
+        elif all(isinstance(d, int) for d in dims):
+            continue
+        elif all(isinstance(d, int) for d in dims[1:]):
+            shape = (1, *dims[1:])
+            notes.append(f"input '{vi.name}' dynamic batch dim '{dims[0]}' fixed to 1")
+        else:
+            raise InputError(f"input '{vi.name}' has dynamic dims {_fmt(dims)} and TFLite needs static shapes",
+                             hint=f"pass --input-shape {vi.name}={'x'.join(str(d) if isinstance(d, int) else 'N' for d in dims)} with numbers")
+        for d, value in zip(vi.type.tensor_type.shape.dim, shape, strict=True):
+            d.Clear()
+            d.dim_value = int(value)
+
+
+def _fmt(dims) -> str:
+    return "x".join(str(d) for d in dims)
+
+
+def _opset(model) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _upgrade_opset(model, notes: list[str]):
+    from onnx import version_converter
+
+    opset = _opset(model)
+    if opset >= MIN_OPSET:
+        return model
+    try:
+        upgraded = version_converter.convert_version(model, TARGET_OPSET_FOR_OLD)
+    except Exception as exc:
+        raise InputError(f"ONNX opset {opset} is too old for onnx2tf and could not be upgraded ({str(exc)[:150]})",
+                         hint=f"re-export the model at opset >= {MIN_OPSET}") from exc
+    notes.append(f"upgraded opset {opset} -> {TARGET_OPSET_FOR_OLD}")
+    return upgraded
+
+
+def _rename_nodes(graph, notes: list[str]) -> dict[str, str]:
+    """Give every node a unique TensorFlow-safe name; returns new -> original."""
+    seen: set[str] = set()
+    renamed: dict[str, str] = {}
+    changed = 0
+    for i, node in enumerate(graph.node):
+        original = node.name
+        name = _SAFE.sub("_", original) if original else f"{node.op_type}_{i}"
+        if not re.match(r"[A-Za-z0-9.]", name):
+            name = f"n{name}"
+        base, k = name, 1
+        while name in seen:
+            name, k = f"{base}_{k}", k + 1
+        seen.add(name)
+        if name != original:
+            changed += 1
+            node.name = name
+        renamed[name] = original or name
+    if changed:
+        notes.append(f"renamed {changed} nodes to TensorFlow-safe unique names")
+    return renamed
+
+
+def supported_ops() -> set[str]:
+    """onnx2tf's op handlers, one module each; found without importing onnx2tf (it imports TF)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("onnx2tf")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConversionError("onnx2tf is not installed", hint="run the set-up in README.md")
+    ops_dir = Path(list(spec.submodule_search_locations)[0]) / "ops"
+    return {p.stem for p in ops_dir.glob("*.py") if not p.stem.startswith("_")}
+
+
+def _check_ops(graph) -> None:
+    known = supported_ops()
+    for node in graph.node:
+        if node.domain not in ("", "ai.onnx") and node.op_type not in known:
+            raise InputError(f"node '{node.name}' uses custom op '{node.domain}::{node.op_type}' that TFLite cannot run",
+                             hint="export without custom ops (e.g. a different opset or a plain-op rewrite of that layer)")
+        if node.op_type not in known:
+            raise InputError(f"ONNX op '{node.op_type}' (node '{node.name}') is not supported by the ONNX->TFLite converter",
+                             hint="rewrite that layer with supported ops or export at another opset")
+
+
+def _simplify(model, notes: list[str]):
+    try:
+        import onnxslim
+
+        slim = onnxslim.slim(model)
+    except Exception as exc:  # noqa: BLE001 - simplification is an optimisation, not a requirement
+        notes.append(f"onnxslim simplification skipped ({str(exc).splitlines()[0][:120]})")
+        return model
+    return slim if slim is not None else model
+
+
+def _spec(vi) -> TensorSpec:
+    dims = _dims(vi)
+    shape = tuple(d if isinstance(d, int) else -1 for d in dims)
+    return TensorSpec(vi.name, shape, _ONNX_DTYPES.get(vi.type.tensor_type.elem_type, "float32"))

@@ -1,0 +1,214 @@
+"""Subprocess entry point: ONNX -> TF SavedModel (onnx2tf) -> TFLite files (TFLiteConverter).
+
+Runs in its own process because onnx2tf calls sys.exit() on errors, prints heavily, mutates global
+TF state, and the converter can abort the process; the parent keeps control and a clean error.
+Usage: python -m edgeport.export.tflite_worker REQUEST.json RESULT.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# onnx2tf 1.x downloads MS-COCO sample images when a model has image-like inputs; this process must
+# never touch the network, so the hook below hands it the user's calibration data instead.
+_SAMPLE_IMAGES: np.ndarray | None = None
+
+
+def _offline_sample_images() -> np.ndarray:
+    if _SAMPLE_IMAGES is None:
+        raise RuntimeError("edgeport: onnx2tf asked for sample images but no image-like data was given")
+    return _SAMPLE_IMAGES
+
+
+def _silence_tf() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+
+def _channels_last(arr: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(arr.transpose(0, *range(2, arr.ndim), 1))
+
+
+def run_onnx2tf(req: dict[str, Any]) -> None:
+    """Build the SavedModel that every TFLite variant is converted from."""
+    global _SAMPLE_IMAGES
+    import onnx2tf.onnx2tf as o2t
+    import onnx2tf.utils.common_functions as o2t_common
+
+    image = req.get("sample_images")
+    if image:
+        arr = np.load(image)
+        _SAMPLE_IMAGES = _channels_last(arr).astype(np.float32)
+    o2t.download_test_image_data = _offline_sample_images
+    o2t_common.download_test_image_data = _offline_sample_images
+    o2t.convert(
+        input_onnx_file_path=req["onnx"],
+        output_folder_path=req["saved_model"],
+        output_signaturedefs=True,
+        copy_onnx_input_output_names_to_tflite=True,
+        not_use_onnxsim=True,
+        keep_ncw_or_nchw_or_ncdhw_input_names=req.get("keep_layout_inputs") or None,
+        keep_shape_absolutely_input_names=req.get("keep_shape_inputs") or None,
+        replace_to_pseudo_operators=req.get("pseudo_ops") or None,
+        disable_model_save=False,
+        non_verbose=True,
+        verbosity="error",
+    )
+
+
+def _signature_inputs(saved_model: str) -> dict[str, tuple[int, ...]]:
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(saved_model)
+    fn = loaded.signatures["serving_default"]
+    _, kwargs = fn.structured_input_signature
+    return {name: tuple(int(d) if d is not None else -1 for d in spec.shape) for name, spec in kwargs.items()}
+
+
+def _match_names(sig_names: list[str], onnx_names: list[str]) -> dict[str, str]:
+    """signature key -> ONNX input name. onnx2tf sanitises names (':' '/' '.' ...), so fall back to order."""
+    if sorted(sig_names) == sorted(onnx_names):
+        return {n: n for n in sig_names}
+    canon = {_canon(n): n for n in onnx_names}
+    if all(_canon(n) in canon for n in sig_names):
+        return {n: canon[_canon(n)] for n in sig_names}
+    return dict(zip(sig_names, onnx_names, strict=True))
+
+
+def _canon(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def _calibration_feed(req: dict[str, Any], sig: dict[str, tuple[int, ...]]) -> tuple[list[dict], dict]:
+    from edgeport.export.layout import apply, input_perm
+
+    data = np.load(req["calibration"]) if req.get("calibration") else None
+    names = _match_names(list(sig), req["onnx_inputs"])
+    perms: dict[str, Any] = {}
+    feed: list[dict[str, np.ndarray]] = []
+    for key, onnx_name in names.items():
+        src_shape = tuple(req["onnx_input_shapes"][onnx_name])
+        moved = onnx_name not in (req.get("keep_layout_inputs") or []) and len(src_shape) >= 4
+        perms[key] = input_perm(src_shape, sig[key], moved)
+    if data is not None:
+        count = len(data[req["onnx_inputs"][0]])
+        for i in range(count):
+            feed.append({key: apply(data[names[key]][i : i + 1], perms[key]) for key in names})
+    mapping = {key: {"onnx_name": names[key], "perm": perms[key]} for key in names}
+    return feed, mapping
+
+
+def convert_variant(saved_model: str, job: dict[str, Any], feed: list[dict[str, np.ndarray]]) -> bytes:
+    """One TFLite flatbuffer for one quantization mode. Only builtin ops are allowed: Flex (Select TF)
+    ops would run on no Coral/GPU/standard runtime, so their presence is an error, not a fallback."""
+    import tensorflow as tf
+
+    mode = job["mode"]
+    conv = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+    builtins = [tf.lite.OpsSet.TFLITE_BUILTINS]
+
+    def representative():
+        for sample in feed:
+            yield {k: v.astype(np.float32) for k, v in sample.items()}
+
+    if mode == "fp16":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16]
+    elif mode == "dynamic":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif mode in ("int8", "mixed"):
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = representative
+        denylist = job.get("float_nodes") or []
+        if denylist:
+            # A float island needs float kernels beside int8 ones.
+            builtins = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+        else:
+            builtins = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        io = job.get("io_dtype", "float32")
+        if io in ("int8", "uint8"):
+            conv.inference_input_type = tf.int8 if io == "int8" else tf.uint8
+            conv.inference_output_type = conv.inference_input_type
+    elif mode == "int16x8":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = representative
+        builtins = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
+                    tf.lite.OpsSet.TFLITE_BUILTINS]
+    elif mode != "fp32":
+        raise ValueError(f"unknown mode {mode}")
+    conv.target_spec.supported_ops = builtins
+    if job.get("float_nodes"):
+        conv = _with_denylist(conv, job["float_nodes"])
+    return conv.convert()
+
+
+def _with_denylist(conv: Any, nodes: list[str]) -> Any:
+    import tensorflow as tf
+
+    opts = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(nodes))
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=conv, debug_dataset=conv.representative_dataset, debug_options=opts
+    )
+    return _FixedModel(debugger.get_nondebug_quantized_model())
+
+
+class _FixedModel:
+    """Adapter so convert_variant can `return conv.convert()` for a model the debugger already built."""
+
+    def __init__(self, model: bytes) -> None:
+        self._model = model
+
+    def convert(self) -> bytes:
+        return self._model
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str]) -> int:
+    _silence_tf()
+    req = json.loads(Path(argv[0]).read_text())
+    result: dict[str, Any] = {"stage": "onnx2tf", "jobs": []}
+    out = Path(argv[1])
+    try:
+        if not Path(req["saved_model"], "saved_model.pb").exists():
+            run_onnx2tf(req)
+        result["stage"] = "signature"
+        sig = _signature_inputs(req["saved_model"])
+        feed, mapping = _calibration_feed(req, sig)
+        result["inputs"] = {k: {"shape": list(sig[k]), **v} for k, v in mapping.items()}
+        result["stage"] = "tflite"
+        for job in req.get("jobs", []):
+            entry: dict[str, Any] = {"mode": job["mode"], "path": job["out"]}
+            try:
+                _atomic_write(Path(job["out"]), convert_variant(req["saved_model"], job, feed))
+                entry["ok"] = True
+            except Exception as exc:  # noqa: BLE001 - reported per variant, the parent decides
+                entry.update(ok=False, error=_short(exc))
+            result["jobs"].append(entry)
+        result["ok"] = True
+    except SystemExit as exc:
+        result.update(ok=False, error=f"onnx2tf exited with status {exc.code}")
+    except Exception as exc:  # noqa: BLE001 - the parent turns this into a ConversionError
+        result.update(ok=False, error=_short(exc), traceback=traceback.format_exc())
+    out.write_text(json.dumps(result))
+    return 0
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:4000]
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,126 @@
+"""Parent side of the conversion worker: ONNX -> SavedModel -> one TFLite file per requested mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeport.errors import ConversionError
+from edgeport.export.onnx_prep import PreparedOnnx
+
+# Ops that become Flex (Select TF) ops or fail as builtins, and that onnx2tf can replace by
+# builtin-only approximations; tried automatically when a plain conversion needs Flex ops.
+PSEUDO_OP_REMEDY = ["Erf", "GeLU", "HardSwish", "Power", "Asin", "Acos", "Atan", "Abs", "Neg"]
+FLEX_MARKERS = ("Select TF", "Flex", "TFLITE_BUILTINS", "not supported by", "ops are not supported")
+
+
+@dataclass(frozen=True)
+class ConversionResult:
+    saved_model: Path
+    files: dict[str, Path]  # job key -> written tflite
+    errors: dict[str, str]  # job key -> converter error
+    input_map: dict[str, dict[str, Any]]  # signature key -> {onnx_name, perm, shape}
+    log_path: Path
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def run_conversion(
+    onnx_model: PreparedOnnx,
+    workdir: Path,
+    calibration: dict[str, np.ndarray] | None,
+    jobs: list[dict[str, Any]],
+    *,
+    pseudo_ops: list[str] | None = None,
+    timeout_s: float = 1800,
+    saved_model: Path | None = None,
+) -> ConversionResult:
+    """jobs: [{"key": str, "mode": str, "io_dtype": str, "float_nodes": [...]}]."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    tag = "pseudo" if pseudo_ops else "plain"
+    saved = saved_model or workdir / f"saved_model_{tag}"
+    req: dict[str, Any] = {
+        "onnx": str(onnx_model.path),
+        "saved_model": str(saved),
+        "onnx_inputs": [s.name for s in onnx_model.inputs],
+        "onnx_input_shapes": {s.name: list(s.shape) for s in onnx_model.inputs},
+        # rank-3 inputs (sequences, signals) are kept as they are: onnx2tf would read them as NCW.
+        "keep_layout_inputs": [s.name for s in onnx_model.inputs if len(s.shape) == 3],
+        "keep_shape_inputs": [s.name for s in onnx_model.inputs if len(s.shape) not in (3, 4, 5)],
+        "pseudo_ops": pseudo_ops or [],
+        "jobs": [],
+    }
+    if calibration:
+        calib_path = workdir / "calibration.npz"
+        np.savez(calib_path, **calibration)
+        req["calibration"] = str(calib_path)
+        first = calibration[onnx_model.inputs[0].name]
+        if first.ndim == 4 and len(onnx_model.inputs) == 1:
+            sample_path = workdir / "sample_images.npy"
+            np.save(sample_path, first[:20].astype(np.float32))
+            req["sample_images"] = str(sample_path)
+    for job in jobs:
+        out = workdir / f"{job['key']}.tflite"
+        req["jobs"].append({**job, "out": str(out)})
+    req_path = workdir / f"convert_{tag}_{len(jobs)}_{os.getpid()}.json"
+    res_path = req_path.with_suffix(".result.json")
+    log_path = req_path.with_suffix(".log")
+    req_path.write_text(json.dumps(req))
+    with open(log_path, "w") as log:
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "edgeport.export.tflite_worker", str(req_path), str(res_path)],
+                stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s, env=_worker_env(), check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise ConversionError(f"ONNX->TFLite conversion did not finish within {timeout_s:.0f} s",
+                                  hint=f"see {log_path}; simplify the model or raise --timeout") from exc
+    if not res_path.exists():
+        raise ConversionError(
+            f"the converter process died (exit status {proc.returncode}) before reporting a result",
+            hint=f"last lines of {log_path}: {_tail(log_path)}",
+        )
+    result = json.loads(res_path.read_text())
+    if not result.get("ok"):
+        raise ConversionError(f"onnx2tf could not convert the model: {_clean(result.get('error', 'unknown error'))}",
+                              hint=f"details in {log_path}: {_tail(log_path)}")
+    files, errors = {}, {}
+    for job, entry in zip(jobs, result["jobs"], strict=True):
+        if entry.get("ok") and Path(entry["path"]).exists():
+            files[job["key"]] = Path(entry["path"])
+        else:
+            # The TFLite converter can "succeed" with no file (a swallowed calibration failure):
+            # a missing file is an error, never a silent skip.
+            errors[job["key"]] = entry.get("error") or "converter reported success but wrote no file"
+    return ConversionResult(saved, files, errors, result.get("inputs", {}), log_path)
+
+
+def needs_flex(error: str) -> bool:
+    return any(marker in error for marker in FLEX_MARKERS)
+
+
+def _worker_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    # onnx2tf prints rich progress; keep the log readable
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "(no log)"
+    return " | ".join(text[-lines:])[-600:]
+
+
+def _clean(text: str) -> str:
+    return " ".join(str(text).split())[:500]

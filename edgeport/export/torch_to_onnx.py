@@ -1,0 +1,72 @@
+"""Export a loaded torch model to ONNX at a stated opset with static shapes."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+from edgeport.errors import ConversionError, InputError
+from edgeport.types import TensorSpec
+
+DEFAULT_OPSET = 17
+
+
+def example_tensors(specs: list[TensorSpec]) -> tuple[Any, ...]:
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    out = []
+    for spec in specs:
+        dtype = getattr(torch, spec.dtype, None)
+        if dtype is None:
+            raise InputError(f"input '{spec.name}' has unsupported dtype '{spec.dtype}'", hint="use float32/int64/int32")
+        if dtype.is_floating_point:
+            out.append(torch.randn(spec.shape, generator=gen).to(dtype))
+        else:
+            out.append(torch.zeros(spec.shape, dtype=dtype))
+    return tuple(out)
+
+
+def export_onnx(module: Any, inputs: list[TensorSpec], path: Path, opset: int = DEFAULT_OPSET) -> list[str]:
+    """Write `path`; returns the output names. The TorchScript-based exporter is used on purpose:
+    its node names carry the PyTorch module path (/features/features.3/conv/Conv), which per-layer
+    diagnostics map back to `features.3.conv`."""
+    import torch
+
+    args = example_tensors(inputs)
+    try:
+        with torch.no_grad():
+            sample = module(*args)
+    except Exception as exc:
+        shapes = ", ".join(s.describe() for s in inputs)
+        raise InputError(
+            f"the model failed on inputs {shapes}: {_first_line(exc)}",
+            hint="pass the model's real input shape(s) with --input-shape [NAME=]1x3x224x224",
+        ) from exc
+    n_out = len(_flatten(sample))
+    output_names = ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module, args, str(path), opset_version=opset, dynamo=False,
+                input_names=[s.name for s in inputs], output_names=output_names, do_constant_folding=True,
+            )
+    except Exception as exc:
+        raise ConversionError(f"torch.onnx.export failed at opset {opset}: {_first_line(exc)}",
+                              hint="try --opset 13..18 or rewrite the unsupported op in the model") from exc
+    return output_names
+
+
+def _flatten(obj: Any) -> list[Any]:
+    if isinstance(obj, (list, tuple)):
+        return [x for item in obj for x in _flatten(item)]
+    if isinstance(obj, dict):
+        return [x for item in obj.values() for x in _flatten(item)]
+    return [obj]
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:300]

@@ -1,0 +1,340 @@
+"""The one place that knows the order of `convert`: load -> export -> convert -> validate -> verdict.
+
+Each stage is a function with typed inputs and outputs; this module wires them, times them, and
+writes the artifact and report atomically. Nothing is left half-written: work happens in a private
+directory inside the output directory and only finished files are renamed into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeport import calibration as cal
+from edgeport.errors import ConversionError, InputError
+from edgeport.export.checkpoint import LoadedModel, load_checkpoint
+from edgeport.export.onnx_prep import PreparedOnnx, parse_shape, prepare_onnx
+from edgeport.export.to_tflite import PSEUDO_OP_REMEDY, ConversionResult, needs_flex, run_conversion
+from edgeport.export.torch_to_onnx import DEFAULT_OPSET, export_onnx
+from edgeport.profiles import DeviceProfile, check_quant_allowed, load_profile
+from edgeport.report import empty_report, summary_lines, write_json_atomic
+from edgeport.types import Artifact, TensorSpec
+from edgeport.validate import metrics, verdict
+from edgeport.validate.run import reference_outputs, run_tflite
+
+CALIBRATED_MODES = ("int8", "int16x8", "mixed")
+
+
+@dataclass(frozen=True)
+class ConvertRequest:
+    checkpoint: Path
+    profile: str
+    calib: str | None = None
+    val: str | None = None
+    quant: str | None = None
+    input_shapes: tuple[str, ...] = ()
+    model_class: str | None = None
+    model_kwargs: str | None = None
+    trust_pickle: bool = False
+    output: Path = Path("edgeport-out")
+    opset: int = DEFAULT_OPSET
+    runs: int = 50
+    preprocessing: dict[str, str] | None = None
+    max_calib_samples: int = 300
+    max_val_samples: int = 1000
+    keep_work: bool = False
+
+
+@dataclass
+class Report:
+    """What `edgeport.convert` returns: the report.json content plus where it was written."""
+
+    data: dict[str, Any]
+    path: Path | None = None
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.data["verdict"]["passed"])
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.passed else 1
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t0, 3)
+
+
+def convert(checkpoint: str | Path, profile: str, **options: Any) -> Report:
+    """Python API mirror of `edgeport convert`."""
+    shapes = options.pop("input_shapes", ())
+    req = ConvertRequest(checkpoint=Path(checkpoint), profile=profile, input_shapes=tuple(shapes),
+                         output=Path(options.pop("output", "edgeport-out")), **options)
+    return run_convert(req)
+
+
+def run_convert(req: ConvertRequest) -> Report:
+    timer = _Timer()
+    report = empty_report()
+    notes: list[str] = []
+    with timer.stage("setup"):
+        prof = load_profile(req.profile)
+        mode = req.quant or prof.runtime.default_quant
+        check_quant_allowed(prof, mode)
+        if mode in CALIBRATED_MODES and not req.calib:
+            raise InputError(f"--quant {mode} needs calibration data", hint="pass --calib DATA (.npz, .npy, an image folder or builtin:NAME)")
+        shapes = dict(parse_shape(s) for s in req.input_shapes)
+        out_dir = _prepare_output(req.output)
+    work = Path(tempfile.mkdtemp(prefix=".edgeport-work-", dir=out_dir))
+    try:
+        with timer.stage("load"):
+            loaded = load_checkpoint(req.checkpoint, req.model_class, req.model_kwargs, req.trust_pickle)
+        with timer.stage("export"):
+            prepared = _to_onnx(loaded, shapes, req, work, notes)
+        with timer.stage("data"):
+            calib_ds, val_ds = _load_datasets(req, list(prepared.inputs), notes)
+        with timer.stage("reference"):
+            references = reference_outputs(loaded.module, prepared.path, list(prepared.inputs), val_ds.inputs)
+        with timer.stage("convert"):
+            conv, artifact_key = _convert(prepared, calib_ds, mode, prof, work, notes)
+        with timer.stage("validate"):
+            threads = min(prof.runtime.threads, os.cpu_count() or 1)
+            run = run_tflite(conv.files[artifact_key], val_ds.inputs, conv.input_map, references, threads=threads, runs=req.runs)
+            fp32_run = None
+            if artifact_key != "fp32" and "fp32" in conv.files:
+                fp32_run = run_tflite(conv.files["fp32"], None, conv.input_map, None, threads=threads, runs=req.runs)
+        final = out_dir / f"{_stem(req.checkpoint)}_{mode}.tflite"
+        _fill_report(report, prof, mode, prepared, loaded, conv, artifact_key, run, fp32_run, references, val_ds, calib_ds, final, req)
+        report["notes"] = notes
+        report["verdict"] = verdict.decide(_checks(prof, report, run, mode))
+        report["timings"] = timer.timings
+        _publish(conv.files[artifact_key], final)
+        report_path = out_dir / "report.json"
+        write_json_atomic(report_path, report)
+        return Report(report, report_path, summary_lines(report))
+    finally:
+        if not req.keep_work:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _prepare_output(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".edgeport-probe-", delete=True)
+        probe.close()
+    except OSError as exc:
+        raise InputError(f"output directory '{path}' is not writable ({exc.strerror or exc})",
+                         hint="choose another --output or fix its permissions") from exc
+    return path
+
+
+def _stem(path: Path) -> str:
+    return path.name.split(".")[0] or "model"
+
+
+def _to_onnx(loaded: LoadedModel, shapes: dict, req: ConvertRequest, work: Path, notes: list[str]) -> PreparedOnnx:
+    if loaded.kind == "onnx":
+        return prepare_onnx(loaded.path, work / "model.onnx", shapes)
+    specs = _torch_input_specs(loaded, shapes, req)
+    raw = work / "exported.onnx"
+    export_onnx(loaded.module, specs, raw, opset=req.opset)
+    notes.append(f"exported {loaded.kind} to ONNX opset {req.opset}")
+    return prepare_onnx(raw, work / "model.onnx", {})
+
+
+def _torch_input_specs(loaded: LoadedModel, shapes: dict, req: ConvertRequest) -> list[TensorSpec]:
+    names = list(loaded.input_names or [])
+    if shapes:
+        if None in shapes:
+            if len(shapes) > 1 or len(names) > 1:
+                raise InputError("--input-shape without a name, but the model takes several inputs",
+                                 hint=f"name each: --input-shape {names[0] if names else 'x'}=1x3x224x224")
+            return [TensorSpec(names[0] if names else "input", shapes[None])]
+        if names:
+            unknown = [n for n in shapes if n not in names]
+            if unknown:
+                raise InputError(f"--input-shape names unknown input '{unknown[0]}'", hint=f"the model's inputs are: {', '.join(names)}")
+            missing = [n for n in names if n not in shapes]
+            if missing:
+                raise InputError(f"no --input-shape for input '{missing[0]}'", hint=f"give one for each of: {', '.join(names)}")
+            return [TensorSpec(n, shapes[n]) for n in names]
+        return [TensorSpec(n, s) for n, s in shapes.items()]
+    if loaded.example_inputs:
+        return list(loaded.example_inputs)
+    guessed = _data_sample_shape(req.calib or req.val) if (req.calib or req.val) else None
+    if guessed and len(names) <= 1:
+        return [TensorSpec(names[0] if names else "input", (1, *guessed))]
+    raise InputError("the input shape of this torch model is unknown",
+                     hint="pass --input-shape [NAME=]1x3x224x224 (one per input)")
+
+
+def _data_sample_shape(spec: str) -> tuple[int, ...] | None:
+    """Per-sample shape of array data, so a torch model fed by an .npz needs no --input-shape."""
+    try:
+        if spec.startswith("builtin:"):
+            entry = cal._manifest()[spec.split(":", 1)[1]]
+            with np.load(cal.DATA_DIR / entry["file"]) as data:
+                return tuple(data[entry["x"]].shape[1:])
+        if spec.endswith(".npy"):
+            return tuple(np.load(spec, mmap_mode="r").shape[1:])
+        if spec.endswith(".npz"):
+            with np.load(spec) as data:
+                keys = [k for k in data.files if k != "y"]
+                return tuple(data["x" if "x" in keys else keys[0]].shape[1:]) if len(keys) == 1 or "x" in keys else None
+    except (OSError, ValueError, KeyError, InputError):
+        return None
+    return None
+
+
+def _load_datasets(req: ConvertRequest, inputs: list[TensorSpec], notes: list[str]) -> tuple[cal.Dataset | None, cal.Dataset]:
+    pre = cal.parse_preprocessing(req.preprocessing) if req.preprocessing else None
+    calib = cal.load_data(req.calib, inputs, pre) if req.calib else None
+    val = cal.load_data(req.val, inputs, pre) if req.val else None
+    for ds, role in ((calib, "calibration"), (val, "validation")):
+        if ds is not None:
+            for warning in cal.check_data(ds, inputs, role=role):
+                notes.append(warning)
+    if calib is not None and val is None:
+        calib, val = cal.split_holdout(calib, val_fraction=0.3, seed=0)
+        notes.append(f"no --val given: held out {val.count} of {calib.count + val.count} calibration samples for validation "
+                     "(never used for calibration)")
+    if calib is not None and val is not None and calib.sha256 == val.sha256:
+        notes.append("--calib and --val are the same data: accuracy is measured on calibration samples")
+    if val is None:
+        val = _random_inputs(inputs)
+        notes.append("no data given: agreement is measured on 32 seeded random inputs, not real data")
+    if calib is not None and calib.count > req.max_calib_samples:
+        calib = calib.take(np.arange(req.max_calib_samples))
+        notes.append(f"calibration uses the first {req.max_calib_samples} samples")
+    if val.count > req.max_val_samples:
+        val = val.take(np.arange(req.max_val_samples))
+    return calib, val
+
+
+def _random_inputs(inputs: list[TensorSpec]) -> cal.Dataset:
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for s in inputs:
+        shape = (32, *s.shape[1:])
+        arrays[s.name] = rng.standard_normal(shape).astype(np.float32) if "float" in s.dtype else np.zeros(shape, s.dtype)
+    digest = hashlib.sha256(b"".join(a.tobytes() for a in arrays.values())).hexdigest()
+    return cal.Dataset(inputs=arrays, labels=None, source="random", sha256=digest, preprocessing=None)
+
+
+def _convert(prepared: PreparedOnnx, calib: cal.Dataset | None, mode: str, prof: DeviceProfile, work: Path,
+             notes: list[str]) -> tuple[ConversionResult, str]:
+    io_dtype = prof.runtime.io_dtype if mode in ("int8", "mixed") else "float32"
+    jobs = [{"key": "fp32", "mode": "fp32"}]
+    if mode != "fp32":
+        jobs.append({"key": mode, "mode": mode, "io_dtype": io_dtype})
+    arrays = _calibration_arrays(calib, prepared)
+    conv = run_conversion(prepared, work, arrays, jobs)
+    if conv.errors and any(needs_flex(e) for e in conv.errors.values()):
+        notes.append(f"plain conversion needed Flex (Select TF) ops; retried with builtin replacements for {', '.join(PSEUDO_OP_REMEDY)}")
+        conv = run_conversion(prepared, work, arrays, jobs, pseudo_ops=PSEUDO_OP_REMEDY)
+    if mode in conv.errors or "fp32" in conv.errors:
+        key = mode if mode in conv.errors else "fp32"
+        err = " ".join(conv.errors[key].split())[:600]
+        raise ConversionError(f"TFLite conversion to {key} failed: {err}",
+                              hint="ops listed above have no builtin TFLite kernel; rewrite them or choose another --quant")
+    return conv, mode
+
+
+def _calibration_arrays(calib: cal.Dataset | None, prepared: PreparedOnnx) -> dict[str, np.ndarray] | None:
+    if calib is None:
+        return None
+    return {s.name: calib.inputs[s.name].astype(np.float32) if "float" in s.dtype else calib.inputs[s.name]
+            for s in prepared.inputs}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fill_report(report, prof, mode, prepared, loaded, conv, key, run, fp32_run, refs, val, calib, final, req) -> None:
+    path = conv.files[key]
+    report["profile"] = prof.to_dict()
+    report["artifact"] = Artifact(final, _sha256(path), path.stat().st_size).to_dict()
+    report["reference"] = {"size_bytes": conv.files["fp32"].stat().st_size if "fp32" in conv.files else None,
+                           "kind": loaded.kind, "onnx_opset": prepared.opset}
+    report["quantization"] = {"mode": mode, "float_layers": [], "io_dtype": prof.runtime.io_dtype if mode in ("int8", "mixed") else "float32"}
+    report["model"] = {"source": str(req.checkpoint), "inputs": [asdict(s) for s in prepared.inputs],
+                       "outputs": [asdict(s) for s in prepared.outputs], "normalization_notes": list(prepared.notes)}
+    report["data"] = {
+        "calibration": None if calib is None else {"source": calib.source, "samples": calib.count, "sha256": calib.sha256,
+                                                    "preprocessing": calib.preprocessing},
+        "validation": {"source": val.source, "samples": val.count, "sha256": val.sha256, "labels": val.labels is not None,
+                       "preprocessing": val.preprocessing},
+    }
+    report["options"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(req).items()}
+    report["runtime_error"] = run.error
+    if run.outputs is not None:
+        per_output = [metrics.compare_output(spec.name, ref, got) for spec, ref, got in zip(prepared.outputs, refs, run.outputs, strict=True)]
+        report["accuracy"]["outputs"] = [m.to_dict() for m in per_output]
+        first = per_output[0]
+        report["accuracy"].update(cosine_mean=first.cosine_mean, snr_db=first.snr_db, top1_agreement=first.top1_agreement)
+        if val.labels is not None:
+            ref_acc = metrics.label_accuracy(refs[0], val.labels)
+            tfl_acc = metrics.label_accuracy(run.outputs[0], val.labels)
+            if ref_acc is not None and tfl_acc is not None:
+                report["accuracy"].update(reference=ref_acc, tflite=tfl_acc, drop_pp=round((ref_acc - tfl_acc) * 100, 4))
+    if run.latency is not None:
+        report["latency"]["host"] = run.latency.to_dict()
+        report["latency"]["host"]["runtime"] = run.runtime
+    if fp32_run is not None and fp32_run.latency is not None:
+        report["latency"]["host_fp32"] = fp32_run.latency.to_dict()
+
+
+def _checks(prof: DeviceProfile, report: dict[str, Any], run, mode: str) -> list:
+    b = prof.budgets
+    acc = report["accuracy"]
+    outputs = acc.get("outputs") or []
+    finite = run.outputs is not None and all(o["nonfinite"] == 0 for o in outputs)
+    detail = run.error or ("; ".join(f"{o['name']}: {o['nonfinite']} non-finite values" for o in outputs if o["nonfinite"]))
+    checks = [verdict.must("runs_on_validation_data", finite, finite, detail)]
+    size_mb = report["artifact"]["size_bytes"] / 1e6
+    checks.append(verdict.at_most("model_size_mb", round(size_mb, 4), b.model_size_mb))
+    if acc["drop_pp"] is not None:
+        checks.append(verdict.at_most("accuracy_drop_pp", acc["drop_pp"], b.accuracy_drop_pp))
+    elif acc["top1_agreement"] is not None or not finite:
+        checks.append(verdict.at_least("top1_agreement", acc["top1_agreement"], b.min_top1_agreement, "no labels: agreement with the float model"))
+    if b.min_snr_db is not None and (acc["snr_db"] is not None or not finite):
+        checks.append(verdict.at_least("snr_db", acc["snr_db"], b.min_snr_db))
+    host = report["latency"]["host"]["p50_ms"]
+    latency_detail = "host measurement stands in: no device or simulated latency" if host is not None else ""
+    checks.append(verdict.at_most("latency_p50_ms", host, b.latency_p50_ms, latency_detail))
+    return checks
+
+
+def _publish(src: Path, final: Path) -> None:
+    """Atomic: copy next to the destination, then rename over it."""
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+

@@ -1,0 +1,90 @@
+"""report.json (contract in DESIGN.md) and the console summary; written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from edgeport.types import plain
+
+
+def versions() -> dict[str, str | None]:
+    from importlib import metadata
+
+    def ver(dist: str) -> str | None:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {
+        "edgeport": ver("edgeport"), "torch": ver("torch"), "tensorflow": ver("tensorflow"), "onnx": ver("onnx"),
+        "onnx2tf": ver("onnx2tf"), "litert": ver("ai-edge-litert") or ver("tflite-runtime"),
+        "onnxruntime": ver("onnxruntime"),
+    }
+
+
+def empty_report() -> dict[str, Any]:
+    """Every contract key exists; null means not measured."""
+    return {
+        "profile": None, "versions": versions(), "timings": {},
+        "artifact": {"path": None, "sha256": None, "size_bytes": None},
+        "reference": {"size_bytes": None},
+        "quantization": {"mode": None, "float_layers": []},
+        "accuracy": {"reference": None, "tflite": None, "drop_pp": None, "top1_agreement": None,
+                     "cosine_mean": None, "snr_db": None},
+        "latency": {"simulated": {"p50_ms": None}, "host": {"p50_ms": None, "p90_ms": None},
+                    "device": {"p50_ms": None, "p90_ms": None, "target": None}},
+        "verdict": {"passed": False, "checks": []},
+    }
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(plain(data), indent=2, sort_keys=False) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    acc = report["accuracy"]
+    art = report["artifact"]
+    lat = report["latency"]
+    q = report["quantization"]
+    lines = [f"edgeport: {q['mode']} model for profile '{report['profile']['name'] if report['profile'] else '?'}'"]
+    if art["path"]:
+        ref = report["reference"]["size_bytes"]
+        ratio = f" ({art['size_bytes'] / ref:.0%} of fp32)" if ref else ""
+        lines.append(f"  artifact   {art['path']}  {art['size_bytes'] / 1024:.1f} KiB{ratio}")
+    if acc["reference"] is not None:
+        lines.append(f"  accuracy   float {acc['reference']:.2%} -> tflite {acc['tflite']:.2%}  (drop {acc['drop_pp']:+.2f} pp)")
+    if acc["top1_agreement"] is not None:
+        lines.append(f"  agreement  top-1 {acc['top1_agreement']:.2%}  cosine {_f(acc['cosine_mean'])}  SNR {_f(acc['snr_db'])} dB")
+    elif acc["cosine_mean"] is not None:
+        lines.append(f"  agreement  cosine {_f(acc['cosine_mean'])}  SNR {_f(acc['snr_db'])} dB")
+    host = lat["host"]
+    if host["p50_ms"] is not None:
+        lines.append(f"  latency    host p50 {host['p50_ms']:.3f} ms  p90 {host['p90_ms']:.3f} ms ({host.get('threads')} threads)")
+    if lat["simulated"]["p50_ms"] is not None:
+        lines.append(f"             simulated p50 {lat['simulated']['p50_ms']:.3f} ms")
+    if lat["device"]["p50_ms"] is not None:
+        lines.append(f"             device {lat['device']['target']} p50 {lat['device']['p50_ms']:.3f} ms")
+    for note in report.get("notes", []):
+        lines.append(f"  note       {note}")
+    verdict = report["verdict"]
+    lines.append(f"  verdict    {'PASSED' if verdict['passed'] else 'FAILED'}")
+    for check in verdict["checks"]:
+        mark = "ok  " if check["passed"] else "FAIL"
+        detail = f"  ({check['detail']})" if check.get("detail") else ""
+        lines.append(f"    [{mark}] {check['name']}: {_f(check['value'])} vs budget {_f(check['budget'])}{detail}")
+    return lines
+
+
+def _f(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

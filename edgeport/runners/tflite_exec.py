@@ -1,0 +1,121 @@
+"""Subprocess entry point that runs a .tflite on this host: outputs for validation, then timings.
+
+A separate process because int8 kernels can abort the whole process on some inputs (e.g. a quantized
+DIV whose divisor hits its zero point); the parent sees the signal and turns it into a failed check.
+Imports only the TFLite interpreter (ai-edge-litert, else tflite-runtime, else TensorFlow), not torch.
+Usage: python -m edgeport.runners.tflite_exec REQUEST.json RESULT.npz
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def load_interpreter_class() -> tuple[Any, str]:
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter, "ai_edge_litert"
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter
+
+        return Interpreter, "tflite_runtime"
+    except ImportError:
+        import tensorflow as tf
+
+        return tf.lite.Interpreter, "tensorflow.lite"
+
+
+def quantize_input(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    dtype = detail["dtype"]
+    if np.issubdtype(dtype, np.floating) or dtype == np.bool_:
+        return x.astype(dtype)
+    scale, zero = detail["quantization"]
+    if scale == 0:  # integer input that is not quantized (token ids, indices)
+        return x.astype(dtype)
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+
+
+def dequantize_output(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    scale, zero = detail["quantization"]
+    if np.issubdtype(y.dtype, np.integer) and scale != 0:
+        return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
+    return y.astype(np.float32) if np.issubdtype(y.dtype, np.floating) else y
+
+
+def _apply_perm(x: np.ndarray, perm: list[int] | None) -> np.ndarray:
+    return x if perm is None else np.ascontiguousarray(x.transpose(perm))
+
+
+def main(argv: list[str]) -> int:
+    req = json.loads(Path(argv[0]).read_text())
+    Interpreter, runtime = load_interpreter_class()
+    interp = Interpreter(model_path=req["model"], num_threads=int(req.get("threads", 1)))
+    runner = interp.get_signature_runner()
+    in_details = runner.get_input_details()
+    out_details = runner.get_output_details()
+    results: dict[str, np.ndarray] = {}
+    meta: dict[str, Any] = {"runtime": runtime, "inputs": {}, "outputs": {}}
+    for key, d in in_details.items():
+        meta["inputs"][key] = {"shape": [int(s) for s in d["shape"]], "dtype": np.dtype(d["dtype"]).name}
+    for key, d in out_details.items():
+        meta["outputs"][key] = {"shape": [int(s) for s in d["shape"]], "dtype": np.dtype(d["dtype"]).name}
+
+    feeds = _load_feeds(req, in_details)
+    count = len(next(iter(feeds.values()))) if feeds else 0
+    outs: dict[str, list[np.ndarray]] = {k: [] for k in out_details}
+    for i in range(count if req.get("validate", True) else 0):
+        sample = {k: quantize_input(v[i : i + 1], in_details[k]) for k, v in feeds.items()}
+        got = runner(**sample)
+        for k in out_details:
+            outs[k].append(dequantize_output(np.asarray(got[k]), out_details[k]))
+    for k, v in outs.items():
+        if v:
+            results[f"out::{k}"] = np.concatenate(v, axis=0)
+
+    runs = int(req.get("runs", 0))
+    if runs > 0:
+        first = {k: quantize_input(v[0:1], in_details[k]) for k, v in feeds.items()}
+        for _ in range(int(req.get("warmup", 5))):
+            runner(**first)
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            runner(**first)
+            times.append((time.perf_counter() - t0) * 1000.0)
+        results["timings_ms"] = np.asarray(times)
+    results["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    out = Path(argv[1])
+    tmp = out.with_name(out.name + ".part.npz")
+    np.savez(tmp, **results)
+    tmp.replace(out)
+    return 0
+
+
+def _load_feeds(req: dict[str, Any], in_details: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Inputs in TFLite layout, keyed by signature key. Without data, seeded random inputs (bench)."""
+    if req.get("inputs"):
+        data = np.load(req["inputs"])
+        return {key: _apply_perm(data[spec["onnx_name"]], spec.get("perm")) for key, spec in req["input_map"].items()}
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for key, d in in_details.items():
+        shape = tuple(int(s) for s in d["shape"])
+        if np.issubdtype(d["dtype"], np.floating) or d["quantization"][0] != 0:
+            feeds[key] = rng.standard_normal(shape).astype(np.float32)
+        else:
+            feeds[key] = rng.integers(0, 2, size=shape).astype(d["dtype"])
+    return feeds
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

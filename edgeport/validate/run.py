@@ -1,0 +1,124 @@
+"""Run the float reference and the TFLite model on the same samples (source layout)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeport.errors import ConversionError
+from edgeport.export.layout import output_perm, undo
+from edgeport.types import LatencyStats, TensorSpec
+
+
+@dataclass(frozen=True)
+class TfliteRun:
+    outputs: list[np.ndarray] | None  # in reference output order and layout; None if the run aborted
+    latency: LatencyStats | None
+    runtime: str | None
+    error: str | None = None
+    io: dict[str, Any] = field(default_factory=dict)
+
+
+def reference_outputs(module: Any, onnx_path: Path, inputs: list[TensorSpec], data: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Float reference per sample: the torch module when there is one, else onnxruntime."""
+    count = len(data[inputs[0].name])
+    rows: list[list[np.ndarray]] = []
+    if module is not None:
+        import torch
+
+        with torch.no_grad():
+            for i in range(count):
+                args = [torch.from_numpy(np.ascontiguousarray(data[s.name][i : i + 1])) for s in inputs]
+                rows.append([t.detach().numpy() for t in _flatten(module(*args))])
+    else:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        for i in range(count):
+            rows.append(sess.run(None, {s.name: data[s.name][i : i + 1] for s in inputs}))
+    return [np.concatenate([r[k] for r in rows], axis=0).astype(np.float32) for k in range(len(rows[0]))]
+
+
+def _flatten(obj: Any) -> list[Any]:
+    if isinstance(obj, (list, tuple)):
+        return [x for item in obj for x in _flatten(item)]
+    if isinstance(obj, dict):
+        return [x for item in obj.values() for x in _flatten(item)]
+    return [obj]
+
+
+def run_tflite(
+    model: Path,
+    data: dict[str, np.ndarray] | None,
+    input_map: dict[str, dict[str, Any]],
+    references: list[np.ndarray] | None,
+    *,
+    threads: int,
+    runs: int = 50,
+    warmup: int = 5,
+    timeout_s: float = 900,
+) -> TfliteRun:
+    """Outputs (validated) and host timings, from a child process so a kernel abort is survivable."""
+    with tempfile.TemporaryDirectory(prefix="edgeport-run-") as tmp:
+        req: dict[str, Any] = {"model": str(model), "threads": threads, "runs": runs, "warmup": warmup,
+                               "input_map": input_map, "validate": data is not None}
+        if data is not None:
+            np.savez(Path(tmp, "inputs.npz"), **data)
+            req["inputs"] = str(Path(tmp, "inputs.npz"))
+        Path(tmp, "req.json").write_text(json.dumps(req))
+        out = Path(tmp, "out.npz")
+        try:
+            proc = subprocess.run([sys.executable, "-m", "edgeport.runners.tflite_exec", str(Path(tmp, "req.json")), str(out)],
+                                  capture_output=True, text=True, timeout=timeout_s, check=False)
+        except subprocess.TimeoutExpired:
+            return TfliteRun(None, None, None, error=f"the TFLite model did not finish within {timeout_s:.0f} s")
+        if proc.returncode != 0 or not out.exists():
+            return TfliteRun(None, None, None, error=_describe_failure(proc))
+        res = np.load(out)
+        meta = json.loads(bytes(res["meta"]).decode())
+        latency = None
+        if "timings_ms" in res:
+            latency = LatencyStats.from_samples(res["timings_ms"].tolist(), "host", threads=threads)
+        outputs = None
+        if data is not None:
+            keys = _order_output_keys(list(meta["outputs"]), references)
+            outputs = []
+            for i, key in enumerate(keys):
+                got = res[f"out::{key}"]
+                ref = references[i] if references is not None else None
+                perm = output_perm(ref.shape, got, ref) if ref is not None else None
+                outputs.append(undo(got, perm))
+        return TfliteRun(outputs, latency, meta["runtime"], io=meta)
+
+
+def _order_output_keys(keys: list[str], references: list[np.ndarray] | None) -> list[str]:
+    # The SavedModel signature names outputs output_0, output_1, ... in ONNX output order.
+    def index(k: str) -> tuple[int, str]:
+        tail = k.rsplit("_", 1)[-1]
+        return (int(tail), k) if tail.isdigit() else (10**6, k)
+
+    ordered = sorted(keys, key=index)
+    if references is not None and len(ordered) != len(references):
+        raise ConversionError(f"the TFLite model has {len(ordered)} outputs but the reference has {len(references)}")
+    return ordered
+
+
+def _describe_failure(proc: subprocess.CompletedProcess) -> str:
+    if proc.returncode < 0:
+        try:
+            name = signal.Signals(-proc.returncode).name
+        except ValueError:
+            name = f"signal {-proc.returncode}"
+        return f"the TFLite runtime crashed ({name}) while running the model on validation data"
+    lines = [ln for ln in (proc.stderr or "").strip().splitlines() if ln.strip()]
+    return f"the TFLite runtime failed: {lines[-1][:300] if lines else f'exit status {proc.returncode}'}"

@@ -1,0 +1,1 @@
+"""Small built-in models with weights shipped in the repo, so demos and tests run offline."""
