@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import math
 import os
@@ -124,17 +125,29 @@ def count_macs(model: nn.Module, sample: torch.Tensor) -> int:
     return total
 
 
-def write_atomic(path: Path, writer: Callable[[Path], None]) -> None:
+def write_atomic(path: Path, payload: bytes) -> None:
     """Write via a temp file in the same folder, then rename, so a crash never leaves a half file."""
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     tmp = Path(tmp_name)
     try:
-        writer(tmp)
+        # mkstemp creates 0600 files; shipped artifacts should be readable like any other repo file.
+        os.fchmod(fd, 0o644)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def serialize(save: Callable[[io.BytesIO], None]) -> bytes:
+    """Serialize in memory first: torch.save/jit.save name the zip's inner folder after the target
+    file, so saving straight to a random temp name would make every run's bytes (and hash) differ."""
+    buffer = io.BytesIO()
+    save(buffer)
+    return buffer.getvalue()
 
 
 def sha256(path: Path) -> str:
@@ -201,10 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     out_dir: Path = args.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     pt_path, ts_path, json_path = (out_dir / f"digits_net.{ext}" for ext in ("pt", "ts", "json"))
-    write_atomic(pt_path, lambda p: torch.save(model.state_dict(), p))
+    write_atomic(pt_path, serialize(lambda b: torch.save(model.state_dict(), b)))
     with torch.no_grad():
         traced = torch.jit.trace(model, example_input())
-    write_atomic(ts_path, lambda p: torch.jit.save(traced, str(p)))
+    write_atomic(ts_path, serialize(lambda b: torch.jit.save(traced, b)))
 
     # Everything needed to reproduce or question the shipped weights: the exact command, versions,
     # data hash, and hashes of the files written next to this metadata.
@@ -241,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             ts_path.name: {"sha256": sha256(ts_path), "size_bytes": ts_path.stat().st_size},
         },
     }
-    write_atomic(json_path, lambda p: p.write_text(json.dumps(meta, indent=2) + "\n"))
+    write_atomic(json_path, (json.dumps(meta, indent=2) + "\n").encode())
     for path in (pt_path, ts_path, json_path):
         print(f"wrote {path} ({path.stat().st_size} bytes)")
     return 0

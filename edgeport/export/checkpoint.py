@@ -105,10 +105,31 @@ def _load_exported_program(p: Path, torch: Any) -> LoadedModel:
     return LoadedModel(
         kind="exported_program",
         path=p,
-        module=program.module(),
+        module=_no_train_toggle(program.module()),
         input_names=tuple(s.name for s in specs) or None,
         example_inputs=tuple(specs) or None,
     )
+
+
+def _no_train_toggle(module: Any) -> Any:
+    """Wrap an ExportedProgram's module for the ONNX exporter, which toggles train()/eval(): such
+    modules reject that call, and they are already frozen in inference form."""
+    import torch
+
+    class ExportedProgramModule(torch.nn.Module):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            object.__setattr__(self, "inner", inner)  # unregistered: train() must not reach it
+            for param in inner.parameters():  # traced as constants, which must not require grad
+                param.requires_grad_(False)
+
+        def forward(self, *args: Any) -> Any:
+            return self.inner(*args)
+
+        def train(self, mode: bool = True) -> ExportedProgramModule:
+            return self
+
+    return ExportedProgramModule(module)
 
 
 def _load_pickle_checkpoint(
@@ -149,8 +170,10 @@ def _load_pickle_checkpoint(
 
 
 def _is_unsafe_pickle_error(exc: Exception) -> bool:
+    """True when the file is a valid pickle that names Python objects to import (code could run);
+    garbage bytes fail differently ("Unsupported operand") and are reported as corrupt."""
     text = str(exc)
-    return "Weights only load failed" in text or "weights_only" in text or "Unsupported global" in text
+    return "Unsupported global" in text or "GLOBAL" in text or "not an allowed global" in text
 
 
 def _load_trusted_pickle(p: Path, torch: Any) -> Any:

@@ -139,10 +139,18 @@ def _fix_input_shapes(graph, given: dict[str | None, tuple[int, ...]], notes: li
             notes.append(f"input '{vi.name}' dynamic batch dim '{dims[0]}' fixed to 1")
         else:
             raise InputError(f"input '{vi.name}' has dynamic dims {_fmt(dims)} and TFLite needs static shapes",
-                             hint=f"pass --input-shape {vi.name}={'x'.join(str(d) if isinstance(d, int) else 'N' for d in dims)} with numbers")
+                             hint=f"pass --input-shape {vi.name}={_example(dims)} with numbers for {', '.join(_dynamic_names(dims))}")
         for d, value in zip(vi.type.tensor_type.shape.dim, shape, strict=True):
             d.Clear()
             d.dim_value = int(value)
+
+
+def _example(dims: list[int | str]) -> str:
+    return "x".join(str(d) if isinstance(d, int) else ("1" if i == 0 else str(d).upper()) for i, d in enumerate(dims))
+
+
+def _dynamic_names(dims: list[int | str]) -> list[str]:
+    return [str(d).upper() for i, d in enumerate(dims) if i > 0 and not isinstance(d, int)]
 
 
 def _fmt(dims) -> str:

@@ -29,23 +29,39 @@ class TfliteRun:
 
 def reference_outputs(module: Any, onnx_path: Path, inputs: list[TensorSpec], data: dict[str, np.ndarray]) -> list[np.ndarray]:
     """Float reference per sample: the torch module when there is one, else onnxruntime."""
-    count = len(data[inputs[0].name])
-    rows: list[list[np.ndarray]] = []
     if module is not None:
-        import torch
+        return _torch_reference(module, inputs, data)
+    import onnxruntime as ort
 
-        with torch.no_grad():
-            for i in range(count):
-                args = [torch.from_numpy(np.ascontiguousarray(data[s.name][i : i + 1])) for s in inputs]
-                rows.append([t.detach().numpy() for t in _flatten(module(*args))])
-    else:
-        import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    count = len(data[inputs[0].name])
+    rows = [sess.run(None, {s.name: data[s.name][i : i + 1] for s in inputs}) for i in range(count)]
+    return [np.concatenate([r[k] for r in rows], axis=0).astype(np.float32) for k in range(len(rows[0]))]
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-        for i in range(count):
-            rows.append(sess.run(None, {s.name: data[s.name][i : i + 1] for s in inputs}))
+
+def _torch_reference(module: Any, inputs: list[TensorSpec], data: dict[str, np.ndarray], chunk: int = 64) -> list[np.ndarray]:
+    """Batched when the model allows it (checked against per-sample results), else one sample at a time."""
+    import torch
+
+    count = len(data[inputs[0].name])
+
+    def run(lo: int, hi: int) -> list[np.ndarray]:
+        args = [torch.from_numpy(np.ascontiguousarray(data[s.name][lo:hi])) for s in inputs]
+        return [t.detach().numpy() for t in _flatten(module(*args))]
+
+    with torch.no_grad():
+        single = [run(i, i + 1) for i in range(min(2, count))]
+        batched = None
+        try:
+            first = run(0, min(2, count))
+            if all(b.shape[0] == min(2, count) and np.allclose(b, np.concatenate([r[k] for r in single]), atol=1e-4, rtol=1e-3)
+                   for k, b in enumerate(first)):
+                batched = [run(lo, min(lo + chunk, count)) for lo in range(0, count, chunk)]
+        except Exception:  # noqa: BLE001 - models with a hard-coded batch of 1 run per sample
+            batched = None
+        rows = batched if batched is not None else [run(i, i + 1) for i in range(count)]
     return [np.concatenate([r[k] for r in rows], axis=0).astype(np.float32) for k in range(len(rows[0]))]
 
 

@@ -1,0 +1,55 @@
+"""Tiny seeded models for end-to-end tests (importable as --model-class fixture_models:Name)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class TinyCNN(nn.Module):
+    """3-channel image classifier: conv/BN/hard-swish, depthwise conv, ReLU6, residual, pooling."""
+
+    def __init__(self, channels: int = 8, classes: int = 5) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1), nn.BatchNorm2d(channels), nn.Hardswish())
+        self.dw = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, groups=channels), nn.BatchNorm2d(channels), nn.ReLU6())
+        self.pw = nn.Conv2d(channels, channels, 1)
+        self.head = nn.Linear(channels, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = x + self.pw(self.dw(x))
+        return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+class TwoInTwoOut(nn.Module):
+    """An image and a feature vector in; class logits and a 4-D feature map out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, stride=2, padding=1)
+        self.fc_vec = nn.Linear(8, 6)
+        self.head = nn.Linear(6, 4)
+
+    def forward(self, image: torch.Tensor, vec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        fmap = torch.relu(self.conv(image))
+        pooled = fmap.mean(dim=(2, 3)) + self.fc_vec(vec)
+        return self.head(pooled), fmap
+
+
+def seeded(model: nn.Module, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.normal_(m.weight, std=0.3)
+            nn.init.normal_(m.bias, std=0.05)
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def image_data(n: int = 48, shape: tuple[int, ...] = (3, 32, 32), seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, *shape)).astype(np.float32)

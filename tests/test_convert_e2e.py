@@ -1,0 +1,142 @@
+"""Real end-to-end conversions: every checkpoint kind, every quant mode, multi-I/O, offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fixture_models import TinyCNN, TwoInTwoOut, image_data, seeded
+
+from edgeport.cli import main
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _run(args: list[str], capsys) -> tuple[int, dict]:
+    code = main([*args, "--json"])
+    out = capsys.readouterr().out
+    return code, json.loads(out)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("tiny")
+    model = seeded(TinyCNN())
+    example = torch.randn(1, 3, 32, 32)
+    torch.save(model.state_dict(), d / "tiny_sd.pt")
+    torch.jit.save(torch.jit.trace(model, example), d / "tiny.ts")
+    torch.export.save(torch.export.export(model, (example,)), d / "tiny.pt2")
+    torch.save(model, d / "tiny_pickled.pt")
+    torch.onnx.export(model, example, d / "tiny_dyn.onnx", opset_version=17, dynamo=False, input_names=["x"],
+                      output_names=["logits"], dynamic_axes={"x": {0: "batch", 2: "h", 3: "w"}})
+    np.savez(d / "calib.npz", x=image_data(48))
+    np.savez(d / "val.npz", x=image_data(32, seed=1))
+    return {"dir": d}
+
+
+def _common(tiny, out: Path) -> list[str]:
+    return ["--profile", "host", "--calib", str(tiny["dir"] / "calib.npz"), "--val", str(tiny["dir"] / "val.npz"),
+            "--output", str(out), "--runs", "5"]
+
+
+@pytest.mark.parametrize("mode", ["fp32", "fp16", "dynamic", "int8", "int16x8"])
+def test_each_quant_mode_from_state_dict(tiny, tmp_path, capsys, mode):
+    code, rep = _run(["convert", str(tiny["dir"] / "tiny_sd.pt"), "--model-class", "fixture_models:TinyCNN",
+                      "--quant", mode, *_common(tiny, tmp_path)], capsys)
+    art = Path(rep["artifact"]["path"])
+    assert art.exists() and art.name == f"tiny_sd_{mode}.tflite"
+    assert rep["quantization"]["mode"] == mode
+    assert rep["accuracy"]["top1_agreement"] >= 0.9, rep["accuracy"]
+    assert rep["accuracy"]["cosine_mean"] > 0.99
+    assert rep["latency"]["host"]["p50_ms"] > 0
+    assert code == 0, rep["verdict"]
+    if mode == "int8":
+        from edgeport.inspect_tflite import inspect_model
+
+        info = inspect_model(art)
+        assert info["float_ops"] == [], "int8 model must be full integer"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([art.name, "report.json"])
+
+
+@pytest.mark.parametrize("name,extra", [
+    ("tiny.ts", []),
+    ("tiny.pt2", []),
+    ("tiny_pickled.pt", ["--trust-pickle"]),
+    ("tiny_dyn.onnx", ["--input-shape", "x=1x3x32x32"]),
+])
+def test_each_checkpoint_kind(tiny, tmp_path, capsys, name, extra):
+    code, rep = _run(["convert", str(tiny["dir"] / name), "--quant", "int8", *extra, *_common(tiny, tmp_path)], capsys)
+    assert code == 0, rep["verdict"]
+    assert rep["accuracy"]["top1_agreement"] >= 0.9
+    assert Path(rep["artifact"]["path"]).exists()
+
+
+def test_multi_input_multi_output(tmp_path, capsys):
+    model = seeded(TwoInTwoOut())
+    torch.save(model.state_dict(), tmp_path / "two.pt")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", image=rng.standard_normal((40, 3, 16, 16)).astype(np.float32),
+             vec=rng.standard_normal((40, 8)).astype(np.float32))
+    out = tmp_path / "out"
+    code, rep = _run(["convert", str(tmp_path / "two.pt"), "--model-class", "fixture_models:TwoInTwoOut",
+                      "--input-shape", "image=1x3x16x16", "--input-shape", "vec=1x8", "--quant", "int8",
+                      "--profile", "host", "--calib", str(tmp_path / "d.npz"), "--output", str(out), "--runs", "3"], capsys)
+    outs = rep["accuracy"]["outputs"]
+    assert [o["shape"] for o in outs] == [[12, 4], [12, 6, 8, 8]]  # 30% of 40 held out, NCHW restored
+    assert all(o["cosine_mean"] > 0.98 for o in outs), outs
+    assert any("held out" in n for n in rep["notes"])
+    assert rep["verdict"]["checks"][0] == {"name": "runs_on_validation_data", "value": True, "budget": True, "passed": True}
+    assert code == (0 if rep["verdict"]["passed"] else 1)
+
+
+def test_default_model_demo_accuracy(tmp_path, capsys):
+    code, rep = _run(["convert", str(REPO / "edgeport/zoo/digits_net.pt"), "--model-class", "edgeport.zoo.digits_net:DigitsNet",
+                      "--profile", "raspberry-pi-4", "--calib", "builtin:digits", "--val", "builtin:digits-val",
+                      "--output", str(tmp_path), "--runs", "5"], capsys)
+    acc = rep["accuracy"]
+    assert acc["reference"] >= 0.95 and acc["drop_pp"] <= 1.0, acc
+    assert rep["artifact"]["size_bytes"] < 0.5 * rep["reference"]["size_bytes"]
+    for key in ("profile", "versions", "timings", "artifact", "reference", "quantization", "accuracy", "latency", "verdict"):
+        assert key in rep
+    assert rep["data"]["calibration"]["sha256"] and rep["data"]["validation"]["samples"] == 600
+    assert code == 0
+
+
+def _offline_prefix() -> list[str] | None:
+    if shutil.which("unshare") and subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0:
+        return ["unshare", "-n"]
+    return None
+
+
+def test_conversion_runs_with_network_disabled(tiny, tmp_path):
+    """A 3-channel image input is exactly when onnx2tf 1.x downloads sample images; no network here."""
+    prefix = _offline_prefix()
+    env = dict(os.environ)
+    if prefix is None:
+        # Without a network namespace, make every socket connection fail inside the process tree.
+        guard = tmp_path / "guard"
+        guard.mkdir()
+        (guard / "sitecustomize.py").write_text(
+            "import socket\n"
+            "def _deny(*a, **k):\n    raise OSError('network disabled by test')\n"
+            "socket.socket.connect = _deny\nsocket.create_connection = _deny\n")
+        env["PYTHONPATH"] = f"{guard}:{env.get('PYTHONPATH', '')}"
+        prefix = []
+    env["PYTHONPATH"] = f"{Path(__file__).parent}:{env.get('PYTHONPATH', '')}"
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    proc = subprocess.run([*prefix, sys.executable, "-m", "edgeport", "convert", str(tiny["dir"] / "tiny.ts"),
+                           "--quant", "int8", *_common(tiny, tmp_path / "out"), "--json"],
+                          capture_output=True, text=True, cwd=cwd, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rep = json.loads(proc.stdout)
+    assert rep["accuracy"]["top1_agreement"] >= 0.9
+    assert not list(cwd.glob("calibration_image_sample_data*")), "onnx2tf must not fetch or cache sample images"
