@@ -190,6 +190,29 @@ def builtin_names() -> list[str]:
     return sorted(k for k, v in _manifest(path).items() if isinstance(v, dict)) if path.is_file() else []
 
 
+def sample_shape(spec: str) -> tuple[int, ...] | None:
+    """Per-sample shape of array data (None for image folders or unreadable specs), so a torch model
+    fed by an .npz or a built-in set needs no --input-shape."""
+    try:
+        if spec.startswith("builtin:"):
+            manifest = DATA_DIR / "manifest.toml"
+            entry = _manifest(manifest).get(spec.split(":", 1)[1]) if manifest.is_file() else None
+            if not isinstance(entry, dict):
+                return None
+            with np.load(DATA_DIR / entry["file"], allow_pickle=False) as data:
+                return tuple(int(d) for d in data[entry["x"]].shape[1:])
+        if spec.endswith(".npy"):
+            return tuple(int(d) for d in np.load(spec, mmap_mode="r", allow_pickle=False).shape[1:])
+        if spec.endswith(".npz"):
+            with np.load(spec, allow_pickle=False) as data:
+                keys = [k for k in data.files if k != LABEL_KEY]
+                key = "x" if "x" in keys else (keys[0] if len(keys) == 1 else None)
+                return tuple(int(d) for d in data[key].shape[1:]) if key else None
+    except (OSError, ValueError, KeyError, TypeError, CalibrationError):
+        return None
+    return None
+
+
 def _manifest(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as f:

@@ -21,10 +21,11 @@ import numpy as np
 
 from edgeport import calibration as cal
 from edgeport.errors import ConversionError, InputError
-from edgeport.export.checkpoint import LoadedModel, load_checkpoint
+from edgeport.export.checkpoint import LoadedModel, check_checkpoint_path, load_checkpoint
 from edgeport.export.onnx_prep import PreparedOnnx, parse_shape, prepare_onnx
 from edgeport.export.to_tflite import PSEUDO_OP_REMEDY, ConversionResult, needs_flex, run_conversion
 from edgeport.export.torch_to_onnx import DEFAULT_OPSET, export_onnx
+from edgeport.inspect_tflite import inspect_model
 from edgeport.profiles import DeviceProfile, check_quant_allowed, load_profile
 from edgeport.report import empty_report, summary_lines, write_json_atomic
 from edgeport.types import Artifact, TensorSpec
@@ -97,17 +98,20 @@ def run_convert(req: ConvertRequest) -> Report:
     report = empty_report()
     notes: list[str] = []
     with timer.stage("setup"):
+        check_checkpoint_path(req.checkpoint)
         prof = load_profile(req.profile)
         mode = req.quant or prof.runtime.default_quant
         check_quant_allowed(prof, mode)
-        if mode in CALIBRATED_MODES and not req.calib:
-            raise InputError(f"--quant {mode} needs calibration data", hint="pass --calib DATA (.npz, .npy, an image folder or builtin:NAME)")
         shapes = dict(parse_shape(s) for s in req.input_shapes)
+        created = not req.output.exists()
         out_dir = _prepare_output(req.output)
     work = Path(tempfile.mkdtemp(prefix=".edgeport-work-", dir=out_dir))
+    finished = False
     try:
         with timer.stage("load"):
             loaded = load_checkpoint(req.checkpoint, req.model_class, req.model_kwargs, req.trust_pickle)
+        if mode in CALIBRATED_MODES and not req.calib:
+            raise InputError(f"--quant {mode} needs calibration data", hint="pass --calib DATA (.npz, .npy, an image folder or builtin:NAME)")
         with timer.stage("export"):
             prepared = _to_onnx(loaded, shapes, req, work, notes)
         with timer.stage("data"):
@@ -125,15 +129,23 @@ def run_convert(req: ConvertRequest) -> Report:
         final = out_dir / f"{_stem(req.checkpoint)}_{mode}.tflite"
         _fill_report(report, prof, mode, prepared, loaded, conv, artifact_key, run, fp32_run, references, val_ds, calib_ds, final, req)
         report["notes"] = notes
-        report["verdict"] = verdict.decide(_checks(prof, report, run, mode))
+        info = inspect_model(conv.files[artifact_key])
+        report["quantization"]["float_layers"] = [info["ops"][i]["output_name"] for i in info["float_ops"]] if mode in CALIBRATED_MODES else []
+        report["model"]["ops"] = info["op_counts"]
+        report["model"]["macs"] = info["total_macs"]
+        report["quantization"]["weight_bytes"] = info["weight_bytes"]
+        report["verdict"] = verdict.decide([*_structure_checks(prof, info, mode), *_checks(prof, report, run, mode)])
         report["timings"] = timer.timings
         _publish(conv.files[artifact_key], final)
         report_path = out_dir / "report.json"
         write_json_atomic(report_path, report)
+        finished = True
         return Report(report, report_path, summary_lines(report))
     finally:
         if not req.keep_work:
             shutil.rmtree(work, ignore_errors=True)
+        if created and not finished and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # a failed run leaves nothing behind, not even the directory it made
 
 
 def _prepare_output(path: Path) -> Path:
@@ -180,29 +192,11 @@ def _torch_input_specs(loaded: LoadedModel, shapes: dict, req: ConvertRequest) -
         return [TensorSpec(n, s) for n, s in shapes.items()]
     if loaded.example_inputs:
         return list(loaded.example_inputs)
-    guessed = _data_sample_shape(req.calib or req.val) if (req.calib or req.val) else None
+    guessed = cal.sample_shape(req.calib or req.val) if (req.calib or req.val) else None
     if guessed and len(names) <= 1:
         return [TensorSpec(names[0] if names else "input", (1, *guessed))]
     raise InputError("the input shape of this torch model is unknown",
                      hint="pass --input-shape [NAME=]1x3x224x224 (one per input)")
-
-
-def _data_sample_shape(spec: str) -> tuple[int, ...] | None:
-    """Per-sample shape of array data, so a torch model fed by an .npz needs no --input-shape."""
-    try:
-        if spec.startswith("builtin:"):
-            entry = cal._manifest()[spec.split(":", 1)[1]]
-            with np.load(cal.DATA_DIR / entry["file"]) as data:
-                return tuple(data[entry["x"]].shape[1:])
-        if spec.endswith(".npy"):
-            return tuple(np.load(spec, mmap_mode="r").shape[1:])
-        if spec.endswith(".npz"):
-            with np.load(spec) as data:
-                keys = [k for k in data.files if k != "y"]
-                return tuple(data["x" if "x" in keys else keys[0]].shape[1:]) if len(keys) == 1 or "x" in keys else None
-    except (OSError, ValueError, KeyError, InputError):
-        return None
-    return None
 
 
 def _load_datasets(req: ConvertRequest, inputs: list[TensorSpec], notes: list[str]) -> tuple[cal.Dataset | None, cal.Dataset]:
@@ -306,6 +300,18 @@ def _fill_report(report, prof, mode, prepared, loaded, conv, key, run, fp32_run,
         report["latency"]["host"]["runtime"] = run.runtime
     if fp32_run is not None and fp32_run.latency is not None:
         report["latency"]["host_fp32"] = fp32_run.latency.to_dict()
+
+
+def _structure_checks(prof: DeviceProfile, info: dict[str, Any], mode: str) -> list:
+    """What the written file really contains, read back from the flatbuffer, not what was asked."""
+    custom = sorted({op["op"] for op in info["ops"] if op["op"].startswith("CUSTOM")})
+    checks = [verdict.must("builtin_ops_only", not custom, custom or True,
+                           f"needs {', '.join(custom)}: Flex/custom ops do not run on standard runtimes, Coral or GPU" if custom else "")]
+    if mode == "int8":
+        float_ops = [f"{info['ops'][i]['op']}#{i}" for i in info["float_ops"]]
+        checks.append(verdict.must("full_integer", not float_ops, len(float_ops),
+                                   f"float ops: {', '.join(float_ops[:5])}" if float_ops else ""))
+    return checks
 
 
 def _checks(prof: DeviceProfile, report: dict[str, Any], run, mode: str) -> list:

@@ -36,13 +36,7 @@ def load_checkpoint(
     model_kwargs: str | dict[str, Any] | None = None,
     trust_pickle: bool = False,
 ) -> LoadedModel:
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"checkpoint '{p}' does not exist", hint="check the path")
-    if p.is_dir():
-        raise InputError(f"checkpoint '{p}' is a directory", hint="pass a .pt/.pt2/.ts/.onnx file")
-    if p.stat().st_size == 0:
-        raise InputError(f"checkpoint '{p}' is empty", hint="re-export or re-download it")
+    p = check_checkpoint_path(path)
     if p.suffix.lower() == ".onnx" or _looks_like_onnx(p):
         return LoadedModel(kind="onnx", path=p)
     import torch
@@ -56,6 +50,18 @@ def load_checkpoint(
         if any(n.endswith("serialized_exported_program.json") or "/models/" in n for n in names):
             return _load_exported_program(p, torch)
     return _load_pickle_checkpoint(p, torch, model_class, model_kwargs, trust_pickle)
+
+
+def check_checkpoint_path(path: str | Path) -> Path:
+    """Cheap checks that run before any other work, so a typo fails first and fast."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"checkpoint '{p}' does not exist", hint="check the path")
+    if p.is_dir():
+        raise InputError(f"checkpoint '{p}' is a directory", hint="pass a .pt/.pt2/.ts/.onnx file")
+    if p.stat().st_size == 0:
+        raise InputError(f"checkpoint '{p}' is empty", hint="re-export or re-download it")
+    return p
 
 
 def _looks_like_onnx(p: Path) -> bool:
