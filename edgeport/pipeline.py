@@ -23,7 +23,7 @@ from edgeport import calibration as cal
 from edgeport.errors import ConversionError, InputError
 from edgeport.export.checkpoint import LoadedModel, check_checkpoint_path, load_checkpoint
 from edgeport.export.onnx_prep import PreparedOnnx, parse_shape, prepare_onnx
-from edgeport.export.to_tflite import PSEUDO_OP_REMEDY, ConversionResult, needs_flex, run_conversion
+from edgeport.export.to_tflite import PSEUDO_OP_REMEDY, ConversionResult, needs_flex, run_conversion, unsupported_tf_ops
 from edgeport.export.torch_to_onnx import DEFAULT_OPSET, export_onnx
 from edgeport.inspect_tflite import inspect_model
 from edgeport.profiles import DeviceProfile, check_quant_allowed, load_profile
@@ -247,9 +247,13 @@ def _convert(prepared: PreparedOnnx, calib: cal.Dataset | None, mode: str, prof:
         conv = run_conversion(prepared, work, arrays, jobs, pseudo_ops=PSEUDO_OP_REMEDY)
     if mode in conv.errors or "fp32" in conv.errors:
         key = mode if mode in conv.errors else "fp32"
+        ops = unsupported_tf_ops(conv.errors[key])
+        if ops:
+            raise ConversionError(f"TFLite conversion to {key} failed: TensorFlow ops {', '.join(ops)} have no builtin TFLite kernel "
+                                  "(they would need Flex/Select TF ops, which Coral, GPU delegates and standard runtimes cannot run)",
+                                  hint="replace those layers in the model (e.g. nn.GELU(approximate='tanh') for Erf)")
         err = " ".join(conv.errors[key].split())[:600]
-        raise ConversionError(f"TFLite conversion to {key} failed: {err}",
-                              hint="ops listed above have no builtin TFLite kernel; rewrite them or choose another --quant")
+        raise ConversionError(f"TFLite conversion to {key} failed: {err}", hint="run with --keep-work and see the converter log")
     return conv, mode
 
 

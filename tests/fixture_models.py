@@ -53,3 +53,17 @@ def seeded(model: nn.Module, seed: int = 0) -> nn.Module:
 def image_data(n: int = 48, shape: tuple[int, ...] = (3, 32, 32), seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return rng.standard_normal((n, *shape)).astype(np.float32)
+
+
+class GeluLayerNormMLP(nn.Module):
+    """Exact GELU (ONNX Erf, a Flex op in TFLite) and LayerNorm (a DIV that int8 can break)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(16, 32)
+        self.act = nn.GELU()
+        self.norm = nn.LayerNorm(32)
+        self.b = nn.Linear(32, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.norm(self.act(self.a(x))))

@@ -140,3 +140,36 @@ def test_conversion_runs_with_network_disabled(tiny, tmp_path):
     rep = json.loads(proc.stdout)
     assert rep["accuracy"]["top1_agreement"] >= 0.9
     assert not list(cwd.glob("calibration_image_sample_data*")), "onnx2tf must not fetch or cache sample images"
+
+
+@pytest.fixture(scope="module")
+def gelu(tmp_path_factory) -> dict[str, Path]:
+    from fixture_models import GeluLayerNormMLP
+
+    d = tmp_path_factory.mktemp("gelu")
+    torch.manual_seed(0)
+    model = GeluLayerNormMLP().eval()
+    torch.jit.save(torch.jit.trace(model, torch.randn(1, 16)), d / "gelu.ts")
+    np.savez(d / "data.npz", x=np.random.default_rng(0).standard_normal((120, 16)).astype(np.float32))
+    return {"model": d / "gelu.ts", "data": d / "data.npz"}
+
+
+def test_erf_is_replaced_by_builtin_ops(gelu, tmp_path, capsys):
+    code, rep = _run(["convert", str(gelu["model"]), "--profile", "host", "--quant", "fp32", "--calib", str(gelu["data"]),
+                      "--output", str(tmp_path), "--runs", "3"], capsys)
+    assert any("Flex" in n and "erf" in n for n in rep["notes"]), rep["notes"]
+    checks = {c["name"]: c for c in rep["verdict"]["checks"]}
+    assert checks["builtin_ops_only"]["passed"]
+    assert rep["accuracy"]["cosine_mean"] > 0.999
+    assert code == 0
+
+
+def test_int8_runtime_abort_is_a_failed_verdict_not_a_pass(gelu, tmp_path, capsys):
+    """LayerNorm's quantized DIV hits its zero point at run time: the model converts but cannot run."""
+    code, rep = _run(["convert", str(gelu["model"]), "--profile", "host", "--quant", "int8", "--calib", str(gelu["data"]),
+                      "--output", str(tmp_path), "--runs", "3"], capsys)
+    checks = {c["name"]: c for c in rep["verdict"]["checks"]}
+    assert code == 1 and rep["verdict"]["passed"] is False
+    assert not checks["runs_on_validation_data"]["passed"]
+    assert "DIV" in checks["runs_on_validation_data"]["detail"]
+    assert Path(rep["artifact"]["path"]).exists(), "a failed budget still writes the artifact and report"

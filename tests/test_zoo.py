@@ -68,8 +68,10 @@ def test_mobile_building_blocks_present() -> None:
     assert all(c.kernel_size == (3, 3) for c in depthwise)
     assert any(c.stride == (2, 2) for c in depthwise)
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
-    assert any(isinstance(m, nn.Hardswish) for m in model.modules())
     assert any(isinstance(m, nn.ReLU6) for m in model.modules())
+    v3 = DigitsNet(activation="v3")
+    assert any(isinstance(m, nn.Hardswish) for m in v3.modules())
+    assert any(isinstance(m, nn.ReLU6) for m in v3.modules())
     assert any(isinstance(m, nn.AdaptiveAvgPool2d) for m in model.modules())
     assert isinstance(model.classifier, nn.Linear)
 
@@ -158,7 +160,7 @@ def test_onnx_export_is_clean(trained: DigitsNet, tmp_path: Path) -> None:
     onnx.checker.check_model(graph)
     ops = {node.op_type for node in graph.graph.node}
     assert ops <= {"Conv", "HardSwish", "Clip", "Add", "GlobalAveragePool", "Flatten", "Gemm", "Constant"}
-    assert {"Conv", "Add", "HardSwish"} <= ops
+    assert {"Conv", "Add", "Clip"} <= ops  # Clip = ReLU6
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -17,8 +17,8 @@ from edgeport.export.onnx_prep import PreparedOnnx
 
 # Ops that become Flex (Select TF) ops or fail as builtins, and that onnx2tf can replace by
 # builtin-only approximations; tried automatically when a plain conversion needs Flex ops.
-PSEUDO_OP_REMEDY = ["Erf", "GeLU", "HardSwish", "Power", "Asin", "Acos", "Atan", "Abs", "Neg"]
-FLEX_MARKERS = ("Select TF", "Flex", "TFLITE_BUILTINS", "not supported by", "ops are not supported")
+PSEUDO_OP_REMEDY = ["erf", "gelu", "asin", "acos", "atan"]  # onnx2tf spells them lower-case
+FLEX_MARKERS = ("Select TF", "Flex", "flex op", "TFLITE_BUILTINS", "not supported by", "ops are not supported")
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,15 @@ def run_conversion(
 
 def needs_flex(error: str) -> bool:
     return any(marker in error for marker in FLEX_MARKERS)
+
+
+def unsupported_tf_ops(error: str) -> list[str]:
+    """TF op names the TFLite converter could not lower to builtins, from its error text."""
+    import re
+
+    found = re.findall(r"'tf\.(\w+)' op is neither a custom op nor a flex op", error)
+    found += re.findall(r"tf\.(\w+) \{", error)
+    return sorted(set(found))
 
 
 def _worker_env() -> dict[str, str]:
