@@ -15,6 +15,7 @@ from edgeport.errors import InputError
 _TYPE_BYTES = {"FLOAT32": 4, "FLOAT16": 2, "INT32": 4, "UINT8": 1, "INT64": 8, "INT16": 2, "INT8": 1,
                "BOOL": 1, "FLOAT64": 8, "INT4": 0.5}
 FLOAT_TYPES = {"FLOAT32", "FLOAT16", "FLOAT64"}
+_SMALL_CONST = 64  # element limit for constants/options copied into the inspect data
 
 
 def _schema():
@@ -56,7 +57,15 @@ def inspect_model(path: Path) -> dict[str, Any]:
         dtype = type_names.get(t.type, str(t.type))
         const = t.buffer > 0 and buffers[t.buffer].data is not None and len(buffers[t.buffer].data) > 0
         nbytes = int(np.prod(shape) * _TYPE_BYTES.get(dtype, 4)) if shape else _TYPE_BYTES.get(dtype, 4)
-        return {"index": i, "name": _text(t.name), "shape": shape, "dtype": dtype, "const": bool(const), "bytes": nbytes}
+        # shape_signature keeps -1 for dynamic dimensions (shape holds the size the converter assumed);
+        # the Edge TPU check needs it because the compiler accepts static sizes only.
+        signature = [int(d) for d in t.shapeSignature] if t.shapeSignature is not None else list(shape)
+        info = {"index": i, "name": _text(t.name), "shape": shape, "dtype": dtype, "const": bool(const), "bytes": nbytes,
+                "shape_signature": signature}
+        if const and dtype in ("INT32", "INT64") and nbytes <= 8 * _SMALL_CONST:
+            # Small integer constants are axes, paddings and strides: per-op constraints depend on them.
+            info["data"] = np.frombuffer(bytes(buffers[t.buffer].data), dtype=np.int32 if dtype == "INT32" else np.int64).tolist()
+        return info
 
     ops = []
     for idx, op in enumerate(sg.operators):
@@ -70,9 +79,12 @@ def inspect_model(path: Path) -> dict[str, Any]:
         ops.append({
             "index": idx, "op": name, "macs": _macs(name, ins, outs),
             "weight_bytes": sum(t["bytes"] for t in ins if t["const"]),
+            # the kernel alone (input 1 of a MAC op), without int32 biases and shape constants
+            "kernel_bytes": ins[1]["bytes"] if len(ins) > 1 and ins[1]["const"] and _macs(name, ins, outs) else 0,
             "activation_bytes": sum(t["bytes"] for t in ins if not t["const"]) + sum(t["bytes"] for t in outs),
             "dtype": next((t["dtype"] for t in ins if not t["const"]), outs[0]["dtype"] if outs else None),
             "inputs": ins, "outputs": outs, "output_name": outs[0]["name"] if outs else "",
+            "options": _options(op.builtinOptions),
         })
     io = lambda idxs: [tensor(i) for i in idxs]  # noqa: E731
     counts: dict[str, int] = {}
@@ -83,10 +95,24 @@ def inspect_model(path: Path) -> dict[str, Any]:
         "inputs": io(sg.inputs), "outputs": io(sg.outputs), "ops": ops, "op_counts": counts,
         "total_macs": sum(op["macs"] for op in ops),
         "weight_bytes": sum(op["weight_bytes"] for op in ops),
+        "kernel_bytes": sum(op["kernel_bytes"] for op in ops),
         "flex_ops": sorted({op["op"] for op in ops if op["op"].startswith("CUSTOM:Flex")}),
         "float_ops": [op["index"] for op in ops if op["dtype"] in FLOAT_TYPES and op["op"] not in ("QUANTIZE", "DEQUANTIZE")],
         "subgraphs": len(model.subgraphs),
     }
+
+
+def _options(opts: Any) -> dict[str, Any]:
+    """Builtin options (fused activation, strides, dilation, ...) as plain values, for per-op checks."""
+    if opts is None:
+        return {}
+    out: dict[str, Any] = {}
+    for key, value in vars(opts).items():
+        if isinstance(value, bool | int | float | str):
+            out[key] = value
+        elif isinstance(value, list | tuple | np.ndarray) and len(value) <= _SMALL_CONST:
+            out[key] = [int(v) if isinstance(v, int | np.integer) else v for v in value]
+    return out
 
 
 def _macs(name: str, ins: list[dict], outs: list[dict]) -> int:

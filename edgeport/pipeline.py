@@ -23,10 +23,17 @@ from edgeport import calibration as cal
 from edgeport.errors import ConversionError, InputError
 from edgeport.export.checkpoint import LoadedModel, check_checkpoint_path, load_checkpoint
 from edgeport.export.onnx_prep import PreparedOnnx, parse_shape, prepare_onnx
-from edgeport.export.to_tflite import PSEUDO_OP_REMEDY, ConversionResult, needs_flex, run_conversion, unsupported_tf_ops
+from edgeport.export.to_tflite import (
+    PSEUDO_OP_REMEDY,
+    ConversionResult,
+    needs_flex,
+    run_conversion,
+    unsupported_tf_ops,
+)
 from edgeport.export.torch_to_onnx import DEFAULT_OPSET, export_onnx
 from edgeport.inspect_tflite import inspect_model
 from edgeport.profiles import DeviceProfile, check_quant_allowed, load_profile
+from edgeport.quantize import mixed
 from edgeport.report import empty_report, summary_lines, write_json_atomic
 from edgeport.types import Artifact, TensorSpec
 from edgeport.validate import metrics, verdict
@@ -120,6 +127,10 @@ def run_convert(req: ConvertRequest) -> Report:
             references = reference_outputs(loaded.module, prepared.path, list(prepared.inputs), val_ds.inputs)
         with timer.stage("convert"):
             conv, artifact_key = _convert(prepared, calib_ds, mode, prof, work, notes)
+        mixed_result = None
+        if mode == "mixed":
+            with timer.stage("mixed_search"):
+                mixed_result = _mixed(conv, prepared, calib_ds, val_ds, references, prof, work, notes)
         with timer.stage("validate"):
             threads = min(prof.runtime.threads, os.cpu_count() or 1)
             run = run_tflite(conv.files[artifact_key], val_ds.inputs, conv.input_map, references, threads=threads, runs=req.runs)
@@ -130,11 +141,14 @@ def run_convert(req: ConvertRequest) -> Report:
         _fill_report(report, prof, mode, prepared, loaded, conv, artifact_key, run, fp32_run, references, val_ds, calib_ds, final, req)
         report["notes"] = notes
         info = inspect_model(conv.files[artifact_key])
-        report["quantization"]["float_layers"] = [info["ops"][i]["output_name"] for i in info["float_ops"]] if mode in CALIBRATED_MODES else []
+        report["quantization"]["float_layers"] = [info["ops"][i]["output_name"] for i in info["float_ops"]] if mode in ("int8", "int16x8") else []
         report["model"]["ops"] = info["op_counts"]
         report["model"]["macs"] = info["total_macs"]
         report["quantization"]["weight_bytes"] = info["weight_bytes"]
-        report["verdict"] = verdict.decide([*_structure_checks(prof, info, mode), *_checks(prof, report, run, mode)])
+        extra_checks = []
+        if mixed_result is not None:
+            extra_checks.append(_record_mixed(report, mixed_result, info, prof))
+        report["verdict"] = verdict.decide([*_structure_checks(prof, info, mode), *extra_checks, *_checks(prof, report, run, mode)])
         report["timings"] = timer.timings
         _publish(conv.files[artifact_key], final)
         report_path = out_dir / "report.json"
@@ -238,15 +252,18 @@ def _convert(prepared: PreparedOnnx, calib: cal.Dataset | None, mode: str, prof:
              notes: list[str]) -> tuple[ConversionResult, str]:
     io_dtype = prof.runtime.io_dtype if mode in ("int8", "mixed") else "float32"
     jobs = [{"key": "fp32", "mode": "fp32"}]
-    if mode != "fp32":
+    if mode == "mixed":  # plain int8 first; the search starts from it (see _mixed)
+        jobs.append({"key": "int8", "mode": "int8", "io_dtype": io_dtype})
+    elif mode != "fp32":
         jobs.append({"key": mode, "mode": mode, "io_dtype": io_dtype})
     arrays = _calibration_arrays(calib, prepared)
     conv = run_conversion(prepared, work, arrays, jobs)
     if conv.errors and any(needs_flex(e) for e in conv.errors.values()):
         notes.append(f"plain conversion needed Flex (Select TF) ops; retried with builtin replacements for {', '.join(PSEUDO_OP_REMEDY)}")
         conv = run_conversion(prepared, work, arrays, jobs, pseudo_ops=PSEUDO_OP_REMEDY)
-    if mode in conv.errors or "fp32" in conv.errors:
-        key = mode if mode in conv.errors else "fp32"
+    failed = [k for k in (mode, "int8" if mode == "mixed" else mode, "fp32") if k in conv.errors]
+    if failed:
+        key = failed[0]
         ops = unsupported_tf_ops(conv.errors[key])
         if ops:
             raise ConversionError(f"TFLite conversion to {key} failed: TensorFlow ops {', '.join(ops)} have no builtin TFLite kernel "
@@ -255,6 +272,39 @@ def _convert(prepared: PreparedOnnx, calib: cal.Dataset | None, mode: str, prof:
         err = " ".join(conv.errors[key].split())[:600]
         raise ConversionError(f"TFLite conversion to {key} failed: {err}", hint="run with --keep-work and see the converter log")
     return conv, mode
+
+
+def _mixed(conv: ConversionResult, prepared: PreparedOnnx, calib: cal.Dataset, val: cal.Dataset, references: list[np.ndarray],
+           prof: DeviceProfile, work: Path, notes: list[str]) -> mixed.MixedResult:
+    """Search the smallest float set that meets the accuracy budget; the result becomes the artifact."""
+    result = mixed.run_mixed(
+        saved_model=conv.saved_model, input_map=conv.input_map, calibration=_calibration_arrays(calib, prepared),
+        val_inputs=val.inputs, references=references, labels=val.labels,
+        budget=mixed.budget_for(prof.budgets, references, val.labels), float_layers=prof.runtime.float_layers,
+        io_dtype=prof.runtime.io_dtype, threads=min(prof.runtime.threads, os.cpu_count() or 1), work=work / "mixed",
+    )
+    sample = {k: v[:1] for k, v in val.inputs.items()}
+    mixed.name_layers(result, conv.files["fp32"], prepared.path, sample, conv.input_map, prepared.original_node_names)
+    conv.files["mixed"] = result.model
+    notes.append(f"mixed precision: {result.stopped}; {len(result.kept)} op(s) kept in float")
+    if result.kept and prof.runtime.float_layers == "tail":
+        notes.append("the float ops sit at the graph's tail: on the Edge TPU they split the graph and run on the CPU")
+    notes.extend(result.notes)
+    return result
+
+
+def _record_mixed(report: dict[str, Any], result: mixed.MixedResult, info: dict[str, Any], prof: DeviceProfile):
+    by_tensor = {r["tensor"]: r for r in result.layers}
+    q = report["quantization"]
+    q["float_layers"] = [{"tensor": t, "op": by_tensor.get(t, {}).get("op"), "onnx_node": by_tensor.get(t, {}).get("onnx_node"),
+                          "pytorch_module": by_tensor.get(t, {}).get("pytorch_module")} for t in result.kept]
+    q["layers"] = result.layers
+    q["curve"] = result.curve
+    q["int8_only"] = result.int8
+    q["search"] = {"stopped": result.stopped, "policy": prof.runtime.float_layers}
+    missing = mixed.verify_kept_float(info, result.kept)
+    return verdict.must("kept_layers_are_float", not missing, len(result.kept) - len(missing),
+                        f"not float in the written model: {', '.join(missing[:3])}" if missing else "")
 
 
 def _calibration_arrays(calib: cal.Dataset | None, prepared: PreparedOnnx) -> dict[str, np.ndarray] | None:

@@ -73,6 +73,17 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"             simulated p50 {lat['simulated']['p50_ms']:.3f} ms")
     if lat["device"]["p50_ms"] is not None:
         lines.append(f"             device {lat['device']['target']} p50 {lat['device']['p50_ms']:.3f} ms")
+    layers = q.get("layers") or []
+    if layers:
+        ranked = sorted(layers, key=lambda r: (-(r.get("gain") or 0), -(r.get("rmse_over_scale") or 0)))[:5]
+        lines.append("  top int8 offenders (gain in task metric when kept in float; local rmse/scale):")
+        for r in ranked:
+            where = r.get("pytorch_module") or r.get("onnx_node") or r["tensor"][:60]
+            lines.append(f"    {r['op']:<18} {where:<40} gain {r.get('gain', 0) or 0:+.4f}  rmse/scale {_f(r.get('rmse_over_scale'))}")
+        kept = q.get("float_layers") or []
+        if kept:
+            names = [k.get("pytorch_module") or k.get("onnx_node") or k["tensor"][:40] for k in kept]
+            lines.append(f"  kept float {len(kept)}: {', '.join(names)}")
     for note in report.get("notes", []):
         lines.append(f"  note       {note}")
     verdict = report["verdict"]

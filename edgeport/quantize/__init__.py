@@ -1,0 +1,1 @@
+"""Per-layer int8 sensitivity and the mixed-precision search."""

@@ -1,0 +1,113 @@
+"""Parent side of the mixed-precision search: prepare data, run the worker, name the layers.
+
+The worker returns TFLite tensor names; this module traces each to its ONNX node and PyTorch module
+so a user reads `features.3.conv.1`, not `model/tf.nn.convolution/convolution;Const_51`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeport.errors import ConversionError
+from edgeport.export.layout import apply
+from edgeport.quantize import trace_names
+
+
+@dataclass(frozen=True)
+class MixedResult:
+    model: Path
+    layers: list[dict[str, Any]]
+    curve: list[dict[str, Any]]
+    kept: list[str]
+    int8: dict[str, Any]
+    stopped: str
+    notes: list[str] = field(default_factory=list)
+
+
+def _tflite_layout(arrays: dict[str, np.ndarray], input_map: dict[str, dict[str, Any]]) -> dict[str, np.ndarray]:
+    return {key: apply(arrays[spec["onnx_name"]], tuple(spec["perm"]) if spec.get("perm") is not None else None)
+            for key, spec in input_map.items()}
+
+
+def run_mixed(*, saved_model: Path, input_map: dict[str, dict[str, Any]], calibration: dict[str, np.ndarray],
+              val_inputs: dict[str, np.ndarray], references: list[np.ndarray], labels: np.ndarray | None,
+              budget: dict[str, Any], float_layers: str, io_dtype: str, threads: int, work: Path,
+              timeout_s: float = 3600) -> MixedResult:
+    work.mkdir(parents=True, exist_ok=True)
+    np.savez(work / "mixed_calib.npz", **_tflite_layout(calibration, input_map))
+    np.savez(work / "mixed_val.npz", **_tflite_layout(val_inputs, input_map))
+    np.savez(work / "mixed_refs.npz", **{f"r{i}": r for i, r in enumerate(references)})
+    req: dict[str, Any] = {
+        "saved_model": str(saved_model), "calibration": str(work / "mixed_calib.npz"),
+        "val_inputs": str(work / "mixed_val.npz"), "references": str(work / "mixed_refs.npz"),
+        "budget": budget, "float_layers": float_layers, "io_dtype": io_dtype, "threads": threads,
+        "out": str(work / "mixed.tflite"),
+    }
+    if labels is not None:
+        np.save(work / "mixed_labels.npy", labels)
+        req["labels"] = str(work / "mixed_labels.npy")
+    (work / "mixed_req.json").write_text(json.dumps(req))
+    log = work / "mixed.log"
+    with open(log, "w") as fh:
+        try:
+            subprocess.run([sys.executable, "-m", "edgeport.quantize.mixed_worker", str(work / "mixed_req.json"),
+                            str(work / "mixed_result.json")], stdout=fh, stderr=subprocess.STDOUT, timeout=timeout_s, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise ConversionError(f"mixed-precision search did not finish within {timeout_s:.0f} s",
+                                  hint="use --quant int8, or fewer validation samples") from exc
+    res_path = work / "mixed_result.json"
+    if not res_path.exists():
+        raise ConversionError("the mixed-precision search process died", hint=f"see {log}")
+    res = json.loads(res_path.read_text())
+    if not res.get("ok"):
+        raise ConversionError(f"mixed-precision search failed: {res.get('error', '?')[:400]}", hint=f"see {log}")
+    return MixedResult(work / "mixed.tflite", res["layers"], res["curve"], res["kept"] or [], res["int8"], res["stopped"],
+                       list(res.get("notes") or []))
+
+
+def name_layers(result: MixedResult, float_tflite: Path, onnx_path: Path, sample: dict[str, np.ndarray],
+                input_map: dict[str, dict[str, Any]], original_names: dict[str, str]) -> None:
+    """Adds onnx_node and pytorch_module to every row, in place."""
+    wanted = [r["tensor"] for r in result.layers]
+    try:
+        tfl = trace_names.tflite_intermediates(float_tflite, sample, input_map)
+        onnx_vals = trace_names.onnx_intermediates(onnx_path, sample)
+        found = trace_names.match(tfl, onnx_vals, wanted)
+    except Exception as exc:  # noqa: BLE001 - names are diagnostics; never fail the conversion for them
+        result.notes.append(f"could not trace layers to ONNX/PyTorch names ({type(exc).__name__}: {str(exc)[:120]})")
+        found = {}
+    for row in result.layers:
+        hit = found.get(row["tensor"])
+        node = hit["onnx_node"] if hit else None
+        original = original_names.get(node, node) if node else None
+        row["onnx_node"] = original
+        row["pytorch_module"] = trace_names.module_path(original) if original else None
+        row["trace_cosine"] = hit["cosine"] if hit else None
+
+
+def verify_kept_float(model_info: dict[str, Any], kept: list[str]) -> list[str]:
+    """Names of layers the search kept in float that are NOT float in the written model.
+
+    Denylist name matching is easy to get wrong, so the written file is read back, not trusted."""
+    dtype_by_output = {op["output_name"]: op["dtype"] for op in model_info["ops"]}
+    return [name for name in kept if dtype_by_output.get(name) not in ("FLOAT32", "FLOAT16")]
+
+
+def budget_for(profile_budgets: Any, references: list[np.ndarray], labels: np.ndarray | None) -> dict[str, Any]:
+    ref_acc = None
+    ref = references[0]
+    if labels is not None and ref.ndim == 2 and ref.shape[1] > 1:
+        ref_acc = float(np.mean(np.argmax(ref, 1) == labels))
+    return {
+        "reference_accuracy": ref_acc,
+        "accuracy_drop_pp": profile_budgets.accuracy_drop_pp if profile_budgets.accuracy_drop_pp is not None else 1.0,
+        "min_top1_agreement": profile_budgets.min_top1_agreement,
+        "min_snr_db": profile_budgets.min_snr_db,
+    }

@@ -1,0 +1,269 @@
+"""Subprocess entry point: per-layer int8 sensitivity and the mixed-precision search.
+
+Ranks layers by what keeping them in float does to the model's FINAL outputs on real data, not by
+the debugger's local rmse/scale alone (an outlier channel inflates a tensor's scale, so its local
+error looks small while it ruins accuracy). A candidate unit is an op plus the quantized ops that
+consume its output, so the tensor between them can really stay float.
+Usage: python -m edgeport.quantize.mixed_worker REQUEST.json RESULT.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _converter(saved_model: str, feed: list[dict[str, np.ndarray]], io_dtype: str) -> Any:
+    import tensorflow as tf
+
+    conv = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+    keys = list(feed[0])
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([s[k].astype(np.float32) for k in keys] for s in feed)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    if io_dtype in ("int8", "uint8"):
+        conv.inference_input_type = tf.int8 if io_dtype == "int8" else tf.uint8
+        conv.inference_output_type = conv.inference_input_type
+    return conv
+
+
+class Evaluator:
+    """Runs candidate models on validation data and scores them against the float reference."""
+
+    def __init__(self, req: dict[str, Any]) -> None:
+        data = np.load(req["val_inputs"])
+        self.inputs = {k: data[k] for k in data.files}
+        refs = np.load(req["references"])
+        self.refs = [refs[f"r{i}"] for i in range(len(refs.files))]
+        self.labels = np.load(req["labels"]) if req.get("labels") else None
+        self.threads = int(req.get("threads", 1))
+
+    def outputs(self, model: bytes, limit: int | None = None) -> list[np.ndarray] | None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        from edgeport.export.layout import output_perm, undo
+        from edgeport.runners.tflite_exec import dequantize_output, quantize_input
+
+        interp = Interpreter(model_content=model, num_threads=self.threads)
+        runner = interp.get_signature_runner()
+        ind, outd = runner.get_input_details(), runner.get_output_details()
+        keys = sorted(outd, key=lambda k: (int(k.rsplit("_", 1)[-1]) if k.rsplit("_", 1)[-1].isdigit() else 10**6, k))
+        n = len(next(iter(self.inputs.values())))
+        n = min(n, limit) if limit else n
+        rows: list[list[np.ndarray]] = []
+        try:
+            for i in range(n):
+                got = runner(**{k: quantize_input(v[i : i + 1], ind[k]) for k, v in self.inputs.items()})
+                rows.append([dequantize_output(np.asarray(got[k]), outd[k]) for k in keys])
+        except (RuntimeError, ValueError):
+            return None  # e.g. an int8 DIV whose divisor hits its zero point
+        outs = [np.concatenate([r[j] for r in rows]) for j in range(len(keys))]
+        return [undo(o, output_perm(ref.shape, o, ref[: len(o)])) for o, ref in zip(outs, self.refs, strict=True)]
+
+    def score(self, model: bytes, limit: int | None = None) -> dict[str, Any]:
+        outs = self.outputs(model, limit)
+        if outs is None:
+            return {"ok": False, "accuracy": 0.0 if self.labels is not None else None, "top1": 0.0, "snr_db": None}
+        ref = self.refs[0][: len(outs[0])].astype(np.float64)
+        got = outs[0].astype(np.float64)
+        if not np.all(np.isfinite(got)):
+            return {"ok": False, "accuracy": 0.0 if self.labels is not None else None, "top1": 0.0, "snr_db": None}
+        noise = float(np.sum((got - ref) ** 2))
+        snr = float(10 * np.log10(np.sum(ref**2) / noise)) if noise > 0 else 99.0
+        res: dict[str, Any] = {"ok": True, "snr_db": round(snr, 3), "top1": None, "accuracy": None}
+        if ref.ndim == 2 and ref.shape[1] > 1:
+            res["top1"] = float(np.mean(np.argmax(ref, 1) == np.argmax(got, 1)))
+            if self.labels is not None:
+                res["accuracy"] = float(np.mean(np.argmax(got, 1) == self.labels[: len(got)]))
+        return res
+
+
+def _metric(score: dict[str, Any]) -> float:
+    """One number to rank by: task accuracy, else top-1 agreement, else SNR."""
+    for key in ("accuracy", "top1"):
+        if score.get(key) is not None:
+            return float(score[key])
+    return float(score["snr_db"]) / 100.0 if score.get("snr_db") is not None else -1.0
+
+
+def _fits(score: dict[str, Any], budget: dict[str, Any]) -> bool:
+    if not score["ok"]:
+        return False
+    if budget.get("reference_accuracy") is not None and score.get("accuracy") is not None:
+        return (budget["reference_accuracy"] - score["accuracy"]) * 100 <= budget["accuracy_drop_pp"] + 1e-9
+    if score.get("top1") is not None and budget.get("min_top1_agreement") is not None:
+        return score["top1"] >= budget["min_top1_agreement"]
+    return score.get("snr_db") is not None and score["snr_db"] >= (budget.get("min_snr_db") or 20.0)
+
+
+def _graph(model: bytes) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
+    """Ops in execution order (output tensor name, type, dtype) and tensor -> consumer outputs."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=model)
+    tensors = {t["index"]: t for t in interp.get_tensor_details()}
+    ops, consumers = [], {}
+    producers = {}
+    for op in interp._get_ops_details():  # noqa: SLF001 - the only op-level view the interpreter offers
+        outs = [tensors[i]["name"] for i in op["outputs"] if i >= 0]
+        for name in outs:
+            producers[name] = op["index"]
+        ops.append({"index": op["index"], "op": op["op_name"], "outputs": outs,
+                    "inputs": [tensors[i]["name"] for i in op["inputs"] if i >= 0 and i in tensors]})
+    for op in ops:
+        for name in op["inputs"]:
+            if name in producers:
+                consumers.setdefault(name, []).extend(op["outputs"][:1])
+    return ops, consumers
+
+
+def _time(model: bytes, inputs: dict[str, np.ndarray], threads: int, runs: int = 30) -> float:
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgeport.runners.tflite_exec import quantize_input
+
+    runner = Interpreter(model_content=model, num_threads=threads).get_signature_runner()
+    ind = runner.get_input_details()
+    feed = {k: quantize_input(v[0:1], ind[k]) for k, v in inputs.items()}
+    for _ in range(5):
+        runner(**feed)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        runner(**feed)
+        times.append((time.perf_counter() - t0) * 1000)
+    return float(np.median(times))
+
+
+def search(req: dict[str, Any]) -> dict[str, Any]:
+    import tensorflow as tf
+
+    calib = np.load(req["calibration"])
+    feed = [{k: calib[k][i : i + 1] for k in calib.files} for i in range(len(calib[calib.files[0]]))]
+    conv = _converter(req["saved_model"], feed, req.get("io_dtype", "float32"))
+    ev = Evaluator(req)
+    debug_feed = feed[: min(len(feed), 32)]
+    keys = list(feed[0])
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=conv, debug_dataset=lambda: ([s[k].astype(np.float32) for k in keys] for s in debug_feed))
+    try:
+        debugger.run()
+        stats = debugger.layer_statistics  # tensor name -> local error stats of the quantized op
+        local_note = None
+    except RuntimeError as exc:
+        # The debug model itself can abort (e.g. an int8 DIV at its zero point): rank by final effect only.
+        stats, local_note = {}, f"local per-layer statistics unavailable: {str(exc).splitlines()[0][:160]}"
+
+    def build(nodes: list[str]) -> bytes:
+        opts = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(nodes))
+        dbg = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=conv.representative_dataset,
+                                                        debug_options=opts)
+        return dbg.get_nondebug_quantized_model()
+
+    int8_model = build([])
+    ops, consumers = _graph(int8_model)
+    skip = {"QUANTIZE", "DEQUANTIZE"}
+    order = [o["outputs"][0] for o in ops if o["outputs"] and o["op"] not in skip and (not stats or o["outputs"][0] in stats)]
+    quantizable = set(order)
+    op_type = {o["outputs"][0]: o["op"] for o in ops if o["outputs"]}
+    limit = int(req.get("probe_samples", 200))
+    base = ev.score(int8_model, limit)
+    full_int8 = ev.score(int8_model)
+    rows = []
+    for name in order:
+        s = stats.get(name)
+        unit = [name] + [c for c in consumers.get(name, []) if c in quantizable]
+        row: dict[str, Any] = {"tensor": name, "op": op_type.get(name), "unit": unit, "rmse_over_scale": None, "max_abs_error": None}
+        if s is not None:
+            scale = float(s.get("scale", 0.0)) or 1.0
+            row["rmse_over_scale"] = round(float(np.sqrt(s.get("mean_squared_error", 0.0))) / scale, 5)
+            row["max_abs_error"] = float(s.get("max_abs_error", 0.0))
+        rows.append(row)
+    policy = req.get("float_layers", "allow")
+    budget = req["budget"]
+    result: dict[str, Any] = {"int8": full_int8, "layers": rows, "curve": [], "kept": [], "policy": policy,
+                              "notes": [local_note] if local_note else []}
+    result["curve"].append({"float_ops": 0, "kept": [], **full_int8, "size_bytes": len(int8_model),
+                            "host_p50_ms": _time(int8_model, ev.inputs, ev.threads)})
+    if _fits(full_int8, budget):
+        result.update(final="int8", stopped="int8 already fits the accuracy budget")
+        Path(req["out"]).write_bytes(int8_model)
+        return result
+    if policy == "tail":
+        plan = [order[len(order) - k :] for k in range(1, len(order) + 1)]
+    else:
+        for row in rows:
+            cand = ev.score(build(row["unit"]), limit)
+            row["float_effect"] = cand
+            row["gain"] = round(_metric(cand) - _metric(base), 5)
+            row["snr_gain_db"] = None if cand["snr_db"] is None or base["snr_db"] is None else round(cand["snr_db"] - base["snr_db"], 3)
+        ranked = sorted(rows, key=lambda r: (-r["gain"], -(r["snr_gain_db"] or -1e9)))
+        plan, chosen = [], []
+        for row in ranked[: int(req.get("max_steps", 12))]:
+            if set(row["unit"]) <= set(chosen):
+                continue
+            chosen = list(dict.fromkeys([*chosen, *row["unit"]]))
+            plan.append(chosen)
+        ranked_units = [r["unit"] for r in ranked]
+    final_nodes, final_model = None, None
+    prev_size, prev_ms = len(int8_model), result["curve"][0]["host_p50_ms"]
+    for nodes in plan:
+        model = build(nodes)
+        score = ev.score(model)
+        size, ms = len(model), _time(model, ev.inputs, ev.threads)
+        result["curve"].append({"float_ops": len(nodes), "kept": nodes, **score, "size_bytes": size, "host_p50_ms": ms,
+                                "size_cost_bytes": size - prev_size, "latency_cost_ms": round(ms - prev_ms, 4)})
+        prev_size, prev_ms = size, ms
+        if _fits(score, budget):
+            final_nodes, final_model = nodes, model
+            break
+    if final_model is None:
+        result.update(final=None, stopped=f"no candidate within {len(plan)} steps met the budget")
+        best = max(result["curve"], key=lambda c: _metric(c) if c["ok"] else -1)
+        final_nodes = best["kept"]
+        final_model = build(final_nodes) if final_nodes else int8_model
+    else:
+        if policy != "tail":
+            final_nodes, final_model = _shrink(final_nodes, final_model, ranked_units, build, ev, budget, result)
+        result.update(final="mixed", stopped="budget met")
+    result["kept"] = final_nodes
+    Path(req["out"]).write_bytes(final_model)
+    return result
+
+
+def _shrink(nodes: list[str], model: bytes, units: list[list[str]], build: Any, ev: Evaluator,
+            budget: dict[str, Any], result: dict[str, Any]) -> tuple[list[str], bytes]:
+    """Greedy additions can overshoot: drop each added unit again (last first) while the budget holds."""
+    used = [u for u in units if set(u) <= set(nodes)]
+    for unit in reversed(used):
+        trial = [n for n in nodes if n not in unit or any(n in other for other in used if other is not unit)]
+        if not trial or len(trial) == len(nodes):
+            continue
+        candidate = build(trial)
+        score = ev.score(candidate)
+        if _fits(score, budget):
+            result["curve"].append({"float_ops": len(trial), "kept": trial, **score, "size_bytes": len(candidate),
+                                    "host_p50_ms": None, "note": "after dropping an unneeded unit"})
+            nodes, model = trial, candidate
+            used = [u for u in used if u is not unit]
+    return nodes, model
+
+
+def main(argv: list[str]) -> int:
+    req = json.loads(Path(argv[0]).read_text())
+    try:
+        result = {"ok": True, **search(req)}
+    except Exception as exc:  # noqa: BLE001 - the parent reports it as a ConversionError
+        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:2000], "traceback": traceback.format_exc()}
+    Path(argv[1]).write_text(json.dumps(result, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
