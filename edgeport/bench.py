@@ -1,30 +1,67 @@
-"""`edgeport bench`: time a .tflite on the host with the profile's thread count."""
+"""`edgeport bench`: time a .tflite on several targets at once — simulated, this host, real devices.
+
+Targets run concurrently (each device is its own process/connection); a failing target does not
+hide the others' results, and the exit code says whether any failed.
+"""
 
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from edgeport.errors import DeviceError, InputError
-from edgeport.inspect_tflite import load_model
-from edgeport.profiles import load_profile
+from edgeport.errors import DeviceError, EdgeportError, InputError
+from edgeport.inspect_tflite import inspect_model, load_model
+from edgeport.profiles import DeviceProfile, load_profile
+from edgeport.runners.targets import Target, parse_target, run_device
+from edgeport.types import LatencyStats
 from edgeport.validate.run import run_tflite
 
 
-def bench_local(model: Path, profile: str, *, runs: int = 100, targets: list[str] | None = None) -> dict[str, Any]:
-    load_model(model)  # a clear error for a non-TFLite file before any subprocess
+def measure(model: Path, target: Target, prof: DeviceProfile, *, runs: int, warmup: int = 5,
+            timeout_s: float | None = None, benchmark_binary: str | None = None) -> dict[str, Any]:
+    """One target's latency as a report dict ({p50_ms, p90_ms, ..., target})."""
+    if target.kind == "sim":
+        from edgeport.latency.simulator import simulate
+
+        sim = simulate(inspect_model(model), prof)
+        return {"p50_ms": round(sim.p50_ms, 4), "target": "sim", "profile": prof.name}
+    if target.kind == "local":
+        threads = min(prof.runtime.threads, os.cpu_count() or 1)
+        run = run_tflite(model, None, {}, None, threads=threads, runs=runs, warmup=warmup)
+        if run.latency is None:
+            raise DeviceError(run.error or "the model did not run on this host", hint="check it with 'edgeport inspect'")
+        return {**run.latency.to_dict(), "target": "local", "runtime": run.runtime}
+    stats: LatencyStats = run_device(model, target, prof, runs=runs, warmup=warmup,
+                                     timeout_s=timeout_s or prof.connection.timeout_s, benchmark_binary=benchmark_binary)
+    return stats.to_dict()
+
+
+def bench(model: Path, profile: str, *, targets: list[str] | None = None, runs: int = 100,
+          timeout_s: float | None = None, benchmark_binary: str | None = None) -> dict[str, Any]:
+    load_model(model)  # a clear error for a non-TFLite file before anything runs
     prof = load_profile(profile)
-    unknown = [t for t in (targets or []) if t not in ("local", "host")]
-    if unknown:
-        raise InputError(f"--target '{unknown[0]}' is not available yet", hint="use --target local")
     if runs < 1:
         raise InputError(f"--runs {runs} must be at least 1", hint="e.g. --runs 100")
-    threads = min(prof.runtime.threads, os.cpu_count() or 1)
-    run = run_tflite(model, None, {}, None, threads=threads, runs=runs)
-    if run.latency is None:
-        raise DeviceError(run.error or "the model did not run on this host", hint="check the model with 'edgeport inspect'")
-    stats = run.latency.to_dict()
-    lines = [f"{model}: host p50 {stats['p50_ms']:.3f} ms  p90 {stats['p90_ms']:.3f} ms  "
-             f"({runs} runs, {threads} threads, {run.runtime})"]
-    return {"model": str(model), "profile": prof.name, "latency": {"host": stats}, "_lines": lines}
+    parsed = [parse_target(t) for t in (targets or ["local"])]
+    results: dict[str, Any] = {}
+    with ThreadPoolExecutor(max_workers=max(1, len(parsed))) as pool:
+        futures = {str(t): pool.submit(measure, model, t, prof, runs=runs, timeout_s=timeout_s,
+                                       benchmark_binary=benchmark_binary) for t in parsed}
+        for name, fut in futures.items():
+            try:
+                results[name] = fut.result()
+            except EdgeportError as exc:
+                results[name] = {"error": exc.one_line(), "exit_code": exc.exit_code}
+    lines = [f"{model} on profile '{prof.name}'"]
+    for name, res in results.items():
+        if "error" in res:
+            lines.append(f"  {name:<28} FAILED: {res['error']}")
+        elif res.get("p90_ms") is not None:
+            lines.append(f"  {name:<28} p50 {res['p50_ms']:.3f} ms  p90 {res['p90_ms']:.3f} ms  ({res.get('runs')} runs)")
+        else:
+            lines.append(f"  {name:<28} p50 {res['p50_ms']:.3f} ms")
+    failed = [r["exit_code"] for r in results.values() if "error" in r]
+    return {"model": str(model), "profile": prof.name, "results": results,
+            "exit_code": max(failed) if failed else 0, "_lines": lines}

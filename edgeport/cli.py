@@ -49,8 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", parents=[common], help="time a .tflite on the host")
     bench.add_argument("model", type=Path)
     bench.add_argument("--profile", default="host")
-    bench.add_argument("--target", action="append", default=[], help="local (default)")
+    bench.add_argument("--target", action="append", default=[],
+                       help="local (default), sim, adb://SERIAL, ssh://[user@]host[:port]; repeat to run several at once")
     bench.add_argument("--runs", type=int, default=100)
+    bench.add_argument("--timeout", type=float, help="seconds per device run (default: the profile's)")
+    bench.add_argument("--benchmark-binary", help="host path of TFLite's benchmark_model for adb targets")
 
     insp = sub.add_parser("inspect", parents=[common], help="inputs, outputs, ops and dtypes of a .tflite")
     insp.add_argument("model", type=Path)
@@ -122,11 +125,12 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from edgeport.bench import bench_local
+    from edgeport.bench import bench
 
-    result = bench_local(args.model, args.profile, runs=args.runs, targets=args.target)
+    result = bench(args.model, args.profile, targets=args.target, runs=args.runs, timeout_s=args.timeout,
+                   benchmark_binary=args.benchmark_binary)
     _emit(args, result, result.pop("_lines", []))
-    return 0
+    return int(result["exit_code"])
 
 
 def _inspect(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from edgeport.export.torch_to_onnx import DEFAULT_OPSET, export_onnx
 from edgeport.inspect_tflite import inspect_model
 from edgeport.profiles import DeviceProfile, check_quant_allowed, load_profile
 from edgeport.quantize import mixed
+from edgeport.quantize.equalize import equalize
 from edgeport.report import empty_report, summary_lines, write_json_atomic
 from edgeport.types import Artifact, TensorSpec
 from edgeport.validate import metrics, verdict
@@ -125,6 +126,9 @@ def run_convert(req: ConvertRequest) -> Report:
             calib_ds, val_ds = _load_datasets(req, list(prepared.inputs), notes)
         with timer.stage("reference"):
             references = reference_outputs(loaded.module, prepared.path, list(prepared.inputs), val_ds.inputs)
+        if mode == "mixed":
+            with timer.stage("equalize"):
+                prepared = _equalize(prepared, val_ds, work, notes)
         with timer.stage("convert"):
             conv, artifact_key = _convert(prepared, calib_ds, mode, prof, work, notes)
         mixed_result = None
@@ -272,6 +276,20 @@ def _convert(prepared: PreparedOnnx, calib: cal.Dataset | None, mode: str, prof:
         err = " ".join(conv.errors[key].split())[:600]
         raise ConversionError(f"TFLite conversion to {key} failed: {err}", hint="run with --keep-work and see the converter log")
     return conv, mode
+
+
+def _equalize(prepared: PreparedOnnx, val: cal.Dataset, work: Path, notes: list[str]) -> PreparedOnnx:
+    """Cross-layer equalization first: a float-equivalent rewrite is free, a float layer is not."""
+    sample = {s.name: val.inputs[s.name][:1] for s in prepared.inputs}
+    result = equalize(prepared.path, work / "model_equalized.onnx", sample)
+    if result.pairs == 0:
+        return prepared
+    if result.max_output_change > 1e-3:
+        notes.append(f"cross-layer equalization skipped: it changed the float outputs by {result.max_output_change:.2e}")
+        return prepared
+    notes.append(f"cross-layer equalization rescaled {result.pairs} conv pair(s) (largest channel factor "
+                 f"{result.max_scale:.1f}, float outputs unchanged within {result.max_output_change:.1e})")
+    return replace(prepared, path=result.path)
 
 
 def _mixed(conv: ConversionResult, prepared: PreparedOnnx, calib: cal.Dataset, val: cal.Dataset, references: list[np.ndarray],

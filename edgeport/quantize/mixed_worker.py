@@ -64,7 +64,7 @@ class Evaluator:
         except (RuntimeError, ValueError):
             return None  # e.g. an int8 DIV whose divisor hits its zero point
         outs = [np.concatenate([r[j] for r in rows]) for j in range(len(keys))]
-        return [undo(o, output_perm(ref.shape, o, ref[: len(o)])) for o, ref in zip(outs, self.refs, strict=True)]
+        return [undo(o, output_perm(ref[: len(o)].shape, o, ref[: len(o)])) for o, ref in zip(outs, self.refs, strict=True)]
 
     def score(self, model: bytes, limit: int | None = None) -> dict[str, Any]:
         outs = self.outputs(model, limit)
@@ -141,6 +141,22 @@ def _time(model: bytes, inputs: dict[str, np.ndarray], threads: int, runs: int =
     return float(np.median(times))
 
 
+def _stats_by_tensor(debugger: Any) -> dict[str, dict[str, float]]:
+    """Local error stats keyed by the quantized op's output tensor name, read through the debugger's
+    public CSV dump (its in-memory keys carry NumericVerify/ prefixes and index suffixes)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    debugger.layer_statistics_dump(buf)
+    buf.seek(0)
+    out = {}
+    for row in csv.DictReader(buf):
+        out[row["tensor_name"]] = {k: float(v) for k, v in row.items()
+                                   if k not in ("tensor_name", "op_name") and v not in ("", None)}
+    return out
+
+
 def search(req: dict[str, Any]) -> dict[str, Any]:
     import tensorflow as tf
 
@@ -154,7 +170,7 @@ def search(req: dict[str, Any]) -> dict[str, Any]:
         converter=conv, debug_dataset=lambda: ([s[k].astype(np.float32) for k in keys] for s in debug_feed))
     try:
         debugger.run()
-        stats = debugger.layer_statistics  # tensor name -> local error stats of the quantized op
+        stats = _stats_by_tensor(debugger)
         local_note = None
     except RuntimeError as exc:
         # The debug model itself can abort (e.g. an int8 DIV at its zero point): rank by final effect only.
@@ -195,40 +211,49 @@ def search(req: dict[str, Any]) -> dict[str, Any]:
         result.update(final="int8", stopped="int8 already fits the accuracy budget")
         Path(req["out"]).write_bytes(int8_model)
         return result
+    ranked_units: list[list[str]] = []
     if policy == "tail":
-        plan = [order[len(order) - k :] for k in range(1, len(order) + 1)]
+        # Edge TPU: one float island at the end of the graph (the CPU runs it after the TPU segment).
+        def nodes_for(k: int) -> list[str]:
+            return order[len(order) - k :]
+        n_max = len(order)
     else:
         for row in rows:
             cand = ev.score(build(row["unit"]), limit)
             row["float_effect"] = cand
             row["gain"] = round(_metric(cand) - _metric(base), 5)
             row["snr_gain_db"] = None if cand["snr_db"] is None or base["snr_db"] is None else round(cand["snr_db"] - base["snr_db"], 3)
-        ranked = sorted(rows, key=lambda r: (-r["gain"], -(r["snr_gain_db"] or -1e9)))
-        plan, chosen = [], []
-        for row in ranked[: int(req.get("max_steps", 12))]:
-            if set(row["unit"]) <= set(chosen):
-                continue
-            chosen = list(dict.fromkeys([*chosen, *row["unit"]]))
-            plan.append(chosen)
+        # Final-output effect first; when no single unit helps (error spread over many layers, as in
+        # attention blocks) the local error orders the rest.
+        ranked = sorted(rows, key=lambda r: (-r["gain"], -(r["snr_gain_db"] or 0), -(r["rmse_over_scale"] or 0)))
+        for rank, row in enumerate(ranked):
+            row["rank"] = rank + 1
         ranked_units = [r["unit"] for r in ranked]
-    final_nodes, final_model = None, None
-    prev_size, prev_ms = len(int8_model), result["curve"][0]["host_p50_ms"]
-    for nodes in plan:
+
+        def nodes_for(k: int) -> list[str]:
+            return list(dict.fromkeys(n for unit in ranked_units[:k] for n in unit))
+        n_max = len(ranked_units)
+    state = {"size": len(int8_model), "ms": result["curve"][0]["host_p50_ms"]}
+
+    def attempt(k: int) -> tuple[bool, list[str], bytes]:
+        nodes = nodes_for(k)
         model = build(nodes)
         score = ev.score(model)
         size, ms = len(model), _time(model, ev.inputs, ev.threads)
-        result["curve"].append({"float_ops": len(nodes), "kept": nodes, **score, "size_bytes": size, "host_p50_ms": ms,
-                                "size_cost_bytes": size - prev_size, "latency_cost_ms": round(ms - prev_ms, 4)})
-        prev_size, prev_ms = size, ms
-        if _fits(score, budget):
-            final_nodes, final_model = nodes, model
-            break
-    if final_model is None:
-        result.update(final=None, stopped=f"no candidate within {len(plan)} steps met the budget")
+        result["curve"].append({"float_ops": len(nodes), "units": k, "kept": nodes, **score, "size_bytes": size,
+                                "host_p50_ms": ms, "size_cost_bytes": size - state["size"],
+                                "latency_cost_ms": round(ms - state["ms"], 4)})
+        state.update(size=size, ms=ms)
+        return _fits(score, budget), nodes, model
+
+    found = _smallest_k(attempt, n_max)
+    if found is None:
+        result.update(final=None, stopped=f"even {n_max} float unit(s) did not meet the budget")
         best = max(result["curve"], key=lambda c: _metric(c) if c["ok"] else -1)
         final_nodes = best["kept"]
         final_model = build(final_nodes) if final_nodes else int8_model
     else:
+        final_nodes, final_model = found
         if policy != "tail":
             final_nodes, final_model = _shrink(final_nodes, final_model, ranked_units, build, ev, budget, result)
         result.update(final="mixed", stopped="budget met")
@@ -237,11 +262,37 @@ def search(req: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def _smallest_k(attempt: Any, n_max: int) -> tuple[list[str], bytes] | None:
+    """Fewest top-ranked units that fit: double k until it fits, then bisect (more float never hurts
+    much, so the number of evaluations grows with log(n), not n)."""
+    lo, k, hit = 0, 1, None
+    while k <= n_max:
+        ok, nodes, model = attempt(k)
+        if ok:
+            hit = (k, nodes, model)
+            break
+        lo, k = k, k * 2
+    if hit is None and lo < n_max:
+        ok, nodes, model = attempt(n_max)
+        hit = (n_max, nodes, model) if ok else None
+    if hit is None:
+        return None
+    hi, best = hit[0], (hit[1], hit[2])
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        ok, nodes, model = attempt(mid)
+        if ok:
+            hi, best = mid, (nodes, model)
+        else:
+            lo = mid
+    return best
+
+
 def _shrink(nodes: list[str], model: bytes, units: list[list[str]], build: Any, ev: Evaluator,
             budget: dict[str, Any], result: dict[str, Any]) -> tuple[list[str], bytes]:
     """Greedy additions can overshoot: drop each added unit again (last first) while the budget holds."""
     used = [u for u in units if set(u) <= set(nodes)]
-    for unit in reversed(used):
+    for unit in list(reversed(used))[:16]:
         trial = [n for n in nodes if n not in unit or any(n in other for other in used if other is not unit)]
         if not trial or len(trial) == len(nodes):
             continue
