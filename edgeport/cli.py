@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--preprocess", action="append", default=[], metavar="KEY=VALUE",
                       help="image-folder preprocessing: resize, crop, scale, mean, std, color, layout")
     conv.add_argument("--keep-work", action="store_true", help="keep the intermediate ONNX/SavedModel for debugging")
+    conv.add_argument("--target", action="append", default=[],
+                      help="also time on: sim, adb://SERIAL, ssh://[user@]host[:port] (the device result decides the latency check)")
+    conv.add_argument("--benchmark-binary", help="host path of TFLite's benchmark_model for adb targets")
 
     bench = sub.add_parser("bench", parents=[common], help="time a .tflite on the host")
     bench.add_argument("model", type=Path)
@@ -58,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     insp = sub.add_parser("inspect", parents=[common], help="inputs, outputs, ops and dtypes of a .tflite")
     insp.add_argument("model", type=Path)
     insp.add_argument("--profile")
+
+    from edgeport.compress import command as compress_command
+
+    compress_command.add_parser(sub, [common])
 
     prof = sub.add_parser("profiles", parents=[common], help="list or show device profiles")
     prof.add_argument("action", nargs="?", default="list", choices=("list", "show"))
@@ -73,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if not args.command:
             raise InputError("no command given", hint="use one of: convert, bench, inspect, profiles (see --help)")
-        handler = {"convert": _convert, "bench": _bench, "inspect": _inspect, "profiles": _profiles}[args.command]
+        handler = {"convert": _convert, "bench": _bench, "inspect": _inspect, "profiles": _profiles,
+                   "compress": _compress}[args.command]
         return handler(args)
     except EdgeportError as exc:
         if debug:
@@ -117,7 +125,8 @@ def _convert(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint, profile=args.profile, calib=args.calib, val=args.val, quant=args.quant,
         input_shapes=tuple(args.input_shape), model_class=args.model_class, model_kwargs=args.model_kwargs,
         trust_pickle=args.trust_pickle, output=args.output, opset=args.opset, runs=args.runs,
-        preprocessing=pre or None, keep_work=args.keep_work,
+        preprocessing=pre or None, keep_work=args.keep_work, targets=tuple(args.target),
+        benchmark_binary=args.benchmark_binary,
     )
     report = run_convert(req)
     _emit(args, report.data, [*report.lines, f"  report     {report.path}"])
@@ -139,6 +148,12 @@ def _inspect(args: argparse.Namespace) -> int:
     data = inspect_model(args.model)
     _emit(args, data, summary(data))
     return 0
+
+
+def _compress(args: argparse.Namespace) -> int:
+    from edgeport.compress import command as compress_command
+
+    return compress_command.run(args)
 
 
 def _profiles(args: argparse.Namespace) -> int:

@@ -49,7 +49,8 @@ def parse_shape(text: str) -> tuple[str | None, tuple[int, ...]]:
     return (name.strip() or None), shape
 
 
-def prepare_onnx(src: Path, dst: Path, input_shapes: dict[str | None, tuple[int, ...]] | None = None) -> PreparedOnnx:
+def prepare_onnx(src: Path, dst: Path, input_shapes: dict[str | None, tuple[int, ...]] | None = None,
+                 simplify: bool = True) -> PreparedOnnx:
     import onnx
 
     model = _load(src)
@@ -65,7 +66,8 @@ def prepare_onnx(src: Path, dst: Path, input_shapes: dict[str | None, tuple[int,
     model = _upgrade_opset(model, notes)
     renamed = _rename_nodes(model.graph, notes)
     _check_ops(model.graph)
-    model = _simplify(model, notes)
+    if simplify:
+        model = _simplify(model, notes)
     try:
         model = onnx.shape_inference.infer_shapes(model)
     except Exception:  # noqa: BLE001 - shapes are a convenience for the report only

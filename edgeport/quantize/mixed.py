@@ -90,6 +90,23 @@ def name_layers(result: MixedResult, float_tflite: Path, onnx_path: Path, sample
         row["onnx_node"] = original
         row["pytorch_module"] = trace_names.module_path(original) if original else None
         row["trace_cosine"] = hit["cosine"] if hit else None
+        row["traced_by"] = "values" if hit else None
+    # Ops with no ONNX counterpart (a LayerNormalization becomes MEAN/SQUARED_DIFFERENCE/RSQRT/...)
+    # belong to the nearest traced op they feed: the ONNX node they were decomposed from.
+    by_tensor = {r["tensor"]: r for r in result.layers}
+    for _ in range(len(result.layers)):
+        changed = False
+        for row in result.layers:
+            if row["onnx_node"]:
+                continue
+            for user in row.get("unit", [])[1:]:
+                owner = by_tensor.get(user)
+                if owner and owner["onnx_node"]:
+                    row.update(onnx_node=owner["onnx_node"], pytorch_module=owner["pytorch_module"], traced_by="part of")
+                    changed = True
+                    break
+        if not changed:
+            break
 
 
 def verify_kept_float(model_info: dict[str, Any], kept: list[str]) -> list[str]:

@@ -141,6 +141,25 @@ def _time(model: bytes, inputs: dict[str, np.ndarray], threads: int, runs: int =
     return float(np.median(times))
 
 
+# Ops that only move data: a float tensor must stay float through them to reach the op that computes.
+_MOVERS = {"RESHAPE", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS", "PAD", "PADV2", "GATHER", "STRIDED_SLICE", "SLICE",
+           "SPLIT", "SPLIT_V", "PACK", "UNPACK", "CONCATENATION"}
+
+
+def _unit(name: str, consumers: dict[str, list[str]], op_type: dict[str, str], quantizable: set[str]) -> list[str]:
+    """The op plus every op that reads its output, followed through data-movement ops, so keeping
+    the unit in float keeps the tensor float all the way to the ops that compute with it."""
+    unit, queue = [name], list(consumers.get(name, []))
+    while queue:
+        nxt = queue.pop(0)
+        if nxt in unit or nxt not in quantizable:
+            continue
+        unit.append(nxt)
+        if op_type.get(nxt) in _MOVERS:
+            queue.extend(consumers.get(nxt, []))
+    return unit
+
+
 def _stats_by_tensor(debugger: Any) -> dict[str, dict[str, float]]:
     """Local error stats keyed by the quantized op's output tensor name, read through the debugger's
     public CSV dump (its in-memory keys carry NumericVerify/ prefixes and index suffixes)."""
@@ -194,7 +213,7 @@ def search(req: dict[str, Any]) -> dict[str, Any]:
     rows = []
     for name in order:
         s = stats.get(name)
-        unit = [name] + [c for c in consumers.get(name, []) if c in quantizable]
+        unit = _unit(name, consumers, op_type, quantizable)
         row: dict[str, Any] = {"tensor": name, "op": op_type.get(name), "unit": unit, "rmse_over_scale": None, "max_abs_error": None}
         if s is not None:
             scale = float(s.get("scale", 0.0)) or 1.0

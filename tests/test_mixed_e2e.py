@@ -1,0 +1,91 @@
+"""Mixed precision on real hard cases (models shipped in edgeport/zoo, trained on the digits data)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgeport.cli import main
+from edgeport.inspect_tflite import inspect_model
+
+pytestmark = pytest.mark.slow
+ZOO = Path(__file__).resolve().parent.parent / "edgeport" / "zoo"
+
+
+def _convert(tmp_path: Path, capsys, name: str, cls: str, quant: str, profile: str = "raspberry-pi-4") -> tuple[int, dict]:
+    code = main(["convert", str(ZOO / name), "--model-class", cls, "--profile", profile, "--calib", "builtin:digits",
+                 "--val", "builtin:digits-val", "--quant", quant, "--output", str(tmp_path / quant), "--runs", "5", "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("name,cls", [("outlier_net.pt", "edgeport.zoo.hard_cases:OutlierNet"),
+                                      ("attn_net.pt", "edgeport.zoo.hard_cases:AttnNet")])
+def test_mixed_recovers_where_int8_collapses(tmp_path, capsys, name, cls):
+    code8, int8 = _convert(tmp_path, capsys, name, cls, "int8")
+    assert code8 == 1 and int8["accuracy"]["drop_pp"] > 2.0, int8["accuracy"]
+    code, mixed = _convert(tmp_path, capsys, name, cls, "mixed")
+    assert code == 0, mixed["verdict"]
+    assert mixed["accuracy"]["drop_pp"] <= 0.5, mixed["accuracy"]
+    assert mixed["accuracy"]["reference"] == int8["accuracy"]["reference"]
+    assert mixed["artifact"]["size_bytes"] <= 1.05 * int8["artifact"]["size_bytes"]
+    assert any("equalization" in n for n in mixed["notes"])
+    q = mixed["quantization"]
+    assert q["layers"] and q["curve"][0]["float_ops"] == 0
+    assert sum(1 for r in q["layers"] if r["pytorch_module"]) >= len(q["layers"]) // 3, "layers are traced to torch modules"
+
+
+def test_mixed_keeps_nothing_when_int8_fits(tmp_path, capsys):
+    code, rep = _convert(tmp_path, capsys, "digits_net.pt", "edgeport.zoo.digits_net:DigitsNet", "mixed")
+    assert code == 0
+    assert rep["quantization"]["float_layers"] == []
+    assert rep["quantization"]["search"]["stopped"].startswith("int8 already fits")
+    assert len(rep["quantization"]["curve"]) == 1
+
+
+@pytest.fixture(scope="module")
+def layernorm_model(tmp_path_factory) -> dict[str, Path]:
+    from fixture_models import GeluLayerNormMLP
+
+    d = tmp_path_factory.mktemp("ln")
+    torch.manual_seed(0)
+    torch.jit.save(torch.jit.trace(GeluLayerNormMLP().eval(), torch.randn(1, 16)), d / "ln.ts")
+    np.savez(d / "data.npz", x=np.random.default_rng(0).standard_normal((160, 16)).astype(np.float32))
+    return {"model": d / "ln.ts", "data": d / "data.npz"}
+
+
+def _convert_ln(layernorm_model, tmp_path, capsys, profile: str) -> tuple[int, dict]:
+    code = main(["convert", str(layernorm_model["model"]), "--profile", profile, "--quant", "mixed", "--calib",
+                 str(layernorm_model["data"]), "--output", str(tmp_path), "--runs", "3", "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_mixed_keeps_the_layers_that_break_int8_in_float(layernorm_model, tmp_path, capsys):
+    """int8 LayerNorm aborts at run time (quantized DIV at its zero point); mixed keeps it in float."""
+    code, rep = _convert_ln(layernorm_model, tmp_path, capsys, "host")
+    q = rep["quantization"]
+    assert q["int8_only"]["ok"] is False
+    assert code == 0, rep["verdict"]
+    kept = q["float_layers"]
+    assert kept and any(k["op"] == "DIV" for k in kept)
+    checks = {c["name"]: c for c in rep["verdict"]["checks"]}
+    assert checks["kept_layers_are_float"]["passed"] and checks["kept_layers_are_float"]["value"] == len(kept)
+    info = inspect_model(Path(rep["artifact"]["path"]))
+    dtypes = {op["output_name"]: op["dtype"] for op in info["ops"]}
+    assert all(dtypes[k["tensor"]] == "FLOAT32" for k in kept)
+    assert len(kept) < len(q["layers"]), "not everything is kept in float"
+
+
+def test_edge_tpu_profile_only_allows_a_float_tail(layernorm_model, tmp_path, capsys):
+    code, rep = _convert_ln(layernorm_model, tmp_path, capsys, "coral-usb")
+    q = rep["quantization"]
+    assert q["search"]["policy"] == "tail"
+    order = [r["tensor"] for r in q["layers"]]
+    kept = [k["tensor"] for k in q["float_layers"]]
+    if kept:
+        first = min(order.index(k) for k in kept)
+        assert set(order[first:]) <= set(kept), "float ops must form the tail of the graph"
+        assert any("Edge TPU" in n and "CPU" in n for n in rep["notes"])
