@@ -8,6 +8,7 @@ directory inside the output directory and only finished files are renamed into p
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -35,8 +36,8 @@ from edgeport.inspect_tflite import inspect_model
 from edgeport.profiles import DeviceProfile, check_quant_allowed, load_profile
 from edgeport.quantize import mixed
 from edgeport.quantize.equalize import equalize
-from edgeport.report import empty_report, summary_lines, write_json_atomic
-from edgeport.types import Artifact, TensorSpec
+from edgeport.report import empty_report, summary_lines
+from edgeport.types import Artifact, TensorSpec, plain
 from edgeport.validate import metrics, verdict
 from edgeport.validate.run import reference_outputs, run_tflite
 
@@ -159,9 +160,8 @@ def run_convert(req: ConvertRequest) -> Report:
             extra_checks.append(_record_mixed(report, mixed_result, info, prof))
         report["verdict"] = verdict.decide([*_structure_checks(prof, info, mode), *extra_checks, *_checks(prof, report, run, mode)])
         report["timings"] = timer.timings
-        _publish(conv.files[artifact_key], final)
         report_path = out_dir / "report.json"
-        write_json_atomic(report_path, report)
+        _publish(conv.files[artifact_key], final, report, report_path)
         finished = True
         return Report(report, report_path, summary_lines(report))
     finally:
@@ -437,12 +437,29 @@ def _checks(prof: DeviceProfile, report: dict[str, Any], run, mode: str) -> list
     return checks
 
 
-def _publish(src: Path, final: Path) -> None:
-    """Atomic: copy next to the destination, then rename over it."""
-    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+def _publish(src: Path, final: Path, report: dict[str, Any], report_path: Path) -> None:
+    """Everything is staged as hidden temp files first and renamed into place only when all of it
+    was written, so a full disk or a crash never leaves a half-written model or a model without its
+    report. Each artifact also gets its own `<artifact>.report.json`, which a concurrent run into
+    the same directory (other model or mode) never overwrites; `report.json` is the latest run."""
+    own_report = final.with_name(final.stem + ".report.json")
+    staged = [(final.with_name(f".{final.name}.{os.getpid()}.tmp"), final),
+              (own_report.with_name(f".{own_report.name}.{os.getpid()}.tmp"), own_report),
+              (report_path.with_name(f".{report_path.name}.{os.getpid()}.tmp"), report_path)]
     try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, final)
+        _copy_file(src, staged[0][0])
+        text = json.dumps(plain(report), indent=2) + "\n"
+        for tmp, _ in staged[1:]:
+            tmp.write_text(text)
+        for tmp, dst in staged:
+            os.replace(tmp, dst)
+    except OSError as exc:
+        raise InputError(f"could not write the results to '{final.parent}': {exc.strerror or exc}",
+                         hint="free disk space or choose another --output; nothing was left half-written") from exc
     finally:
-        tmp.unlink(missing_ok=True)
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
 
+
+def _copy_file(src: Path, dst: Path) -> None:
+    shutil.copyfile(src, dst)

@@ -63,7 +63,7 @@ def test_each_quant_mode_from_state_dict(tiny, tmp_path, capsys, mode):
 
         info = inspect_model(art)
         assert info["float_ops"] == [], "int8 model must be full integer"
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([art.name, "report.json"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([art.name, art.stem + ".report.json", "report.json"])
 
 
 @pytest.mark.parametrize("name,extra", [
