@@ -20,7 +20,8 @@ from edgeport.validate.run import run_tflite
 
 
 def measure(model: Path, target: Target, prof: DeviceProfile, *, runs: int, warmup: int = 5,
-            timeout_s: float | None = None, benchmark_binary: str | None = None) -> dict[str, Any]:
+            timeout_s: float | None = None, benchmark_binary: str | None = None,
+            ssh_options: tuple[str, ...] = ()) -> dict[str, Any]:
     """One target's latency as a report dict ({p50_ms, p90_ms, ..., target})."""
     if target.kind == "sim":
         from edgeport.latency.simulator import simulate
@@ -34,12 +35,14 @@ def measure(model: Path, target: Target, prof: DeviceProfile, *, runs: int, warm
             raise DeviceError(run.error or "the model did not run on this host", hint="check it with 'edgeport inspect'")
         return {**run.latency.to_dict(), "target": "local", "runtime": run.runtime}
     stats: LatencyStats = run_device(model, target, prof, runs=runs, warmup=warmup,
-                                     timeout_s=timeout_s or prof.connection.timeout_s, benchmark_binary=benchmark_binary)
+                                     timeout_s=timeout_s or prof.connection.timeout_s, benchmark_binary=benchmark_binary,
+                                     ssh_options=ssh_options)
     return stats.to_dict()
 
 
 def bench(model: Path, profile: str, *, targets: list[str] | None = None, runs: int = 100,
-          timeout_s: float | None = None, benchmark_binary: str | None = None) -> dict[str, Any]:
+          timeout_s: float | None = None, benchmark_binary: str | None = None,
+          ssh_options: tuple[str, ...] = ()) -> dict[str, Any]:
     load_model(model)  # a clear error for a non-TFLite file before anything runs
     prof = load_profile(profile)
     if runs < 1:
@@ -48,7 +51,7 @@ def bench(model: Path, profile: str, *, targets: list[str] | None = None, runs: 
     results: dict[str, Any] = {}
     with ThreadPoolExecutor(max_workers=max(1, len(parsed))) as pool:
         futures = {str(t): pool.submit(measure, model, t, prof, runs=runs, timeout_s=timeout_s,
-                                       benchmark_binary=benchmark_binary) for t in parsed}
+                                       benchmark_binary=benchmark_binary, ssh_options=ssh_options) for t in parsed}
         for name, fut in futures.items():
             try:
                 results[name] = fut.result()

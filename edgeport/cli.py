@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--target", action="append", default=[],
                       help="also time on: sim, adb://SERIAL, ssh://[user@]host[:port] (the device result decides the latency check)")
     conv.add_argument("--benchmark-binary", help="host path of TFLite's benchmark_model for adb targets")
+    conv.add_argument("--ssh-option", action="append", default=[], metavar="OPT", help="extra ssh/scp option for ssh targets")
 
     bench = sub.add_parser("bench", parents=[common], help="time a .tflite on the host")
     bench.add_argument("model", type=Path)
@@ -57,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--runs", type=int, default=100)
     bench.add_argument("--timeout", type=float, help="seconds per device run (default: the profile's)")
     bench.add_argument("--benchmark-binary", help="host path of TFLite's benchmark_model for adb targets")
+    bench.add_argument("--ssh-option", action="append", default=[], metavar="OPT",
+                       help="extra ssh/scp option for ssh targets, e.g. --ssh-option=-oProxyJump=gw (host keys stay checked)")
 
     insp = sub.add_parser("inspect", parents=[common], help="inputs, outputs, ops and dtypes of a .tflite")
     insp.add_argument("model", type=Path)
@@ -126,7 +129,7 @@ def _convert(args: argparse.Namespace) -> int:
         input_shapes=tuple(args.input_shape), model_class=args.model_class, model_kwargs=args.model_kwargs,
         trust_pickle=args.trust_pickle, output=args.output, opset=args.opset, runs=args.runs,
         preprocessing=pre or None, keep_work=args.keep_work, targets=tuple(args.target),
-        benchmark_binary=args.benchmark_binary,
+        benchmark_binary=args.benchmark_binary, ssh_options=tuple(args.ssh_option),
     )
     report = run_convert(req)
     _emit(args, report.data, [*report.lines, f"  report     {report.path}"])
@@ -137,7 +140,7 @@ def _bench(args: argparse.Namespace) -> int:
     from edgeport.bench import bench
 
     result = bench(args.model, args.profile, targets=args.target, runs=args.runs, timeout_s=args.timeout,
-                   benchmark_binary=args.benchmark_binary)
+                   benchmark_binary=args.benchmark_binary, ssh_options=tuple(args.ssh_option))
     _emit(args, result, result.pop("_lines", []))
     return int(result["exit_code"])
 

@@ -64,6 +64,7 @@ class ConvertRequest:
     keep_work: bool = False
     targets: tuple[str, ...] = ()  # extra latency sources: sim, adb://SERIAL, ssh://user@host
     benchmark_binary: str | None = None
+    ssh_options: tuple[str, ...] = ()
 
 
 @dataclass
@@ -182,7 +183,8 @@ def _measure_targets(model: Path, prof: DeviceProfile, req: ConvertRequest) -> d
         target = parse_target(text)
         if target.kind == "local":
             continue  # the host is always measured
-        result = measure(model, target, prof, runs=req.runs, benchmark_binary=req.benchmark_binary)
+        result = measure(model, target, prof, runs=req.runs, benchmark_binary=req.benchmark_binary,
+                         ssh_options=req.ssh_options)
         if target.kind == "sim":
             found["simulated"] = result
         else:

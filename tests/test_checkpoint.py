@@ -7,10 +7,11 @@ import pickle
 
 import pytest
 import torch
-from fixture_models import TinyCNN, seeded
 
 from edgeport.errors import InputError
 from edgeport.export.checkpoint import load_checkpoint, parse_kwargs
+
+from fixture_models import TinyCNN, seeded
 
 
 class _Evil:

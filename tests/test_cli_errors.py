@@ -10,11 +10,12 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from fixture_models import TinyCNN, seeded
 from onnx import TensorProto, helper
 from PIL import Image
 
 from edgeport.cli import main
+
+from fixture_models import TinyCNN, seeded
 
 
 @pytest.fixture(scope="module")

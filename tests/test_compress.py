@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixture_models import TinyCNN, seeded
 from torch import nn
 
 from edgeport.compress.cluster import cluster_weights, gzip_size, kmeans_1d, state_dict_bytes, unique_values
@@ -20,6 +19,8 @@ from edgeport.compress.prune import prune
 from edgeport.compress.recipe import parse_recipe
 from edgeport.errors import InputError
 from edgeport.zoo.digits_net import DigitsNet, InvertedResidual
+
+from fixture_models import TinyCNN, seeded
 
 torch.set_num_threads(1)
 

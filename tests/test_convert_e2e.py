@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixture_models import TinyCNN, TwoInTwoOut, image_data, seeded
 
 from edgeport.cli import main
+
+from fixture_models import TinyCNN, TwoInTwoOut, image_data, seeded
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent

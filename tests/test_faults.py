@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from edgeport.cli import main
 from edgeport.errors import InputError
 from edgeport.export.onnx_prep import parse_shape
+
 from fixture_models import TinyCNN, image_data, seeded
 
 TESTS = Path(__file__).resolve().parent
@@ -95,7 +96,7 @@ def test_concurrent_runs_into_one_directory(tiny, tmp_path):
     procs = [subprocess.Popen([sys.executable, "-m", "edgeport", *_argv(tiny, out, q), "--json"], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=_env()) for q in ("int8", "fp16")]
     results = [p.communicate(timeout=900) for p in procs]
-    for p, (stdout, stderr) in zip(procs, results, strict=True):
+    for p, (_stdout, stderr) in zip(procs, results, strict=True):
         assert p.returncode in (0, 1), stderr[-1500:]
     for quant in ("int8", "fp16"):
         art = out / f"tiny_{quant}.tflite"

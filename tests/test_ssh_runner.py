@@ -409,3 +409,35 @@ def test_remote_bench_inputs_follow_dtype_and_quantization() -> None:
     assert mask.dtype == np.bool_
     again = remote_bench.random_input(np, np.random.default_rng(0), {"dtype": np.float32, "shape": [1, 4], "quantization": (0.0, 0)})
     assert np.array_equal(f, again)  # seeded: the same inputs on every device
+
+
+@pytest.mark.slow
+def test_convert_folds_ssh_device_latency_into_the_verdict(sshd: Sshd, remote_tmp: Path, tmp_path: Path) -> None:
+    """`convert --target ssh://...` times the written model on the (real) ssh host; the latency
+    check then judges the device number, not the host's."""
+    import json
+
+    import numpy as np
+    import torch
+
+    from edgeport.cli import main
+
+    from fixture_models import TinyCNN, image_data, seeded
+
+    torch.jit.save(torch.jit.trace(seeded(TinyCNN()), torch.randn(1, 3, 16, 16)), tmp_path / "tiny.ts")
+    np.savez(tmp_path / "calib.npz", x=image_data(40, (3, 16, 16)))
+    profile = tmp_path / "my-pi.toml"
+    text = (Path(__file__).resolve().parent.parent / "device_profiles" / "raspberry-pi-4.toml").read_text()
+    profile.write_text(text.replace('remote_python = "python3"', f'remote_python = "{sys.executable}"')
+                       if 'remote_python = "python3"' in text else text.replace("[connection]", f'[connection]\nremote_python = "{sys.executable}"'))
+    opts = [f"--ssh-option={o}" for o in sshd.options(remote_tmp=remote_tmp)]
+    code = main(["convert", str(tmp_path / "tiny.ts"), "--profile", str(profile), "--quant", "int8", "--calib",
+                 str(tmp_path / "calib.npz"), "--output", str(tmp_path / "out"), "--runs", "5",
+                 "--target", f"ssh://root@127.0.0.1:{sshd.port}", *opts])
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    device = report["latency"]["device"]
+    assert device["p50_ms"] is not None and device["target"].startswith("ssh://root@127.0.0.1")
+    check = next(c for c in report["verdict"]["checks"] if c["name"] == "latency_p50_ms")
+    assert check["value"] == device["p50_ms"] and "ssh://" in check["detail"]
+    assert code in (0, 1)
+    assert not any(remote_tmp.iterdir()), "remote temp dir cleaned up"
