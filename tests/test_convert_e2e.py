@@ -174,3 +174,47 @@ def test_int8_runtime_abort_is_a_failed_verdict_not_a_pass(gelu, tmp_path, capsy
     assert not checks["runs_on_validation_data"]["passed"]
     assert "DIV" in checks["runs_on_validation_data"]["detail"]
     assert Path(rep["artifact"]["path"]).exists(), "a failed budget still writes the artifact and report"
+
+
+def test_foreign_exporter_quirks_are_normalised(tiny, tmp_path, capsys):
+    """Paddle-style node names (`Softmax@0`), tf2onnx-style tensor names (`image:0`), unnamed nodes,
+    initializers listed as graph inputs and a dynamic batch: all fixed before onnx2tf sees them."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(tiny["dir"] / "tiny_dyn.onnx"))
+    g = model.graph
+    for i, node in enumerate(g.node):
+        node.name = "" if i % 3 == 0 else f"{node.op_type.lower()}_{i}.tmp_0@{i}"
+    old_in = g.input[0].name
+    for node in g.node:
+        for j, name in enumerate(node.input):
+            if name == old_in:
+                node.input[j] = "image:0"
+    g.input[0].name = "image:0"
+    for dim, value in zip(g.input[0].type.tensor_type.shape.dim[1:], (3, 32, 32), strict=True):
+        dim.Clear()
+        dim.dim_value = value
+    for init in list(g.initializer)[:3]:
+        g.input.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+    onnx.save(model, str(tmp_path / "foreign.onnx"))
+    x = image_data(40)
+    np.savez(tmp_path / "d.npz", **{"image:0": x})
+    code, rep = _run(["convert", str(tmp_path / "foreign.onnx"), "--profile", "host", "--quant", "int8", "--calib",
+                      str(tmp_path / "d.npz"), "--output", str(tmp_path / "out"), "--runs", "3"], capsys)
+    notes = " ".join(rep["model"]["normalization_notes"])
+    assert "renamed" in notes and "initializers" in notes and "batch" in notes
+    assert rep["accuracy"]["cosine_mean"] > 0.99
+    assert code in (0, 1) and rep["verdict"]["checks"][0]["passed"]
+
+
+def test_misconverted_model_never_passes(tmp_path, capsys):
+    """onnx2tf 1.28 mis-converts this transformer block's token MLP in float32; validation must say so."""
+    from edgeport.zoo.hard_cases import AttnNet
+
+    torch.manual_seed(0)
+    torch.jit.save(torch.jit.trace(AttnNet(use_mlp=True).eval(), torch.randn(1, 1, 32, 32)), tmp_path / "attn.ts")
+    code, rep = _run(["convert", str(tmp_path / "attn.ts"), "--profile", "host", "--quant", "fp32", "--calib",
+                      "builtin:digits", "--val", "builtin:digits-val", "--output", str(tmp_path / "o"), "--runs", "3"], capsys)
+    assert rep["accuracy"]["snr_db"] < 15
+    assert code == 1 and rep["verdict"]["passed"] is False
