@@ -44,7 +44,7 @@ def export_onnx(module: Any, inputs: list[TensorSpec], path: Path, opset: int = 
             f"the model failed on inputs {shapes}: {_first_line(exc)}",
             hint="pass the model's real input shape(s) with --input-shape [NAME=]1x3x224x224",
         ) from exc
-    n_out = len(_flatten(sample))
+    n_out = len(flatten_outputs(sample))
     output_names = ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
     try:
         with warnings.catch_warnings():
@@ -59,11 +59,12 @@ def export_onnx(module: Any, inputs: list[TensorSpec], path: Path, opset: int = 
     return output_names
 
 
-def _flatten(obj: Any) -> list[Any]:
+def flatten_outputs(obj: Any) -> list[Any]:
+    """Model outputs (tensors in nested tuples/lists/dicts) in a flat list, in ONNX output order."""
     if isinstance(obj, (list, tuple)):
-        return [x for item in obj for x in _flatten(item)]
+        return [x for item in obj for x in flatten_outputs(item)]
     if isinstance(obj, dict):
-        return [x for item in obj.values() for x in _flatten(item)]
+        return [x for item in obj.values() for x in flatten_outputs(item)]
     return [obj]
 
 

@@ -24,6 +24,8 @@ from edgeport.errors import DeviceError, InputError
 from edgeport.profiles import DeviceProfile
 from edgeport.runners.benchmark_log import BenchmarkLog, parse_benchmark_log, to_latency_stats
 from edgeport.runners.targets import Deadline, Target
+from edgeport.runners.targets import last_line as _last_line
+from edgeport.runners.targets import show_text as _show
 from edgeport.types import LatencyStats
 
 REMOTE_BASE = "/data/local/tmp"
@@ -300,12 +302,3 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _last_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.replace("\r", "\n").splitlines() if ln.strip()]
-    return _show(lines[-1], 200) if lines else ""
-
-
-def _show(text: str, limit: int = 120) -> str:
-    if not text.isprintable():
-        text = text.encode("unicode_escape").decode("ascii")
-    return text if len(text) <= limit else text[: limit - 1] + "…"

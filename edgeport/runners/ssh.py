@@ -26,6 +26,8 @@ from typing import Any
 from edgeport.errors import DeviceError, InputError
 from edgeport.profiles import DeviceProfile
 from edgeport.runners.targets import Deadline, Target
+from edgeport.runners.targets import last_line as _last_line
+from edgeport.runners.targets import show_text as _show
 from edgeport.types import LatencyStats
 
 SCRIPT = Path(__file__).with_name("remote_bench.py")
@@ -377,12 +379,3 @@ def _to_stats(data: dict[str, Any], target: Target, profile: DeviceProfile, warm
     return LatencyStats.from_samples(times, str(target), threads=int(data.get("threads") or profile.runtime.threads), extra=extra)
 
 
-def _last_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.replace("\r", "\n").splitlines() if ln.strip()]
-    return _show(lines[-1], 200) if lines else ""
-
-
-def _show(text: str, limit: int = 120) -> str:
-    if not text.isprintable():
-        text = text.encode("unicode_escape").decode("ascii")
-    return text if len(text) <= limit else text[: limit - 1] + "…"

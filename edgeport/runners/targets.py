@@ -159,10 +159,19 @@ def _parse_port(text: str, port_text: str) -> int:
     return int(port_text)
 
 
-def _show(text: str, limit: int = 80) -> str:
+def show_text(text: str, limit: int = 80) -> str:
+    """Untrusted text (device output, hostile names) made printable and short for a one-line error."""
     if not text.isprintable():
         text = text.encode("unicode_escape").decode("ascii")
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.replace("\r", "\n").splitlines() if ln.strip()]
+    return show_text(lines[-1], 200) if lines else ""
+
+
+_show = show_text
 
 
 # --------------------------------------------------------------------------------------- dispatch

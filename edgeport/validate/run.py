@@ -15,6 +15,7 @@ import numpy as np
 
 from edgeport.errors import ConversionError
 from edgeport.export.layout import output_perm, undo
+from edgeport.export.torch_to_onnx import flatten_outputs as _flatten
 from edgeport.types import LatencyStats, TensorSpec
 
 
@@ -63,14 +64,6 @@ def _torch_reference(module: Any, inputs: list[TensorSpec], data: dict[str, np.n
             batched = None
         rows = batched if batched is not None else [run(i, i + 1) for i in range(count)]
     return [np.concatenate([r[k] for r in rows], axis=0).astype(np.float32) for k in range(len(rows[0]))]
-
-
-def _flatten(obj: Any) -> list[Any]:
-    if isinstance(obj, (list, tuple)):
-        return [x for item in obj for x in _flatten(item)]
-    if isinstance(obj, dict):
-        return [x for item in obj.values() for x in _flatten(item)]
-    return [obj]
 
 
 def run_tflite(
