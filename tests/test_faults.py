@@ -120,3 +120,18 @@ def test_same_inputs_give_identical_model_and_metrics(tiny, tmp_path, capsys):
         assert a["accuracy"][key] == b["accuracy"][key]
     assert a["data"]["calibration"]["sha256"] == b["data"]["calibration"]["sha256"]
     assert a["options"]["calib"] == str(tiny["calib"]) and a["options"]["quant"] == "int8"
+
+
+@pytest.mark.slow
+def test_unreachable_device_is_exit_3_with_one_line_and_no_output(tiny, tmp_path, capsys):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again when the block ends: connection refused
+    out = tmp_path / "out"
+    code = main([*_argv(tiny, out), "--target", f"ssh://nobody@127.0.0.1:{port}"])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert code == 3 and len(err) == 1 and err[0].startswith("edgeport: error: "), err
+    assert "127.0.0.1" in err[0] and "Traceback" not in err[0]
+    assert not out.exists() or not any(out.iterdir())
