@@ -213,6 +213,21 @@ def sample_shape(spec: str) -> tuple[int, ...] | None:
     return None
 
 
+def integer_arrays(spec: str) -> dict[str, str]:
+    """Array name -> dtype for the integer arrays of an .npz/.npy (token ids, indices), so a torch
+    model is exported with integer inputs where the data says so."""
+    try:
+        if spec.endswith(".npy"):
+            arr = np.load(spec, mmap_mode="r", allow_pickle=False)
+            return {"x": str(arr.dtype)} if arr.dtype.kind in "iu" else {}
+        if spec.endswith(".npz"):
+            with np.load(spec, allow_pickle=False) as data:
+                return {k: str(data[k].dtype) for k in data.files if k != LABEL_KEY and data[k].dtype.kind in "iu"}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return {}
+
+
 def _manifest(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as f:

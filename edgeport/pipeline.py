@@ -212,6 +212,9 @@ def _to_onnx(loaded: LoadedModel, shapes: dict, req: ConvertRequest, work: Path,
     if loaded.kind == "onnx":
         return prepare_onnx(loaded.path, work / "model.onnx", shapes)
     specs = _torch_input_specs(loaded, shapes, req)
+    ints = cal.integer_arrays(req.calib or req.val or "")
+    if ints:  # token ids / indices: export integer inputs, as the data is
+        specs = [replace(s, dtype=ints.get(s.name, ints.get("x") if len(specs) == 1 else None) or s.dtype) for s in specs]
     raw = work / "exported.onnx"
     export_onnx(loaded.module, specs, raw, opset=req.opset)
     notes.append(f"exported {loaded.kind} to ONNX opset {req.opset}")

@@ -219,3 +219,25 @@ def test_misconverted_model_never_passes(tmp_path, capsys):
                       "builtin:digits", "--val", "builtin:digits-val", "--output", str(tmp_path / "o"), "--runs", "3"], capsys)
     assert rep["accuracy"]["snr_db"] < 15
     assert code == 1 and rep["verdict"]["passed"] is False
+
+
+def test_integer_token_inputs(tmp_path, capsys):
+    """Token ids stay int64 through export, calibration and validation (no float cast)."""
+    from torch import nn
+
+    class Emb(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(100, 16)
+            self.out = nn.Linear(16, 4)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.out(self.emb(ids).mean(dim=1))
+
+    torch.manual_seed(0)
+    torch.jit.save(torch.jit.trace(Emb().eval(), torch.randint(0, 100, (1, 12))), tmp_path / "emb.ts")
+    np.savez(tmp_path / "ids.npz", ids=np.random.default_rng(0).integers(0, 100, (60, 12)).astype(np.int64))
+    code, rep = _run(["convert", str(tmp_path / "emb.ts"), "--profile", "host", "--quant", "int8", "--calib",
+                      str(tmp_path / "ids.npz"), "--output", str(tmp_path / "o"), "--runs", "3"], capsys)
+    assert rep["model"]["inputs"][0]["dtype"] == "int64"
+    assert rep["accuracy"]["cosine_mean"] > 0.99 and code == 0

@@ -116,7 +116,7 @@ def convert_variant(saved_model: str, job: dict[str, Any], feed: list[dict[str, 
 
     def representative():
         for sample in feed:
-            yield {k: v.astype(np.float32) for k, v in sample.items()}
+            yield {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in sample.items()}  # ids stay ints
 
     if mode == "fp16":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]

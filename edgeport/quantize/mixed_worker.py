@@ -19,13 +19,17 @@ from typing import Any
 import numpy as np
 
 
+def _as_input(value: np.ndarray) -> np.ndarray:
+    return value.astype(np.float32) if value.dtype.kind == "f" else value  # token ids stay integers
+
+
 def _converter(saved_model: str, feed: list[dict[str, np.ndarray]], io_dtype: str) -> Any:
     import tensorflow as tf
 
     conv = tf.lite.TFLiteConverter.from_saved_model(saved_model)
     keys = list(feed[0])
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([s[k].astype(np.float32) for k in keys] for s in feed)
+    conv.representative_dataset = lambda: ([_as_input(s[k]) for k in keys] for s in feed)
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
     if io_dtype in ("int8", "uint8"):
         conv.inference_input_type = tf.int8 if io_dtype == "int8" else tf.uint8
@@ -186,7 +190,7 @@ def search(req: dict[str, Any]) -> dict[str, Any]:
     debug_feed = feed[: min(len(feed), 32)]
     keys = list(feed[0])
     debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=conv, debug_dataset=lambda: ([s[k].astype(np.float32) for k in keys] for s in debug_feed))
+        converter=conv, debug_dataset=lambda: ([_as_input(s[k]) for k in keys] for s in debug_feed))
     try:
         debugger.run()
         stats = _stats_by_tensor(debugger)
