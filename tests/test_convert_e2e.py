@@ -241,3 +241,23 @@ def test_integer_token_inputs(tmp_path, capsys):
                       str(tmp_path / "ids.npz"), "--output", str(tmp_path / "o"), "--runs", "3"], capsys)
     assert rep["model"]["inputs"][0]["dtype"] == "int64"
     assert rep["accuracy"]["cosine_mean"] > 0.99 and code == 0
+
+
+def test_image_folder_with_preprocessing(tiny, tmp_path, capsys):
+    """Class sub-folders give labels; resize/crop/mean/std come from --preprocess and land in the report."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(20):
+            Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
+    code, rep = _run(["convert", str(tiny["dir"] / "tiny.ts"), "--profile", "host", "--quant", "int8",
+                      "--input-shape", "1x3x32x32", "--calib", str(tmp_path / "imgs"), "--preprocess", "resize=36", "--preprocess", "crop=32",
+                      "--preprocess", "mean=0.5,0.5,0.5", "--preprocess", "std=0.25", "--output", str(tmp_path / "o"),
+                      "--runs", "3"], capsys)
+    pre = rep["data"]["calibration"]["preprocessing"]
+    assert pre["resize"] == 36 and list(pre["crop"]) == [32, 32] and list(pre["mean"]) == [0.5, 0.5, 0.5]
+    assert rep["data"]["validation"]["labels"] is True
+    assert rep["accuracy"]["reference"] is not None and rep["accuracy"]["drop_pp"] is not None
+    assert code in (0, 1)
