@@ -152,6 +152,7 @@ def run_convert(req: ConvertRequest) -> Report:
         report["notes"] = notes
         report["latency"].update(device)
         info = inspect_model(conv.files[artifact_key])
+        edgetpu_check = _simulate(report, info, prof, conv.files[artifact_key], work, notes)
         report["quantization"]["float_layers"] = [info["ops"][i]["output_name"] for i in info["float_ops"]] if mode in ("int8", "int16x8") else []
         report["model"]["ops"] = info["op_counts"]
         report["model"]["macs"] = info["total_macs"]
@@ -159,6 +160,8 @@ def run_convert(req: ConvertRequest) -> Report:
         extra_checks = []
         if mixed_result is not None:
             extra_checks.append(_record_mixed(report, mixed_result, info, prof))
+        if edgetpu_check is not None:
+            extra_checks.append(edgetpu_check)
         report["verdict"] = verdict.decide([*_structure_checks(prof, info, mode), *extra_checks, *_checks(prof, report, run, mode)])
         report["timings"] = timer.timings
         report_path = out_dir / "report.json"
@@ -170,6 +173,30 @@ def run_convert(req: ConvertRequest) -> Report:
             shutil.rmtree(work, ignore_errors=True)
         if created and not finished and not any(out_dir.iterdir()):
             out_dir.rmdir()  # a failed run leaves nothing behind, not even the directory it made
+
+
+def _simulate(report: dict[str, Any], info: dict[str, Any], prof: DeviceProfile, model: Path, work: Path,
+              notes: list[str]):
+    """Simulated device latency from the profile (always, it is cheap) and, for Edge TPU profiles,
+    which ops the TPU runs: the compiler's own answer when edgetpu_compiler is installed."""
+    from edgeport.latency.edgetpu import edgetpu_report
+    from edgeport.latency.simulator import simulate
+
+    tpu = None
+    if prof.runtime.delegate == "edgetpu":
+        tpu = edgetpu_report(model, info, out_dir=work / "edgetpu")
+        report["edgetpu"] = tpu.to_dict()
+    try:
+        sim = simulate(info, prof, edgetpu_report=tpu) if tpu is not None else simulate(info, prof)
+    except Exception as exc:  # noqa: BLE001 - a missing estimate must not hide measured results
+        notes.append(f"latency simulation unavailable: {type(exc).__name__}: {str(exc)[:160]}")
+    else:
+        report["latency"]["simulated"] = {"p50_ms": round(sim.p50_ms, 4), "profile": sim.profile, "threads": sim.threads,
+                                          "edgetpu": sim.edgetpu}
+    if tpu is None:
+        return None
+    return verdict.at_least("edgetpu_op_share", round(tpu.share_on_tpu, 4), prof.budgets.min_edgetpu_op_share,
+                            f"first op on the CPU: {tpu.first_unsupported}" if tpu.first_unsupported else "")
 
 
 def _measure_targets(model: Path, prof: DeviceProfile, req: ConvertRequest) -> dict[str, Any]:
