@@ -357,6 +357,7 @@ def _mixed(conv: ConversionResult, prepared: PreparedOnnx, calib: cal.Dataset, v
         val_inputs=val.inputs, references=references, labels=val.labels,
         budget=mixed.budget_for(prof.budgets, references, val.labels), float_layers=prof.runtime.float_layers,
         io_dtype=prof.runtime.io_dtype, threads=min(prof.runtime.threads, os.cpu_count() or 1), work=work / "mixed",
+        int8_model=conv.files.get("int8"),
     )
     sample = {k: v[:1] for k, v in val.inputs.items()}
     mixed.name_layers(result, conv.files["fp32"], prepared.path, sample, conv.input_map, prepared.original_node_names)

@@ -18,6 +18,7 @@ import numpy as np
 from edgeport.errors import ConversionError
 from edgeport.export.layout import apply
 from edgeport.quantize import trace_names
+from edgeport.validate.run import run_tflite
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ def _tflite_layout(arrays: dict[str, np.ndarray], input_map: dict[str, dict[str,
 def run_mixed(*, saved_model: Path, input_map: dict[str, dict[str, Any]], calibration: dict[str, np.ndarray],
               val_inputs: dict[str, np.ndarray], references: list[np.ndarray], labels: np.ndarray | None,
               budget: dict[str, Any], float_layers: str, io_dtype: str, threads: int, work: Path,
-              timeout_s: float = 3600) -> MixedResult:
+              timeout_s: float = 3600, int8_model: Path | None = None) -> MixedResult:
     work.mkdir(parents=True, exist_ok=True)
     np.savez(work / "mixed_calib.npz", **_tflite_layout(calibration, input_map))
     np.savez(work / "mixed_val.npz", **_tflite_layout(val_inputs, input_map))
@@ -53,6 +54,11 @@ def run_mixed(*, saved_model: Path, input_map: dict[str, dict[str, Any]], calibr
     if labels is not None:
         np.save(work / "mixed_labels.npy", labels)
         req["labels"] = str(work / "mixed_labels.npy")
+    if int8_model is not None:
+        # The TFLite debugger runs the int8 model on TensorFlow's builtin kernels; a model whose int8
+        # kernels abort there would take the whole search down, so probe it in a throwaway process.
+        probe = run_tflite(int8_model, None, {}, None, threads=1, runs=1, warmup=0, no_default_delegates=True)
+        req["skip_local_stats"] = probe.latency is None
     (work / "mixed_req.json").write_text(json.dumps(req))
     log = work / "mixed.log"
     with open(log, "w") as fh:
@@ -64,7 +70,9 @@ def run_mixed(*, saved_model: Path, input_map: dict[str, dict[str, Any]], calibr
                                   hint="use --quant int8, or fewer validation samples") from exc
     res_path = work / "mixed_result.json"
     if not res_path.exists():
-        raise ConversionError("the mixed-precision search process died", hint=f"see {log}")
+        tail = " | ".join(ln.strip() for ln in log.read_text(errors="replace").splitlines()[-3:] if ln.strip())[-400:]
+        raise ConversionError("the mixed-precision search process died (the TFLite runtime aborted on a candidate model)",
+                              hint=f"use --quant int8 or fp16 for this model; last log lines: {tail}")
     res = json.loads(res_path.read_text())
     if not res.get("ok"):
         raise ConversionError(f"mixed-precision search failed: {res.get('error', '?')[:400]}", hint=f"see {log}")

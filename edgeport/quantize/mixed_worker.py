@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
-import time
+import tempfile
 import traceback
 from pathlib import Path
 from typing import Any
@@ -49,26 +49,19 @@ class Evaluator:
         self.threads = int(req.get("threads", 1))
 
     def outputs(self, model: bytes, limit: int | None = None) -> list[np.ndarray] | None:
-        from ai_edge_litert.interpreter import Interpreter
+        """Candidate outputs from a throwaway process: an int8 kernel that aborts (a quantized DIV at
+        its zero point, a multiplier out of range) must fail the candidate, not the search."""
+        from edgeport.validate.run import run_tflite
 
-        from edgeport.export.layout import output_perm, undo
-        from edgeport.runners.tflite_exec import dequantize_output, quantize_input
-
-        interp = Interpreter(model_content=model, num_threads=self.threads)
-        runner = interp.get_signature_runner()
-        ind, outd = runner.get_input_details(), runner.get_output_details()
-        keys = sorted(outd, key=lambda k: (int(k.rsplit("_", 1)[-1]) if k.rsplit("_", 1)[-1].isdigit() else 10**6, k))
         n = len(next(iter(self.inputs.values())))
         n = min(n, limit) if limit else n
-        rows: list[list[np.ndarray]] = []
-        try:
-            for i in range(n):
-                got = runner(**{k: quantize_input(v[i : i + 1], ind[k]) for k, v in self.inputs.items()})
-                rows.append([dequantize_output(np.asarray(got[k]), outd[k]) for k in keys])
-        except (RuntimeError, ValueError):
-            return None  # e.g. an int8 DIV whose divisor hits its zero point
-        outs = [np.concatenate([r[j] for r in rows]) for j in range(len(keys))]
-        return [undo(o, output_perm(ref[: len(o)].shape, o, ref[: len(o)])) for o, ref in zip(outs, self.refs, strict=True)]
+        data = {k: v[:n] for k, v in self.inputs.items()}
+        with tempfile.TemporaryDirectory(prefix="edgeport-cand-") as tmp:
+            path = Path(tmp, "candidate.tflite")
+            path.write_bytes(model)
+            run = run_tflite(path, data, {k: {"onnx_name": k, "perm": None} for k in data},
+                             [r[:n] for r in self.refs], threads=self.threads, runs=0)
+        return run.outputs
 
     def score(self, model: bytes, limit: int | None = None) -> dict[str, Any]:
         outs = self.outputs(model, limit)
@@ -127,22 +120,24 @@ def _graph(model: bytes) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
     return ops, consumers
 
 
-def _time(model: bytes, inputs: dict[str, np.ndarray], threads: int, runs: int = 30) -> float:
-    from ai_edge_litert.interpreter import Interpreter
+def _time(model: bytes, inputs: dict[str, np.ndarray], threads: int, runs: int = 30) -> float | None:
+    """Host p50 of a candidate, or None when the candidate cannot run at all (its score says why)."""
+    try:
+        return _time_or_raise(model, inputs, threads, runs)
+    except (RuntimeError, ValueError):
+        return None
 
-    from edgeport.runners.tflite_exec import quantize_input
 
-    runner = Interpreter(model_content=model, num_threads=threads).get_signature_runner()
-    ind = runner.get_input_details()
-    feed = {k: quantize_input(v[0:1], ind[k]) for k, v in inputs.items()}
-    for _ in range(5):
-        runner(**feed)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        runner(**feed)
-        times.append((time.perf_counter() - t0) * 1000)
-    return float(np.median(times))
+def _time_or_raise(model: bytes, inputs: dict[str, np.ndarray], threads: int, runs: int) -> float:
+    from edgeport.validate.run import run_tflite
+
+    with tempfile.TemporaryDirectory(prefix="edgeport-cand-") as tmp:
+        path = Path(tmp, "candidate.tflite")
+        path.write_bytes(model)
+        run = run_tflite(path, None, {}, None, threads=threads, runs=runs, warmup=5)
+    if run.latency is None:
+        raise RuntimeError(run.error or "candidate did not run")
+    return float(run.latency.p50_ms)
 
 
 # Ops that only move data: a float tensor must stay float through them to reach the op that computes.
@@ -192,6 +187,8 @@ def search(req: dict[str, Any]) -> dict[str, Any]:
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=conv, debug_dataset=lambda: ([_as_input(s[k]) for k in keys] for s in debug_feed))
     try:
+        if req.get("skip_local_stats"):
+            raise RuntimeError("the int8 model aborts on TensorFlow's builtin kernels (probed in a separate process)")
         debugger.run()
         stats = _stats_by_tensor(debugger)
         local_note = None
@@ -265,7 +262,7 @@ def search(req: dict[str, Any]) -> dict[str, Any]:
         size, ms = len(model), _time(model, ev.inputs, ev.threads)
         result["curve"].append({"float_ops": len(nodes), "units": k, "kept": nodes, **score, "size_bytes": size,
                                 "host_p50_ms": ms, "size_cost_bytes": size - state["size"],
-                                "latency_cost_ms": round(ms - state["ms"], 4)})
+                                "latency_cost_ms": None if ms is None or state["ms"] is None else round(ms - state["ms"], 4)})
         state.update(size=size, ms=ms)
         return _fits(score, budget), nodes, model
 

@@ -59,7 +59,12 @@ def _apply_perm(x: np.ndarray, perm: list[int] | None) -> np.ndarray:
 def main(argv: list[str]) -> int:
     req = json.loads(Path(argv[0]).read_text())
     Interpreter, runtime = load_interpreter_class()
-    interp = Interpreter(model_path=req["model"], num_threads=int(req.get("threads", 1)))
+    kwargs: dict[str, Any] = {}
+    if req.get("no_default_delegates") and runtime == "ai_edge_litert":
+        from ai_edge_litert.interpreter import OpResolverType
+
+        kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    interp = Interpreter(model_path=req["model"], num_threads=int(req.get("threads", 1)), **kwargs)
     runner = interp.get_signature_runner()
     in_details = runner.get_input_details()
     out_details = runner.get_output_details()

@@ -76,11 +76,13 @@ def run_tflite(
     runs: int = 50,
     warmup: int = 5,
     timeout_s: float = 900,
+    no_default_delegates: bool = False,
 ) -> TfliteRun:
     """Outputs (validated) and host timings, from a child process so a kernel abort is survivable."""
     with tempfile.TemporaryDirectory(prefix="edgeport-run-") as tmp:
         req: dict[str, Any] = {"model": str(model), "threads": threads, "runs": runs, "warmup": warmup,
-                               "input_map": input_map, "validate": data is not None}
+                               "input_map": input_map, "validate": data is not None,
+                               "no_default_delegates": no_default_delegates}
         if data is not None:
             np.savez(Path(tmp, "inputs.npz"), **data)
             req["inputs"] = str(Path(tmp, "inputs.npz"))
