@@ -149,7 +149,23 @@ def _inspect(args: argparse.Namespace) -> int:
     from edgeport.inspect_tflite import inspect_model, summary
 
     data = inspect_model(args.model)
-    _emit(args, data, summary(data))
+    lines = summary(data)
+    if args.profile:
+        from edgeport.latency.edgetpu import edgetpu_report
+        from edgeport.latency.simulator import simulate
+        from edgeport.profiles import load_profile
+
+        prof = load_profile(args.profile)
+        tpu = edgetpu_report(args.model, data) if prof.runtime.delegate == "edgetpu" else None
+        sim = simulate(data, prof, edgetpu_report=tpu) if tpu is not None else simulate(data, prof)
+        data["simulated"] = sim.to_dict()
+        lines.append(f"  simulated p50 on {prof.name}: {sim.p50_ms:.3f} ms ({sim.threads} threads)")
+        if tpu is not None:
+            data["edgetpu"] = tpu.to_dict()
+            first = f"; first op on the CPU: {tpu.first_unsupported}" if tpu.first_unsupported else ""
+            lines.append(f"  Edge TPU: {tpu.ops_on_tpu} ops on the TPU, {tpu.ops_on_cpu} on the CPU "
+                         f"({tpu.share_on_tpu:.0%}){first}; parameters {'fit' if tpu.fits_sram else 'do NOT fit'} in the 8 MB cache")
+    _emit(args, data, lines)
     return 0
 
 

@@ -106,6 +106,10 @@ def test_default_model_demo_accuracy(tmp_path, capsys):
     acc = rep["accuracy"]
     assert acc["reference"] >= 0.95 and acc["drop_pp"] <= 1.0, acc
     assert rep["artifact"]["size_bytes"] < 0.5 * rep["reference"]["size_bytes"]
+    assert rep["latency"]["simulated"]["p50_ms"] > 0
+    assert main(["inspect", rep["artifact"]["path"], "--profile", "coral-usb", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["total_macs"] > 1e6 and info["simulated"]["p50_ms"] > 0 and info["edgetpu"]["ops_on_tpu"] > 0
     for key in ("profile", "versions", "timings", "artifact", "reference", "quantization", "accuracy", "latency", "verdict"):
         assert key in rep
     assert rep["data"]["calibration"]["sha256"] and rep["data"]["validation"]["samples"] == 600
