@@ -39,6 +39,7 @@ from edgeport.quantize.equalize import equalize
 from edgeport.report import empty_report, summary_lines
 from edgeport.types import Artifact, TensorSpec, plain
 from edgeport.validate import metrics, verdict
+from edgeport.validate.divergence import float_conversion_check
 from edgeport.validate.run import reference_outputs, run_tflite
 
 CALIBRATED_MODES = ("int8", "int16x8", "mixed")
@@ -145,6 +146,9 @@ def run_convert(req: ConvertRequest) -> Report:
             fp32_run = None
             if artifact_key != "fp32" and "fp32" in conv.files:
                 fp32_run = run_tflite(conv.files["fp32"], None, conv.input_map, None, threads=threads, runs=req.runs)
+        with timer.stage("float_check"):
+            float_check = float_conversion_check(conv.files["fp32"], prepared.path, val_ds.inputs, references,
+                                                 conv.input_map, prepared.original_node_names)
         with timer.stage("device"):
             device = _measure_targets(conv.files[artifact_key], prof, req)
         final = out_dir / f"{_stem(req.checkpoint)}_{mode}.tflite"
@@ -162,6 +166,8 @@ def run_convert(req: ConvertRequest) -> Report:
             extra_checks.append(_record_mixed(report, mixed_result, info, prof))
         if edgetpu_check is not None:
             extra_checks.append(edgetpu_check)
+        report["float_conversion"] = float_check
+        extra_checks.append(_float_check(float_check))
         report["verdict"] = verdict.decide([*_structure_checks(prof, info, mode), *extra_checks, *_checks(prof, report, run, mode)])
         report["timings"] = timer.timings
         report_path = out_dir / "report.json"
@@ -173,6 +179,18 @@ def run_convert(req: ConvertRequest) -> Report:
             shutil.rmtree(work, ignore_errors=True)
         if created and not finished and not any(out_dir.iterdir()):
             out_dir.rmdir()  # a failed run leaves nothing behind, not even the directory it made
+
+
+def _float_check(result: dict[str, Any]):
+    """Separates converter errors from quantization errors: the float32 TFLite must match the reference."""
+    where = result.get("first_divergent")
+    detail = ""
+    if not result["matches"]:
+        detail = result.get("error") or "the float32 TFLite already disagrees with the reference: a conversion error, not quantization"
+        if where:
+            module = f" (PyTorch module {where['pytorch_module']})" if where.get("pytorch_module") else ""
+            detail += f"; first divergent ONNX node: {where['onnx_node']} [{where['op']}]{module}"
+    return verdict.must("float_conversion_matches_reference", result["matches"], result.get("cosine_min"), detail)
 
 
 def _simulate(report: dict[str, Any], info: dict[str, Any], prof: DeviceProfile, model: Path, work: Path,

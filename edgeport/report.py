@@ -84,6 +84,11 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         if kept:
             names = [k.get("pytorch_module") or k.get("onnx_node") or k["tensor"][:40] for k in kept]
             lines.append(f"  kept float {len(kept)}: {', '.join(names)}")
+    fc = report.get("float_conversion") or {}
+    if fc and not fc.get("matches") and fc.get("first_divergent"):
+        d = fc["first_divergent"]
+        lines.append(f"  CONVERSION the float32 TFLite diverges from the reference at ONNX node {d['onnx_node']} [{d['op']}]"
+                     + (f", PyTorch module {d['pytorch_module']}" if d.get("pytorch_module") else ""))
     for note in report.get("notes", []):
         lines.append(f"  note       {note}")
     verdict = report["verdict"]

@@ -223,6 +223,10 @@ def test_misconverted_model_never_passes(tmp_path, capsys):
                       "builtin:digits", "--val", "builtin:digits-val", "--output", str(tmp_path / "o"), "--runs", "3"], capsys)
     assert rep["accuracy"]["snr_db"] < 15
     assert code == 1 and rep["verdict"]["passed"] is False
+    check = next(c for c in rep["verdict"]["checks"] if c["name"] == "float_conversion_matches_reference")
+    assert not check["passed"] and "conversion error" in check["detail"]
+    where = rep["float_conversion"]["first_divergent"]
+    assert where and where["pytorch_module"].startswith("mlp"), where  # the token MLP is where onnx2tf goes wrong
 
 
 def test_integer_token_inputs(tmp_path, capsys):

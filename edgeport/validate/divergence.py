@@ -1,0 +1,58 @@
+"""Is a disagreement the converter's fault or quantization's? Check the float32 TFLite against the
+reference, and when it disagrees, point at the first ONNX node whose output the TFLite model no
+longer reproduces (the place onnx2tf mis-converted), with its PyTorch module."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeport.validate.metrics import compare_output
+from edgeport.validate.run import run_tflite
+
+FLOAT_MATCH_COSINE = 0.999
+
+
+def float_conversion_check(fp32_model: Path, onnx_path: Path, inputs: dict[str, np.ndarray], references: list[np.ndarray],
+                           input_map: dict[str, dict[str, Any]], original_names: dict[str, str], samples: int = 8) -> dict[str, Any]:
+    data = {k: v[:samples] for k, v in inputs.items()}
+    refs = [r[:samples] for r in references]
+    run = run_tflite(fp32_model, data, input_map, refs, threads=1, runs=0)
+    if run.outputs is None:
+        return {"matches": False, "cosine_min": None, "error": run.error, "first_divergent": None}
+    cos = min(compare_output("out", r, o).cosine_min for r, o in zip(refs, run.outputs, strict=True))
+    result: dict[str, Any] = {"matches": bool(cos >= FLOAT_MATCH_COSINE), "cosine_min": round(float(cos), 6),
+                              "first_divergent": None}
+    if not result["matches"]:
+        result["first_divergent"] = first_divergent_node(fp32_model, onnx_path, {k: v[:1] for k, v in inputs.items()},
+                                                          input_map, original_names)
+    return result
+
+
+def first_divergent_node(fp32_model: Path, onnx_path: Path, sample: dict[str, np.ndarray], input_map: dict[str, dict[str, Any]],
+                         original_names: dict[str, str]) -> dict[str, Any] | None:
+    """The first ONNX node after the last one whose output the float TFLite model still holds.
+
+    Ops fused by the converter have no tensor of their own, so "unmatched" alone means nothing; what
+    marks the break is that no later node output is reproduced either."""
+    import onnx
+
+    from edgeport.quantize import trace_names
+
+    try:
+        tfl = trace_names.tflite_intermediates(fp32_model, sample, input_map)
+        onnx_vals = trace_names.onnx_intermediates(onnx_path, sample)
+    except Exception:  # noqa: BLE001 - a diagnosis must never turn into the failure
+        return None
+    found = trace_names.match(tfl, onnx_vals, list(tfl), min_cosine=FLOAT_MATCH_COSINE)
+    matched_nodes = {hit["onnx_node"] for hit in found.values()}
+    nodes = list(onnx.load(str(onnx_path)).graph.node)
+    last = max((i for i, n in enumerate(nodes) if n.name in matched_nodes), default=-1)
+    if last + 1 >= len(nodes):
+        return None
+    node = nodes[last + 1]
+    original = original_names.get(node.name, node.name)
+    return {"onnx_node": original, "op": node.op_type, "pytorch_module": trace_names.module_path(original),
+            "after": original_names.get(nodes[last].name, nodes[last].name) if last >= 0 else None}
