@@ -37,6 +37,7 @@ from edgeport.profiles import DeviceProfile, check_quant_allowed, load_profile
 from edgeport.quantize import mixed
 from edgeport.quantize.equalize import equalize
 from edgeport.report import empty_report, summary_lines
+from edgeport.report_html import render as render_html
 from edgeport.types import Artifact, TensorSpec, plain
 from edgeport.validate import metrics, verdict
 from edgeport.validate.divergence import float_conversion_check
@@ -494,14 +495,18 @@ def _publish(src: Path, final: Path, report: dict[str, Any], report_path: Path) 
     report. Each artifact also gets its own `<artifact>.report.json`, which a concurrent run into
     the same directory (other model or mode) never overwrites; `report.json` is the latest run."""
     own_report = final.with_name(final.stem + ".report.json")
+    html_path = report_path.with_suffix(".html")
     staged = [(final.with_name(f".{final.name}.{os.getpid()}.tmp"), final),
               (own_report.with_name(f".{own_report.name}.{os.getpid()}.tmp"), own_report),
-              (report_path.with_name(f".{report_path.name}.{os.getpid()}.tmp"), report_path)]
+              (report_path.with_name(f".{report_path.name}.{os.getpid()}.tmp"), report_path),
+              (html_path.with_name(f".{html_path.name}.{os.getpid()}.tmp"), html_path)]
     try:
         _copy_file(src, staged[0][0])
-        text = json.dumps(plain(report), indent=2) + "\n"
-        for tmp, _ in staged[1:]:
+        data = plain(report)
+        text = json.dumps(data, indent=2) + "\n"
+        for tmp, _ in staged[1:3]:
             tmp.write_text(text)
+        staged[3][0].write_text(render_html(data))
         for tmp, dst in staged:
             os.replace(tmp, dst)
     except OSError as exc:

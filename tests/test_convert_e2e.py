@@ -64,7 +64,9 @@ def test_each_quant_mode_from_state_dict(tiny, tmp_path, capsys, mode):
 
         info = inspect_model(art)
         assert info["float_ops"] == [], "int8 model must be full integer"
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([art.name, art.stem + ".report.json", "report.json"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([art.name, art.stem + ".report.json", "report.json", "report.html"])
+    html = (tmp_path / "report.html").read_text()
+    assert ("PASSED" if code == 0 else "FAILED") in html and "runs_on_validation_data" in html and "<script" not in html
 
 
 @pytest.mark.parametrize("name,extra", [

@@ -1,0 +1,78 @@
+"""report.html: the same content as report.json for a person — verdict first, then why.
+
+Self-contained (inline CSS, no scripts, no network), every value HTML-escaped: names in a model file
+are untrusted text.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+_CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.6em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;width:100%;margin:.5em 0}td,th{border:1px solid #ddd;padding:3px 6px;text-align:left;vertical-align:top}
+th{background:#f4f4f4}.ok{color:#176f2c;font-weight:600}.fail{color:#b00020;font-weight:600}
+.badge{display:inline-block;padding:2px 10px;border-radius:4px;color:#fff}.pass{background:#176f2c}.nopass{background:#b00020}
+code{background:#f4f4f4;padding:0 3px}"""
+
+
+def _v(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return escape(str(value))
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def render(report: dict[str, Any]) -> str:
+    verdict = report["verdict"]
+    prof = (report.get("profile") or {}).get("name", "?")
+    q = report["quantization"]
+    acc = report["accuracy"]
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>edgeport report — {escape(prof)}</title>",
+             f"<style>{_CSS}</style></head><body>",
+             f"<h1>edgeport: {escape(str(q.get('mode')))} model for <code>{escape(prof)}</code> "
+             f"<span class='badge {'pass' if verdict['passed'] else 'nopass'}'>{'PASSED' if verdict['passed'] else 'FAILED'}</span></h1>",
+             f"<p>Artifact <code>{_v(report['artifact']['path'])}</code>, {_v(report['artifact']['size_bytes'])} bytes, "
+             f"sha256 <code>{_v(report['artifact']['sha256'])}</code></p>"]
+    parts.append("<h2>Checks</h2>" + _table(["check", "value", "budget", "result", "detail"], [
+        [escape(c["name"]), _v(c["value"]), _v(c["budget"]),
+         f"<span class='{'ok' if c['passed'] else 'fail'}'>{'ok' if c['passed'] else 'FAIL'}</span>", _v(c.get("detail"))]
+        for c in verdict["checks"]]))
+    parts.append("<h2>Accuracy</h2>" + _table(["reference", "tflite", "drop (pp)", "top-1 agreement", "cosine", "SNR dB"],
+                                            [[_v(acc["reference"]), _v(acc["tflite"]), _v(acc["drop_pp"]),
+                                              _v(acc["top1_agreement"]), _v(acc["cosine_mean"]), _v(acc["snr_db"])]]))
+    outputs = acc.get("outputs") or []
+    if outputs:
+        parts.append(_table(["output", "shape", "cosine mean", "cosine min", "max abs error", "SNR dB", "non-finite"], [
+            [escape(o["name"]), _v(o["shape"]), _v(o["cosine_mean"]), _v(o["cosine_min"]), _v(o["max_abs_error"]),
+             _v(o["snr_db"]), _v(o["nonfinite"])] for o in outputs]))
+    lat = report["latency"]
+    rows = [["simulated", _v(lat["simulated"].get("p50_ms")), "—", _v((report.get("profile") or {}).get("name"))],
+            ["host", _v(lat["host"].get("p50_ms")), _v(lat["host"].get("p90_ms")), _v(lat["host"].get("threads"))],
+            ["device", _v(lat["device"].get("p50_ms")), _v(lat["device"].get("p90_ms")), _v(lat["device"].get("target"))]]
+    parts.append("<h2>Latency (ms)</h2>" + _table(["source", "p50", "p90", "threads / target"], rows))
+    if q.get("layers"):
+        ranked = sorted(q["layers"], key=lambda r: (-(r.get("gain") or 0), -(r.get("rmse_over_scale") or 0)))
+        kept = {k["tensor"] for k in q.get("float_layers") or [] if isinstance(k, dict)}
+        parts.append("<h2>Per-layer int8 sensitivity</h2>" + _table(
+            ["op", "PyTorch module", "ONNX node", "gain kept float", "rmse/scale", "kept float"],
+            [[_v(r["op"]), _v(r.get("pytorch_module")), _v(r.get("onnx_node")), _v(r.get("gain")), _v(r.get("rmse_over_scale")),
+              "yes" if r["tensor"] in kept else ""] for r in ranked]))
+        parts.append("<h2>Accuracy vs float ops</h2>" + _table(["float ops", "accuracy", "top-1", "SNR dB", "bytes", "host p50 ms"], [
+            [_v(c["float_ops"]), _v(c.get("accuracy")), _v(c.get("top1")), _v(c.get("snr_db")), _v(c.get("size_bytes")),
+             _v(c.get("host_p50_ms"))] for c in q.get("curve") or []]))
+    notes = report.get("notes") or []
+    if notes:
+        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>")
+    versions = ", ".join(f"{escape(k)} {_v(v)}" for k, v in (report.get("versions") or {}).items())
+    parts.append(f"<h2>Provenance</h2><p>{versions}</p><p>calibration sha256 "
+                 f"<code>{_v(((report.get('data') or {}).get('calibration') or {}).get('sha256'))}</code></p></body></html>")
+    return "\n".join(parts)
