@@ -34,8 +34,7 @@ from edgeport.export.to_tflite import (
 from edgeport.export.torch_to_onnx import DEFAULT_OPSET, export_onnx
 from edgeport.inspect_tflite import inspect_model
 from edgeport.profiles import DeviceProfile, check_quant_allowed, load_profile
-from edgeport.quantize import mixed
-from edgeport.quantize.equalize import equalize
+from edgeport.quantize.stage import equalize_stage, mixed_stage, record_mixed
 from edgeport.report import empty_report, summary_lines
 from edgeport.report_html import render as render_html
 from edgeport.types import Artifact, TensorSpec, plain
@@ -134,13 +133,13 @@ def run_convert(req: ConvertRequest) -> Report:
             references = reference_outputs(loaded.module, prepared.path, list(prepared.inputs), val_ds.inputs)
         if mode == "mixed":
             with timer.stage("equalize"):
-                prepared = _equalize(prepared, val_ds, work, notes)
+                prepared = equalize_stage(prepared, val_ds, work, notes)
         with timer.stage("convert"):
             conv, artifact_key = _convert(prepared, calib_ds, mode, prof, work, notes)
         mixed_result = None
         if mode == "mixed":
             with timer.stage("mixed_search"):
-                mixed_result = _mixed(conv, prepared, calib_ds, val_ds, references, prof, work, notes)
+                mixed_result = mixed_stage(conv, prepared, _calibration_arrays(calib_ds, prepared), val_ds, references, prof, work, notes)
         with timer.stage("validate"):
             threads = min(prof.runtime.threads, os.cpu_count() or 1)
             run = run_tflite(conv.files[artifact_key], val_ds.inputs, conv.input_map, references, threads=threads, runs=req.runs)
@@ -164,7 +163,7 @@ def run_convert(req: ConvertRequest) -> Report:
         report["quantization"]["weight_bytes"] = info["weight_bytes"]
         extra_checks = []
         if mixed_result is not None:
-            extra_checks.append(_record_mixed(report, mixed_result, info, prof))
+            extra_checks.append(record_mixed(report, mixed_result, info, prof))
         if edgetpu_check is not None:
             extra_checks.append(edgetpu_check)
         report["float_conversion"] = float_check
@@ -352,54 +351,6 @@ def _convert(prepared: PreparedOnnx, calib: cal.Dataset | None, mode: str, prof:
         err = " ".join(conv.errors[key].split())[:600]
         raise ConversionError(f"TFLite conversion to {key} failed: {err}", hint="run with --keep-work and see the converter log")
     return conv, mode
-
-
-def _equalize(prepared: PreparedOnnx, val: cal.Dataset, work: Path, notes: list[str]) -> PreparedOnnx:
-    """Cross-layer equalization first: a float-equivalent rewrite is free, a float layer is not."""
-    sample = {s.name: val.inputs[s.name][:1] for s in prepared.inputs}
-    result = equalize(prepared.path, work / "model_equalized.onnx", sample)
-    if result.pairs == 0:
-        return prepared
-    if result.max_output_change > 1e-3:
-        notes.append(f"cross-layer equalization skipped: it changed the float outputs by {result.max_output_change:.2e}")
-        return prepared
-    notes.append(f"cross-layer equalization rescaled {result.pairs} layer pair(s) (largest channel factor "
-                 f"{result.max_scale:.1f}, float outputs unchanged within {result.max_output_change:.1e})")
-    return replace(prepared, path=result.path)
-
-
-def _mixed(conv: ConversionResult, prepared: PreparedOnnx, calib: cal.Dataset, val: cal.Dataset, references: list[np.ndarray],
-           prof: DeviceProfile, work: Path, notes: list[str]) -> mixed.MixedResult:
-    """Search the smallest float set that meets the accuracy budget; the result becomes the artifact."""
-    result = mixed.run_mixed(
-        saved_model=conv.saved_model, input_map=conv.input_map, calibration=_calibration_arrays(calib, prepared),
-        val_inputs=val.inputs, references=references, labels=val.labels,
-        budget=mixed.budget_for(prof.budgets, references, val.labels), float_layers=prof.runtime.float_layers,
-        io_dtype=prof.runtime.io_dtype, threads=min(prof.runtime.threads, os.cpu_count() or 1), work=work / "mixed",
-        int8_model=conv.files.get("int8"),
-    )
-    sample = {k: v[:1] for k, v in val.inputs.items()}
-    mixed.name_layers(result, conv.files["fp32"], prepared.path, sample, conv.input_map, prepared.original_node_names)
-    conv.files["mixed"] = result.model
-    notes.append(f"mixed precision: {result.stopped}; {len(result.kept)} op(s) kept in float")
-    if result.kept and prof.runtime.float_layers == "tail":
-        notes.append("the float ops sit at the graph's tail: on the Edge TPU they split the graph and run on the CPU")
-    notes.extend(result.notes)
-    return result
-
-
-def _record_mixed(report: dict[str, Any], result: mixed.MixedResult, info: dict[str, Any], prof: DeviceProfile):
-    by_tensor = {r["tensor"]: r for r in result.layers}
-    q = report["quantization"]
-    q["float_layers"] = [{"tensor": t, "op": by_tensor.get(t, {}).get("op"), "onnx_node": by_tensor.get(t, {}).get("onnx_node"),
-                          "pytorch_module": by_tensor.get(t, {}).get("pytorch_module")} for t in result.kept]
-    q["layers"] = result.layers
-    q["curve"] = result.curve
-    q["int8_only"] = result.int8
-    q["search"] = {"stopped": result.stopped, "policy": prof.runtime.float_layers}
-    missing = mixed.verify_kept_float(info, result.kept)
-    return verdict.must("kept_layers_are_float", not missing, len(result.kept) - len(missing),
-                        f"not float in the written model: {', '.join(missing[:3])}" if missing else "")
 
 
 def _calibration_arrays(calib: cal.Dataset | None, prepared: PreparedOnnx) -> dict[str, np.ndarray] | None:

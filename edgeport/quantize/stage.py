@@ -1,0 +1,66 @@
+"""Quantization stages the pipeline calls for `--quant mixed`: equalize first, then search, then record."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeport import calibration as cal
+from edgeport.export.onnx_prep import PreparedOnnx
+from edgeport.export.to_tflite import ConversionResult
+from edgeport.profiles import DeviceProfile
+from edgeport.quantize import mixed
+from edgeport.quantize.equalize import equalize
+from edgeport.validate import verdict
+
+
+def equalize_stage(prepared: PreparedOnnx, val: cal.Dataset, work: Path, notes: list[str]) -> PreparedOnnx:
+    """Cross-layer equalization first: a float-equivalent rewrite is free, a float layer is not."""
+    sample = {s.name: val.inputs[s.name][:1] for s in prepared.inputs}
+    result = equalize(prepared.path, work / "model_equalized.onnx", sample)
+    if result.pairs == 0:
+        return prepared
+    if result.max_output_change > 1e-3:
+        notes.append(f"cross-layer equalization skipped: it changed the float outputs by {result.max_output_change:.2e}")
+        return prepared
+    notes.append(f"cross-layer equalization rescaled {result.pairs} layer pair(s) (largest channel factor "
+                 f"{result.max_scale:.1f}, float outputs unchanged within {result.max_output_change:.1e})")
+    return replace(prepared, path=result.path)
+
+
+def mixed_stage(conv: ConversionResult, prepared: PreparedOnnx, calibration: dict[str, np.ndarray], val: cal.Dataset, references: list[np.ndarray],
+           prof: DeviceProfile, work: Path, notes: list[str]) -> mixed.MixedResult:
+    """Search the smallest float set that meets the accuracy budget; the result becomes the artifact."""
+    result = mixed.run_mixed(
+        saved_model=conv.saved_model, input_map=conv.input_map, calibration=calibration,
+        val_inputs=val.inputs, references=references, labels=val.labels,
+        budget=mixed.budget_for(prof.budgets, references, val.labels), float_layers=prof.runtime.float_layers,
+        io_dtype=prof.runtime.io_dtype, threads=min(prof.runtime.threads, os.cpu_count() or 1), work=work / "mixed",
+        int8_model=conv.files.get("int8"),
+    )
+    sample = {k: v[:1] for k, v in val.inputs.items()}
+    mixed.name_layers(result, conv.files["fp32"], prepared.path, sample, conv.input_map, prepared.original_node_names)
+    conv.files["mixed"] = result.model
+    notes.append(f"mixed precision: {result.stopped}; {len(result.kept)} op(s) kept in float")
+    if result.kept and prof.runtime.float_layers == "tail":
+        notes.append("the float ops sit at the graph's tail: on the Edge TPU they split the graph and run on the CPU")
+    notes.extend(result.notes)
+    return result
+
+
+def record_mixed(report: dict[str, Any], result: mixed.MixedResult, info: dict[str, Any], prof: DeviceProfile):
+    by_tensor = {r["tensor"]: r for r in result.layers}
+    q = report["quantization"]
+    q["float_layers"] = [{"tensor": t, "op": by_tensor.get(t, {}).get("op"), "onnx_node": by_tensor.get(t, {}).get("onnx_node"),
+                          "pytorch_module": by_tensor.get(t, {}).get("pytorch_module")} for t in result.kept]
+    q["layers"] = result.layers
+    q["curve"] = result.curve
+    q["int8_only"] = result.int8
+    q["search"] = {"stopped": result.stopped, "policy": prof.runtime.float_layers}
+    missing = mixed.verify_kept_float(info, result.kept)
+    return verdict.must("kept_layers_are_float", not missing, len(result.kept) - len(missing),
+                        f"not float in the written model: {', '.join(missing[:3])}" if missing else "")
