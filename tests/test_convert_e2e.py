@@ -271,3 +271,25 @@ def test_image_folder_with_preprocessing(tiny, tmp_path, capsys):
     assert rep["data"]["validation"]["labels"] is True
     assert rep["accuracy"]["reference"] is not None and rep["accuracy"]["drop_pp"] is not None
     assert code in (0, 1)
+
+
+def test_onnx2tf_failure_names_the_node(tmp_path, capsys):
+    """A layer onnx2tf 1.28 cannot convert (TopK with k from a tensor): exit 3, one line, node named, nothing written."""
+    from torch import nn
+
+    class TopK(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(16, 32)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.topk(self.lin(x), 5)[0]
+
+    torch.manual_seed(0)
+    torch.jit.save(torch.jit.trace(TopK().eval(), torch.randn(1, 16)), tmp_path / "topk.ts")
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).standard_normal((20, 16)).astype(np.float32))
+    code = main(["convert", str(tmp_path / "topk.ts"), "--profile", "host", "--quant", "fp32", "--calib",
+                 str(tmp_path / "d.npz"), "--output", str(tmp_path / "o")])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert code == 3 and len(err) == 1 and "ONNX node '/TopK' (TopK)" in err[0] and "\x1b[" not in err[0], err
+    assert not (tmp_path / "o").exists()

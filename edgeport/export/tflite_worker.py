@@ -189,6 +189,9 @@ def main(argv: list[str]) -> int:
         result["inputs"] = {k: {"shape": list(sig[k]), **v} for k, v in mapping.items()}
         result["stage"] = "tflite"
         for job in req.get("jobs", []):
+            # If the converter crashes the process (it can segfault in calibration), the parent still
+            # learns which variant did it and which ones were already written.
+            out.write_text(json.dumps({**result, "running": job["mode"]}))
             entry: dict[str, Any] = {"mode": job["mode"], "path": job["out"]}
             try:
                 _atomic_write(Path(job["out"]), convert_variant(req["saved_model"], job, feed))

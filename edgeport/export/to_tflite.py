@@ -81,15 +81,21 @@ def run_conversion(
         except subprocess.TimeoutExpired as exc:
             raise ConversionError(f"ONNX->TFLite conversion did not finish within {timeout_s:.0f} s",
                                   hint=f"see {log_path}; simplify the model or raise --timeout") from exc
+    how = _exit_description(proc.returncode)
     if not res_path.exists():
-        raise ConversionError(
-            f"the converter process died (exit status {proc.returncode}) before reporting a result",
-            hint=f"last lines of {log_path}: {_tail(log_path)}",
-        )
+        raise ConversionError(f"onnx2tf {how} before producing a SavedModel",
+                              hint=f"rerun with --keep-work to keep the log; last lines: {_tail(log_path)}")
     result = json.loads(res_path.read_text())
+    if proc.returncode != 0 and result.get("running"):
+        raise ConversionError(
+            f"the TFLite converter {how} while converting to {result['running']}",
+            hint="that mode cannot be built for this model with this TensorFlow; try another --quant "
+                 "(fp16, dynamic or fp32), and rerun with --keep-work to keep the converter log")
     if not result.get("ok"):
-        raise ConversionError(f"onnx2tf could not convert the model: {_clean(result.get('error', 'unknown error'))}",
-                              hint=f"details in {log_path}: {_tail(log_path)}")
+        where = _failing_node(log_path, onnx_model)
+        raise ConversionError(f"onnx2tf could not convert {where or 'the model'}: {_clean(result.get('error', 'unknown error'))}",
+                              hint="rewrite that layer with ops onnx2tf supports, or give it static sizes; "
+                                   "rerun with --keep-work to keep the full converter log")
     files, errors = {}, {}
     for job, entry in zip(jobs, result["jobs"], strict=True):
         if entry.get("ok") and Path(entry["path"]).exists():
@@ -123,9 +129,46 @@ def _worker_env() -> dict[str, str]:
     return env
 
 
+def _failing_node(log_path: Path, onnx_model: PreparedOnnx) -> str | None:
+    """onnx2tf names the ONNX node it failed on in its log; map it back to the user's own name."""
+    import re
+
+    try:
+        text = _ANSI.sub("", log_path.read_text(errors="replace"))
+    except OSError:
+        return None
+    found = re.findall(r"onnx_op_name: (\S+)", text)
+    if not found:
+        return None
+    name = found[-1]
+    op_type = None
+    try:
+        import onnx
+
+        op_type = next((n.op_type for n in onnx.load(str(onnx_model.path)).graph.node if n.name == name), None)
+    except Exception:  # noqa: BLE001 - the name alone is still useful
+        pass
+    original = onnx_model.original_node_names.get(name, name)
+    return f"ONNX node '{original}'" + (f" ({op_type})" if op_type else "")
+
+
+def _exit_description(code: int) -> str:
+    if code < 0:
+        import signal
+
+        try:
+            return f"crashed ({signal.Signals(-code).name})"
+        except ValueError:
+            return f"crashed (signal {-code})"
+    return f"failed (exit status {code})"
+
+
+_ANSI = __import__("re").compile(r"\x1b\[[0-9;]*m")
+
+
 def _tail(path: Path, lines: int = 3) -> str:
     try:
-        text = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+        text = [_ANSI.sub("", ln).strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
     except OSError:
         return "(no log)"
     return " | ".join(text[-lines:])[-600:]
