@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--preprocess", action="append", default=[], metavar="KEY=VALUE",
                       help="image-folder preprocessing: resize, crop, scale, mean, std, color, layout")
     conv.add_argument("--keep-work", action="store_true", help="keep the intermediate ONNX/SavedModel for debugging")
+    conv.add_argument("--diagnose", action="store_true",
+                      help="with --quant int8: per-layer int8 sensitivity traced to ONNX nodes and PyTorch modules")
     conv.add_argument("--target", action="append", default=[],
                       help="also time on: sim, adb://SERIAL, ssh://[user@]host[:port] (the device result decides the latency check)")
     conv.add_argument("--benchmark-binary", help="host path of TFLite's benchmark_model for adb targets")
@@ -129,7 +131,7 @@ def _convert(args: argparse.Namespace) -> int:
         input_shapes=tuple(args.input_shape), model_class=args.model_class, model_kwargs=args.model_kwargs,
         trust_pickle=args.trust_pickle, output=args.output, opset=args.opset, runs=args.runs,
         preprocessing=pre or None, keep_work=args.keep_work, targets=tuple(args.target),
-        benchmark_binary=args.benchmark_binary, ssh_options=tuple(args.ssh_option),
+        benchmark_binary=args.benchmark_binary, ssh_options=tuple(args.ssh_option), diagnose=args.diagnose,
     )
     report = run_convert(req)
     _emit(args, report.data, [*report.lines, f"  report     {report.path}"])

@@ -66,6 +66,7 @@ class ConvertRequest:
     targets: tuple[str, ...] = ()  # extra latency sources: sim, adb://SERIAL, ssh://user@host
     benchmark_binary: str | None = None
     ssh_options: tuple[str, ...] = ()
+    diagnose: bool = False  # per-layer int8 sensitivity table for --quant int8 (always built for mixed)
 
 
 @dataclass
@@ -136,7 +137,11 @@ def run_convert(req: ConvertRequest) -> Report:
                 prepared = equalize_stage(prepared, val_ds, work, notes)
         with timer.stage("convert"):
             conv, artifact_key = _convert(prepared, calib_ds, mode, prof, work, notes)
-        mixed_result = None
+        mixed_result = diagnosis = None
+        if req.diagnose and mode == "int8":
+            with timer.stage("diagnose"):
+                diagnosis = mixed_stage(conv, prepared, _calibration_arrays(calib_ds, prepared), val_ds, references, prof,
+                                        work, notes, diagnose_only=True)
         if mode == "mixed":
             with timer.stage("mixed_search"):
                 mixed_result = mixed_stage(conv, prepared, _calibration_arrays(calib_ds, prepared), val_ds, references, prof, work, notes)
@@ -154,6 +159,8 @@ def run_convert(req: ConvertRequest) -> Report:
         final = out_dir / f"{_stem(req.checkpoint)}_{mode}.tflite"
         _fill_report(report, prof, mode, prepared, loaded, conv, artifact_key, run, fp32_run, references, val_ds, calib_ds, final, req)
         report["notes"] = notes
+        if diagnosis is not None:
+            report["quantization"]["layers"] = diagnosis.layers
         report["latency"].update(device)
         info = inspect_model(conv.files[artifact_key])
         edgetpu_check = _simulate(report, info, prof, conv.files[artifact_key], work, notes)

@@ -89,3 +89,19 @@ def test_edge_tpu_profile_only_allows_a_float_tail(layernorm_model, tmp_path, ca
         first = min(order.index(k) for k in kept)
         assert set(order[first:]) <= set(kept), "float ops must form the tail of the graph"
         assert any("Edge TPU" in n and "CPU" in n for n in rep["notes"])
+
+
+def test_diagnose_finds_the_layer_local_error_misses(tmp_path, capsys):
+    """`--quant int8 --diagnose` on the outlier CNN: ranking by effect on the final outputs names the
+    projection conv whose outlier channel ruins the next layer's input, although its local rmse/scale
+    is small — the layer a local-error ranking would not put first."""
+    code = main(["convert", str(ZOO / "outlier_net.pt"), "--model-class", "edgeport.zoo.hard_cases:OutlierNet",
+                 "--profile", "raspberry-pi-4", "--calib", "builtin:digits", "--val", "builtin:digits-val",
+                 "--quant", "int8", "--diagnose", "--output", str(tmp_path), "--runs", "3", "--json"])
+    rep = json.loads(capsys.readouterr().out)
+    assert code == 1 and rep["quantization"]["mode"] == "int8"
+    layers = rep["quantization"]["layers"]
+    top = max(layers, key=lambda r: r["gain"])
+    assert top["pytorch_module"] == "project.0" and top["gain"] > 0.5
+    by_local = max(layers, key=lambda r: r["rmse_over_scale"] or 0)
+    assert by_local["pytorch_module"] != "project.0"

@@ -40,7 +40,7 @@ def _tflite_layout(arrays: dict[str, np.ndarray], input_map: dict[str, dict[str,
 def run_mixed(*, saved_model: Path, input_map: dict[str, dict[str, Any]], calibration: dict[str, np.ndarray],
               val_inputs: dict[str, np.ndarray], references: list[np.ndarray], labels: np.ndarray | None,
               budget: dict[str, Any], float_layers: str, io_dtype: str, threads: int, work: Path,
-              timeout_s: float = 3600, int8_model: Path | None = None) -> MixedResult:
+              timeout_s: float = 3600, int8_model: Path | None = None, diagnose_only: bool = False) -> MixedResult:
     work.mkdir(parents=True, exist_ok=True)
     np.savez(work / "mixed_calib.npz", **_tflite_layout(calibration, input_map))
     np.savez(work / "mixed_val.npz", **_tflite_layout(val_inputs, input_map))
@@ -49,7 +49,7 @@ def run_mixed(*, saved_model: Path, input_map: dict[str, dict[str, Any]], calibr
         "saved_model": str(saved_model), "calibration": str(work / "mixed_calib.npz"),
         "val_inputs": str(work / "mixed_val.npz"), "references": str(work / "mixed_refs.npz"),
         "budget": budget, "float_layers": float_layers, "io_dtype": io_dtype, "threads": threads,
-        "out": str(work / "mixed.tflite"),
+        "out": str(work / "mixed.tflite"), "diagnose_only": diagnose_only,
     }
     if labels is not None:
         np.save(work / "mixed_labels.npy", labels)

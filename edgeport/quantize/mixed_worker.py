@@ -227,6 +227,12 @@ def search(req: dict[str, Any]) -> dict[str, Any]:
                               "notes": [local_note] if local_note else []}
     result["curve"].append({"float_ops": 0, "kept": [], **full_int8, "size_bytes": len(int8_model),
                             "host_p50_ms": _time(int8_model, ev.inputs, ev.threads)})
+    if req.get("diagnose_only"):
+        # `convert --quant int8 --diagnose`: the per-layer table for the plain int8 model, no search.
+        _score_units(rows, ev, build, base, limit)
+        result.update(final="int8", stopped="diagnosis only (no search)")
+        Path(req["out"]).write_bytes(int8_model)
+        return result
     if _fits(full_int8, budget):
         result.update(final="int8", stopped="int8 already fits the accuracy budget")
         Path(req["out"]).write_bytes(int8_model)
@@ -238,11 +244,7 @@ def search(req: dict[str, Any]) -> dict[str, Any]:
             return order[len(order) - k :]
         n_max = len(order)
     else:
-        for row in rows:
-            cand = ev.score(build(row["unit"]), limit)
-            row["float_effect"] = cand
-            row["gain"] = round(_metric(cand) - _metric(base), 5)
-            row["snr_gain_db"] = None if cand["snr_db"] is None or base["snr_db"] is None else round(cand["snr_db"] - base["snr_db"], 3)
+        _score_units(rows, ev, build, base, limit)
         # Final-output effect first; when no single unit helps (error spread over many layers, as in
         # attention blocks) the local error orders the rest.
         ranked = sorted(rows, key=lambda r: (-r["gain"], -(r["snr_gain_db"] or 0), -(r["rmse_over_scale"] or 0)))
@@ -280,6 +282,15 @@ def search(req: dict[str, Any]) -> dict[str, Any]:
     result["kept"] = final_nodes
     Path(req["out"]).write_bytes(final_model)
     return result
+
+
+def _score_units(rows: list[dict[str, Any]], ev: Evaluator, build: Any, base: dict[str, Any], limit: int) -> None:
+    """Each row's effect on the final outputs when its unit alone is kept in float (in place)."""
+    for row in rows:
+        cand = ev.score(build(row["unit"]), limit)
+        row["float_effect"] = cand
+        row["gain"] = round(_metric(cand) - _metric(base), 5)
+        row["snr_gain_db"] = None if cand["snr_db"] is None or base["snr_db"] is None else round(cand["snr_db"] - base["snr_db"], 3)
 
 
 def _smallest_k(attempt: Any, n_max: int) -> tuple[list[str], bytes] | None:

@@ -33,17 +33,22 @@ def equalize_stage(prepared: PreparedOnnx, val: cal.Dataset, work: Path, notes: 
 
 
 def mixed_stage(conv: ConversionResult, prepared: PreparedOnnx, calibration: dict[str, np.ndarray], val: cal.Dataset, references: list[np.ndarray],
-           prof: DeviceProfile, work: Path, notes: list[str]) -> mixed.MixedResult:
-    """Search the smallest float set that meets the accuracy budget; the result becomes the artifact."""
+           prof: DeviceProfile, work: Path, notes: list[str], *, diagnose_only: bool = False) -> mixed.MixedResult:
+    """Search the smallest float set that meets the accuracy budget; the result becomes the artifact.
+    With diagnose_only the plain int8 model stays the artifact and only the per-layer table is built."""
     result = mixed.run_mixed(
         saved_model=conv.saved_model, input_map=conv.input_map, calibration=calibration,
         val_inputs=val.inputs, references=references, labels=val.labels,
         budget=mixed.budget_for(prof.budgets, references, val.labels), float_layers=prof.runtime.float_layers,
         io_dtype=prof.runtime.io_dtype, threads=min(prof.runtime.threads, os.cpu_count() or 1), work=work / "mixed",
-        int8_model=conv.files.get("int8"),
+        int8_model=conv.files.get("int8"), diagnose_only=diagnose_only,
     )
     sample = {k: v[:1] for k, v in val.inputs.items()}
     mixed.name_layers(result, conv.files["fp32"], prepared.path, sample, conv.input_map, prepared.original_node_names)
+    if diagnose_only:
+        notes.append(f"per-layer int8 diagnosis of {len(result.layers)} ops (quantization.layers)")
+        notes.extend(result.notes)
+        return result
     conv.files["mixed"] = result.model
     notes.append(f"mixed precision: {result.stopped}; {len(result.kept)} op(s) kept in float")
     if result.kept and prof.runtime.float_layers == "tail":

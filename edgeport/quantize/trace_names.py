@@ -53,11 +53,15 @@ def onnx_intermediates(onnx_path: Path, feed: dict[str, np.ndarray]) -> dict[str
 
 
 def tflite_intermediates(tflite_path: Path, feed: dict[str, np.ndarray], input_map: dict[str, dict[str, Any]]) -> dict[str, np.ndarray]:
+    import warnings
+
     from ai_edge_litert.interpreter import Interpreter
 
     from edgeport.runners.tflite_exec import dequantize_output, quantize_input
 
-    interp = Interpreter(model_path=str(tflite_path), experimental_preserve_all_tensors=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "preserve_all_tensors is for debugging": that is what this is
+        interp = Interpreter(model_path=str(tflite_path), experimental_preserve_all_tensors=True)
     runner = interp.get_signature_runner()
     details = runner.get_input_details()
     runner(**{k: quantize_input(apply(feed[spec["onnx_name"]], _perm(spec)), details[k]) for k, spec in input_map.items()})
