@@ -39,7 +39,7 @@ from edgeport.report import empty_report, summary_lines
 from edgeport.report_html import render as render_html
 from edgeport.types import Artifact, TensorSpec, plain
 from edgeport.validate import metrics, verdict
-from edgeport.validate.divergence import float_conversion_check
+from edgeport.validate.divergence import check_samples, float_conversion_check
 from edgeport.validate.run import reference_outputs, run_tflite
 
 CALIBRATED_MODES = ("int8", "int16x8", "mixed")
@@ -148,16 +148,20 @@ def run_convert(req: ConvertRequest) -> Report:
         with timer.stage("validate"):
             threads = min(prof.runtime.threads, os.cpu_count() or 1)
             run = run_tflite(conv.files[artifact_key], val_ds.inputs, conv.input_map, references, threads=threads, runs=req.runs)
-            fp32_run = None
-            if artifact_key != "fp32" and "fp32" in conv.files:
-                fp32_run = run_tflite(conv.files["fp32"], None, conv.input_map, None, threads=threads, runs=req.runs)
+            fp32_run = run
+            if artifact_key != "fp32":
+                # One float32 run serves twice: its host time beside the artifact's, and (on a few
+                # samples) the check that the conversion itself matches the reference.
+                sample_inputs, sample_refs = check_samples(val_ds.inputs, references)
+                fp32_run = run_tflite(conv.files["fp32"], sample_inputs, conv.input_map, sample_refs, threads=threads, runs=req.runs)
         with timer.stage("float_check"):
-            float_check = float_conversion_check(conv.files["fp32"], prepared.path, val_ds.inputs, references,
+            float_check = float_conversion_check(fp32_run, references, conv.files["fp32"], prepared.path, val_ds.inputs,
                                                  conv.input_map, prepared.original_node_names)
         with timer.stage("device"):
             device = _measure_targets(conv.files[artifact_key], prof, req)
         final = out_dir / f"{_stem(req.checkpoint)}_{mode}.tflite"
-        _fill_report(report, prof, mode, prepared, loaded, conv, artifact_key, run, fp32_run, references, val_ds, calib_ds, final, req)
+        _fill_report(report, prof, mode, prepared, loaded, conv, artifact_key, run,
+                     None if fp32_run is run else fp32_run, references, val_ds, calib_ds, final, req)
         report["notes"] = notes
         if diagnosis is not None:
             report["quantization"]["layers"] = diagnosis.layers

@@ -32,20 +32,18 @@ def _silence_tf() -> None:
     os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 
-def _channels_last(arr: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(arr.transpose(0, *range(2, arr.ndim), 1))
-
-
 def run_onnx2tf(req: dict[str, Any]) -> None:
     """Build the SavedModel that every TFLite variant is converted from."""
     global _SAMPLE_IMAGES
     import onnx2tf.onnx2tf as o2t
     import onnx2tf.utils.common_functions as o2t_common
 
+    from edgeport.export.layout import apply, channels_last_perm
+
     image = req.get("sample_images")
     if image:
         arr = np.load(image)
-        _SAMPLE_IMAGES = _channels_last(arr).astype(np.float32)
+        _SAMPLE_IMAGES = apply(arr, channels_last_perm(arr.ndim)).astype(np.float32)
     o2t.download_test_image_data = _offline_sample_images
     o2t_common.download_test_image_data = _offline_sample_images
     o2t.convert(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -113,8 +115,6 @@ def needs_flex(error: str) -> bool:
 
 def unsupported_tf_ops(error: str) -> list[str]:
     """TF op names the TFLite converter could not lower to builtins, from its error text."""
-    import re
-
     found = re.findall(r"'tf\.(\w+)' op is neither a custom op nor a flex op", error)
     found += re.findall(r"tf\.(\w+) \{", error)
     return sorted(set(found))
@@ -131,8 +131,6 @@ def _worker_env() -> dict[str, str]:
 
 def _failing_node(log_path: Path, onnx_model: PreparedOnnx) -> str | None:
     """onnx2tf names the ONNX node it failed on in its log; map it back to the user's own name."""
-    import re
-
     try:
         text = _ANSI.sub("", log_path.read_text(errors="replace"))
     except OSError:
@@ -154,8 +152,6 @@ def _failing_node(log_path: Path, onnx_model: PreparedOnnx) -> str | None:
 
 def _exit_description(code: int) -> str:
     if code < 0:
-        import signal
-
         try:
             return f"crashed ({signal.Signals(-code).name})"
         except ValueError:
@@ -163,7 +159,7 @@ def _exit_description(code: int) -> str:
     return f"failed (exit status {code})"
 
 
-_ANSI = __import__("re").compile(r"\x1b\[[0-9;]*m")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def _tail(path: Path, lines: int = 3) -> str:

@@ -66,7 +66,7 @@ def equalize(src: Path, dst: Path, sample: dict[str, np.ndarray], iterations: in
                 if slot < len(holder.input) and uses.get(holder.input[slot], 0) > 1:
                     _own_copy(holder, slot, graph, inits, uses)  # exporters dedupe equal constants
             pairs.append((node, nxt))
-    max_scale = _equalize_layernorms(graph, inits, consumers, uses, outputs)
+    ln_pairs, max_scale = _equalize_layernorms(graph, inits, consumers, uses, outputs)
     for _ in range(iterations):
         for a, b in pairs:
             wa = numpy_helper.to_array(inits[a.input[1]]).astype(np.float64)
@@ -86,18 +86,16 @@ def equalize(src: Path, dst: Path, sample: dict[str, np.ndarray], iterations: in
                 inits[a.input[2]].CopyFrom(numpy_helper.from_array((bias / s).astype(np.float32), a.input[2]))
             shape_b = shape_a if depthwise_b else (1, -1) + (1,) * (wb.ndim - 2)
             inits[b.input[1]].CopyFrom(numpy_helper.from_array((wb * s.reshape(shape_b)).astype(np.float32), b.input[1]))
-    ln_pairs = _LN_COUNT.pop("n", 0)
     onnx.save(model, str(dst))
     total = len(pairs) + ln_pairs
     change = _output_change(src, dst, sample) if total else 0.0
     return EqualizeResult(dst, total, max_scale, change)
 
 
-_LN_COUNT: dict[str, int] = {}
 _RESHAPES = {"Reshape", "Identity", "Flatten"}
 
 
-def _equalize_layernorms(graph, inits, consumers, uses, outputs) -> float:
+def _equalize_layernorms(graph, inits, consumers, uses, outputs) -> tuple[int, float]:
     """LayerNorm -> Linear(s): the transformer "outlier feature" lives in LayerNorm's per-channel
     affine (gamma, beta); moving its scale into the consumers' input columns is float-equivalent
     (the same idea as SmoothQuant/Outlier Suppression, applied to weights only)."""
@@ -146,8 +144,7 @@ def _equalize_layernorms(graph, inits, consumers, uses, outputs) -> float:
             new = scaled.T if wi is not w else scaled
             inits[lin.input[1]].CopyFrom(numpy_helper.from_array(new.astype(np.float32), lin.input[1]))
         count += 1
-    _LN_COUNT["n"] = count
-    return max_scale
+    return count, max_scale
 
 
 def _own_copy(node, slot: int, graph, inits, uses) -> None:

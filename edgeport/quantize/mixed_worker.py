@@ -120,15 +120,15 @@ def _graph(model: bytes) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
     return ops, consumers
 
 
-def _time(model: bytes, inputs: dict[str, np.ndarray], threads: int, runs: int = 30) -> float | None:
+def _time(model: bytes, threads: int, runs: int = 30) -> float | None:
     """Host p50 of a candidate, or None when the candidate cannot run at all (its score says why)."""
     try:
-        return _time_or_raise(model, inputs, threads, runs)
+        return _time_or_raise(model, threads, runs)
     except (RuntimeError, ValueError):
         return None
 
 
-def _time_or_raise(model: bytes, inputs: dict[str, np.ndarray], threads: int, runs: int) -> float:
+def _time_or_raise(model: bytes, threads: int, runs: int) -> float:
     from edgeport.validate.run import run_tflite
 
     with tempfile.TemporaryDirectory(prefix="edgeport-cand-") as tmp:
@@ -226,7 +226,7 @@ def search(req: dict[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = {"int8": full_int8, "layers": rows, "curve": [], "kept": [], "policy": policy,
                               "notes": [local_note] if local_note else []}
     result["curve"].append({"float_ops": 0, "kept": [], **full_int8, "size_bytes": len(int8_model),
-                            "host_p50_ms": _time(int8_model, ev.inputs, ev.threads)})
+                            "host_p50_ms": _time(int8_model, ev.threads)})
     if req.get("diagnose_only"):
         # `convert --quant int8 --diagnose`: the per-layer table for the plain int8 model, no search.
         _score_units(rows, ev, build, base, limit)
@@ -261,7 +261,7 @@ def search(req: dict[str, Any]) -> dict[str, Any]:
         nodes = nodes_for(k)
         model = build(nodes)
         score = ev.score(model)
-        size, ms = len(model), _time(model, ev.inputs, ev.threads)
+        size, ms = len(model), _time(model, ev.threads)
         result["curve"].append({"float_ops": len(nodes), "units": k, "kept": nodes, **score, "size_bytes": size,
                                 "host_p50_ms": ms, "size_cost_bytes": size - state["size"],
                                 "latency_cost_ms": None if ms is None or state["ms"] is None else round(ms - state["ms"], 4)})

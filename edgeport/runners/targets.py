@@ -72,7 +72,7 @@ def parse_target(text: str) -> Target:
         return _parse_adb(text, text[len("adb://"):])
     if lowered.startswith("ssh://"):
         return _parse_ssh(text, text[len("ssh://"):])
-    raise InputError(f"unknown --target '{_show(text)}'", hint=f"use {_FORMS}")
+    raise InputError(f"unknown --target '{show_text(text)}'", hint=f"use {_FORMS}")
 
 
 def _reject_unsafe_chars(text: str) -> None:
@@ -80,12 +80,12 @@ def _reject_unsafe_chars(text: str) -> None:
         raise InputError("--target is empty", hint=f"use {_FORMS}")
     for ch in text:
         if ch in "\r\n" or not ch.isprintable():
-            raise InputError(f"--target '{_show(text)}' contains a control character (newline or similar)",
+            raise InputError(f"--target '{show_text(text)}' contains a control character (newline or similar)",
                              hint="pass the target on one line without control characters")
         if ch.isspace():
-            raise InputError(f"--target '{_show(text)}' contains whitespace", hint=f"use {_FORMS} with no spaces")
+            raise InputError(f"--target '{show_text(text)}' contains whitespace", hint=f"use {_FORMS} with no spaces")
         if ch in _SHELL_CHARS:
-            raise InputError(f"--target '{_show(text)}' contains the character {ch!r}, which is not allowed in a target",
+            raise InputError(f"--target '{show_text(text)}' contains the character {ch!r}, which is not allowed in a target",
                              hint="host names, users and serials use letters, digits, '.', '_', '-' (and ':' in serials)")
 
 
@@ -93,40 +93,40 @@ def _parse_adb(text: str, serial: str) -> Target:
     if serial == "":
         return Target("adb")  # adb's own default: the single attached device
     if serial.startswith("-"):
-        raise InputError(f"adb serial in '{_show(text)}' must not start with '-' (adb would read it as an option)",
+        raise InputError(f"adb serial in '{show_text(text)}' must not start with '-' (adb would read it as an option)",
                          hint="copy the serial from `adb devices`")
     if not _SERIAL_RE.match(serial):
-        raise InputError(f"invalid adb serial '{_show(serial)}' in --target",
+        raise InputError(f"invalid adb serial '{show_text(serial)}' in --target",
                          hint="use adb://SERIAL with the serial from `adb devices`")
     return Target("adb", serial=serial)
 
 
 def _parse_ssh(text: str, rest: str) -> Target:
     if "/" in rest or "?" in rest or "#" in rest:
-        raise InputError(f"--target '{_show(text)}' has a path; ssh targets are ssh://[user@]host[:port]",
+        raise InputError(f"--target '{show_text(text)}' has a path; ssh targets are ssh://[user@]host[:port]",
                          hint="drop everything after the host and port")
     user: str | None = None
     if "@" in rest:
         user, rest = rest.rsplit("@", 1)
         if not user:
-            raise InputError(f"empty user name in --target '{_show(text)}'", hint="use ssh://user@host or ssh://host")
+            raise InputError(f"empty user name in --target '{show_text(text)}'", hint="use ssh://user@host or ssh://host")
         if user.startswith("-"):
-            raise InputError(f"ssh user in '{_show(text)}' must not start with '-' (ssh would read it as an option)",
+            raise InputError(f"ssh user in '{show_text(text)}' must not start with '-' (ssh would read it as an option)",
                              hint="use the login name of the device")
         if not _USER_RE.match(user):
-            raise InputError(f"invalid ssh user '{_show(user)}' in --target",
+            raise InputError(f"invalid ssh user '{show_text(user)}' in --target",
                              hint="user names use letters, digits, '.', '_' and '-'")
     host, port_text = _split_host_port(text, rest)
     if not host:
-        raise InputError(f"--target '{_show(text)}' has no host", hint="use ssh://[user@]host[:port]")
+        raise InputError(f"--target '{show_text(text)}' has no host", hint="use ssh://[user@]host[:port]")
     if host.startswith("-"):
-        raise InputError(f"ssh host in '{_show(text)}' must not start with '-' (ssh would read it as an option)",
+        raise InputError(f"ssh host in '{show_text(text)}' must not start with '-' (ssh would read it as an option)",
                          hint="use the device's host name or IP address")
     if ":" in host:
         if not _IPV6_RE.match(host):
-            raise InputError(f"invalid IPv6 address '{_show(host)}' in --target", hint="write it in brackets: ssh://[::1]:22")
+            raise InputError(f"invalid IPv6 address '{show_text(host)}' in --target", hint="write it in brackets: ssh://[::1]:22")
     elif not _HOST_RE.match(host):
-        raise InputError(f"invalid ssh host '{_show(host)}' in --target",
+        raise InputError(f"invalid ssh host '{show_text(host)}' in --target",
                          hint="host names use letters, digits, '.', '_' and '-'")
     port = _parse_port(text, port_text) if port_text is not None else None
     return Target("ssh", user=user, host=host, port=port)
@@ -136,15 +136,15 @@ def _split_host_port(text: str, rest: str) -> tuple[str, str | None]:
     if rest.startswith("["):
         end = rest.find("]")
         if end < 0:
-            raise InputError(f"unclosed '[' in --target '{_show(text)}'", hint="write IPv6 hosts as ssh://[::1]:2222")
+            raise InputError(f"unclosed '[' in --target '{show_text(text)}'", hint="write IPv6 hosts as ssh://[::1]:2222")
         host, tail = rest[1:end], rest[end + 1:]
         if tail == "":
             return host, None
         if not tail.startswith(":"):
-            raise InputError(f"unexpected text after ']' in --target '{_show(text)}'", hint="use ssh://[::1]:2222")
+            raise InputError(f"unexpected text after ']' in --target '{show_text(text)}'", hint="use ssh://[::1]:2222")
         return host, tail[1:]
     if rest.count(":") > 1:
-        raise InputError(f"--target '{_show(text)}' looks like an IPv6 address without brackets",
+        raise InputError(f"--target '{show_text(text)}' looks like an IPv6 address without brackets",
                          hint="write it as ssh://[ADDRESS]:PORT")
     if ":" in rest:
         host, port = rest.split(":", 1)
@@ -154,7 +154,7 @@ def _split_host_port(text: str, rest: str) -> tuple[str, str | None]:
 
 def _parse_port(text: str, port_text: str) -> int:
     if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise InputError(f"invalid port '{_show(port_text)}' in --target '{_show(text)}'",
+        raise InputError(f"invalid port '{show_text(port_text)}' in --target '{show_text(text)}'",
                          hint="ports are numbers from 1 to 65535")
     return int(port_text)
 
@@ -170,8 +170,6 @@ def last_line(text: str) -> str:
     lines = [ln.strip() for ln in text.replace("\r", "\n").splitlines() if ln.strip()]
     return show_text(lines[-1], 200) if lines else ""
 
-
-_show = show_text
 
 
 # --------------------------------------------------------------------------------------- dispatch
@@ -220,7 +218,7 @@ def run_device(
         raise InputError(f"timeout {timeout_s} s must be positive", hint="set connection.timeout_s in the profile")
     model = Path(model)
     if not model.is_file():
-        raise InputError(f"model file {_show(str(model), 300)} does not exist", hint="check the path")
+        raise InputError(f"model file {show_text(str(model), 300)} does not exist", hint="check the path")
     if target.kind == "adb":
         from edgeport.runners.adb import run_adb
 

@@ -52,10 +52,6 @@ def dequantize_output(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     return y.astype(np.float32) if np.issubdtype(y.dtype, np.floating) else y
 
 
-def _apply_perm(x: np.ndarray, perm: list[int] | None) -> np.ndarray:
-    return x if perm is None else np.ascontiguousarray(x.transpose(perm))
-
-
 def main(argv: list[str]) -> int:
     req = json.loads(Path(argv[0]).read_text())
     Interpreter, runtime = load_interpreter_class()
@@ -110,7 +106,9 @@ def _load_feeds(req: dict[str, Any], in_details: dict[str, Any]) -> dict[str, np
     """Inputs in TFLite layout, keyed by signature key. Without data, seeded random inputs (bench)."""
     if req.get("inputs"):
         data = np.load(req["inputs"])
-        return {key: _apply_perm(data[spec["onnx_name"]], spec.get("perm")) for key, spec in req["input_map"].items()}
+        from edgeport.export.layout import apply
+
+        return {key: apply(data[spec["onnx_name"]], spec.get("perm")) for key, spec in req["input_map"].items()}
     rng = np.random.default_rng(0)
     feeds = {}
     for key, d in in_details.items():

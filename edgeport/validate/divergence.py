@@ -10,19 +10,26 @@ from typing import Any
 import numpy as np
 
 from edgeport.validate.metrics import compare_output
-from edgeport.validate.run import run_tflite
+from edgeport.validate.run import TfliteRun
 
 FLOAT_MATCH_COSINE = 0.999
+FLOAT_CHECK_SAMPLES = 8
 
 
-def float_conversion_check(fp32_model: Path, onnx_path: Path, inputs: dict[str, np.ndarray], references: list[np.ndarray],
-                           input_map: dict[str, dict[str, Any]], original_names: dict[str, str], samples: int = 8) -> dict[str, Any]:
-    data = {k: v[:samples] for k, v in inputs.items()}
-    refs = [r[:samples] for r in references]
-    run = run_tflite(fp32_model, data, input_map, refs, threads=1, runs=0)
-    if run.outputs is None:
-        return {"matches": False, "cosine_min": None, "error": run.error, "first_divergent": None}
-    cos = min(compare_output("out", r, o).cosine_min for r, o in zip(refs, run.outputs, strict=True))
+def check_samples(inputs: dict[str, np.ndarray], references: list[np.ndarray], samples: int = FLOAT_CHECK_SAMPLES
+                  ) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
+    """The few samples the float32 model is run on when the artifact itself is not float32."""
+    return {k: v[:samples] for k, v in inputs.items()}, [r[:samples] for r in references]
+
+
+def float_conversion_check(fp32_run: TfliteRun, references: list[np.ndarray], fp32_model: Path, onnx_path: Path,
+                           inputs: dict[str, np.ndarray], input_map: dict[str, dict[str, Any]],
+                           original_names: dict[str, str]) -> dict[str, Any]:
+    """Judge an existing run of the float32 model (any number of samples) against the reference."""
+    if fp32_run.outputs is None:
+        return {"matches": False, "cosine_min": None, "error": fp32_run.error, "first_divergent": None}
+    refs = [r[: len(o)] for r, o in zip(references, fp32_run.outputs, strict=True)]
+    cos = min(compare_output("out", r, o).cosine_min for r, o in zip(refs, fp32_run.outputs, strict=True))
     result: dict[str, Any] = {"matches": bool(cos >= FLOAT_MATCH_COSINE), "cosine_min": round(float(cos), 6),
                               "first_divergent": None}
     if not result["matches"]:
