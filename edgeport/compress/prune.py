@@ -22,6 +22,7 @@ dense, so it saves no time and no file size; only a compressed download gets sma
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import math
 from dataclasses import dataclass, field
@@ -222,15 +223,7 @@ def _activation_scores(mods: dict[str, nn.Module], deps: Any, inputs: list[torch
                 pooled.setdefault(name + "\0var", []).append(x.flatten(2).var(2, unbiased=False) if x.ndim > 2 else x * 0)
         return record
 
-    handles = [mods[n].register_forward_pre_hook(hook(n, lay)) for n, lay in deps.consumers.items()]
-    try:
-        with torch.no_grad():
-            model.eval()
-            for idx in batches(inputs, batch_size):
-                model(*[x[idx] for x in inputs])
-    finally:
-        for h in handles:
-            h.remove()
+    _forward_with_pre_hooks(model, {n: hook(n, lay) for n, lay in deps.consumers.items()}, mods, inputs, batch_size)
     out: dict[int, torch.Tensor] = {}
     for name, layout in deps.consumers.items():
         if name not in pooled:
@@ -374,15 +367,8 @@ def _input_means(model: nn.Module, deps: Any, inputs: list[torch.Tensor], batch_
             counts[name] = counts.get(name, 0) + x.shape[0] * x.shape[2]
         return record
 
-    handles = [mods[n].register_forward_pre_hook(hook(n, lay.dim)) for n, lay in deps.consumers.items()]
-    try:
-        with torch.no_grad(), single_thread():
-            model.eval()
-            for idx in batches(inputs, batch_size):
-                model(*[x[idx] for x in inputs])
-    finally:
-        for h in handles:
-            h.remove()
+    _forward_with_pre_hooks(model, {n: hook(n, lay.dim) for n, lay in deps.consumers.items()}, mods, inputs, batch_size,
+                            one_thread=True)
     return {n: sums[n] / counts[n] for n in sums}
 
 
@@ -482,3 +468,18 @@ def _unstructured(model: nn.Module, criterion: str, amount: float, scope: str, l
             params[k].mul_(mask.to(params[k].dtype))
     sparsity = {k: 1.0 - float(m.float().mean()) for k, m in masks.items()}
     return PruneResult(model, False, [], [UNSTRUCTURED_NOTE], {k: m.float() for k, m in masks.items()}, sparsity)
+
+
+def _forward_with_pre_hooks(model: nn.Module, hooks: dict[str, Any], mods: dict[str, nn.Module], inputs: list[torch.Tensor],
+                            batch_size: int, *, one_thread: bool = False) -> None:
+    """Run the calibration data through `model` in eval mode with forward pre-hooks that record
+    consumer-layer inputs; the hooks are always removed again."""
+    handles = [mods[n].register_forward_pre_hook(fn) for n, fn in hooks.items()]
+    try:
+        with torch.no_grad(), (single_thread() if one_thread else contextlib.nullcontext()):
+            model.eval()
+            for idx in batches(inputs, batch_size):
+                model(*[x[idx] for x in inputs])
+    finally:
+        for h in handles:
+            h.remove()
