@@ -116,6 +116,9 @@ def run_convert(req: ConvertRequest) -> Report:
         prof = load_profile(req.profile)
         mode = req.quant or prof.runtime.default_quant
         check_quant_allowed(prof, mode)
+        if req.diagnose and mode != "int8":
+            raise InputError(f"--diagnose analyses plain int8 models, not --quant {mode}",
+                             hint="use --quant int8 --diagnose (--quant mixed always includes the per-layer table)")
         shapes = dict(parse_shape(s) for s in req.input_shapes)
         created = not req.output.exists()
         out_dir = _prepare_output(req.output)

@@ -105,6 +105,7 @@ CASES = [
     ("output-not-writable", ["convert", "{m.ts}", "--profile", "host", "--quant", "fp32", "--input-shape", "1x3x16x16",
                              "--output", "{not_a_dir}/sub"], "not writable"),
     ("bad-preprocess", ["convert", "{m.ts}", "--profile", "host", "--preprocess", "mean"], "KEY=VALUE"),
+    ("diagnose-not-int8", ["convert", "{m.ts}", "--profile", "host", "--quant", "fp16", "--diagnose"], "--diagnose.*--quant int8"),
     ("bad-quant", ["convert", "{m.ts}", "--profile", "host", "--quant", "int4"], "invalid choice"),
     ("no-command", [], "no command"),
     ("unknown-flag", ["convert", "{m.ts}", "--profile", "host", "--frobnicate"], "unrecognized"),
