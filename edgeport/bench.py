@@ -7,6 +7,7 @@ hide the others' results, and the exit code says whether any failed.
 from __future__ import annotations
 
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from edgeport.errors import DeviceError, EdgeportError, InputError
 from edgeport.inspect_tflite import inspect_model, load_model
 from edgeport.profiles import DeviceProfile, load_profile
+from edgeport.report import fit_label
 from edgeport.runners.targets import Target, parse_target, run_device
 from edgeport.types import LatencyStats
 from edgeport.validate.run import run_tflite
@@ -27,7 +29,7 @@ def measure(model: Path, target: Target, prof: DeviceProfile, *, runs: int, warm
         from edgeport.latency.simulator import simulate
 
         sim = simulate(inspect_model(model), prof)
-        return {"p50_ms": round(sim.p50_ms, 4), "target": "sim", "profile": prof.name}
+        return {"p50_ms": round(sim.p50_ms, 4), "target": "sim", "profile": prof.name, "fit": prof.fit}
     if target.kind == "local":
         threads = min(prof.runtime.threads, os.cpu_count() or 1)
         run = run_tflite(model, None, {}, None, threads=threads, runs=runs, warmup=warmup)
@@ -48,6 +50,10 @@ def bench(model: Path, profile: str, *, targets: list[str] | None = None, runs: 
     if runs < 1:
         raise InputError(f"--runs {runs} must be at least 1", hint="e.g. --runs 100")
     parsed = [parse_target(t) for t in (targets or ["local"])]
+    if any(t.kind == "sim" for t in parsed):
+        from edgeport.latency.host_fit import resolve
+
+        prof = resolve(prof, log=lambda line: print(line, file=sys.stderr, flush=True))
     results: dict[str, Any] = {}
     with ThreadPoolExecutor(max_workers=max(1, len(parsed))) as pool:
         futures = {str(t): pool.submit(measure, model, t, prof, runs=runs, timeout_s=timeout_s,
@@ -64,7 +70,7 @@ def bench(model: Path, profile: str, *, targets: list[str] | None = None, runs: 
         elif res.get("p90_ms") is not None:
             lines.append(f"  {name:<28} p50 {res['p50_ms']:.3f} ms  p90 {res['p90_ms']:.3f} ms  ({res.get('runs')} runs)")
         else:
-            lines.append(f"  {name:<28} p50 {res['p50_ms']:.3f} ms")
+            lines.append(f"  {name:<28} p50 {res['p50_ms']:.3f} ms{fit_label(res.get('fit'))}")
     failed = [r["exit_code"] for r in results.values() if "error" in r]
     return {"model": str(model), "profile": prof.name, "results": results,
             "exit_code": max(failed) if failed else 0, "_lines": lines}

@@ -71,9 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     compress_command.add_parser(sub, [common])
 
-    prof = sub.add_parser("profiles", parents=[common], help="list or show device profiles")
-    prof.add_argument("action", nargs="?", default="list", choices=("list", "show"))
+    prof = sub.add_parser("profiles", parents=[common],
+                          help="list or show device profiles; fit-host measures this machine for the 'host' profile")
+    prof.add_argument("action", nargs="?", default="list", choices=("list", "show", "fit-host"))
     prof.add_argument("name", nargs="?")
+    prof.add_argument("--threads", type=int, help="fit-host: thread count to fit besides 1 (default: the host profile's)")
     return parser
 
 
@@ -154,14 +156,17 @@ def _inspect(args: argparse.Namespace) -> int:
     lines = summary(data)
     if args.profile:
         from edgeport.latency.edgetpu import edgetpu_report
+        from edgeport.latency.host_fit import resolve
         from edgeport.latency.simulator import simulate
         from edgeport.profiles import load_profile
+        from edgeport.report import fit_label
 
-        prof = load_profile(args.profile)
+        prof = resolve(load_profile(args.profile), log=_stderr_line)
         tpu = edgetpu_report(args.model, data) if prof.runtime.delegate == "edgetpu" else None
         sim = simulate(data, prof, edgetpu_report=tpu) if tpu is not None else simulate(data, prof)
         data["simulated"] = sim.to_dict()
-        lines.append(f"  simulated p50 on {prof.name}: {sim.p50_ms:.3f} ms ({sim.threads} threads)")
+        data["simulated"]["fit"] = prof.fit
+        lines.append(f"  simulated p50 on {prof.name}: {sim.p50_ms:.3f} ms ({sim.threads} threads){fit_label(prof.fit)}")
         if tpu is not None:
             data["edgetpu"] = tpu.to_dict()
             first = f"; first op on the CPU: {tpu.first_unsupported}" if tpu.first_unsupported else ""
@@ -180,10 +185,14 @@ def _compress(args: argparse.Namespace) -> int:
 def _profiles(args: argparse.Namespace) -> int:
     from edgeport.profiles import list_profiles, load_profile
 
+    if args.action == "fit-host":
+        return _fit_host(args)
     if args.action == "show":
         if not args.name:
             raise InputError("'profiles show' needs a profile name", hint="e.g. edgeport profiles show raspberry-pi-4")
-        prof = load_profile(args.name)
+        from edgeport.latency.host_fit import resolve
+
+        prof = resolve(load_profile(args.name), may_fit=False)  # showing a profile never spends a minute fitting
         data = prof.to_dict()
         lines = [f"{k}: {json.dumps(plain(v))}" for k, v in data.items()]
         _emit(args, data, lines)
@@ -193,6 +202,31 @@ def _profiles(args: argparse.Namespace) -> int:
              "path": str(p.path)} for p in profiles]
     _emit(args, data, [f"{p['name']:<18} {p['default_quant']:<8} {p['description']}" for p in data])
     return 0
+
+
+def _fit_host(args: argparse.Namespace) -> int:
+    """Measure this machine for profiles with host_fit = true, and cache the fit (replacing an older one)."""
+    from edgeport.latency.host_fit import FREE, fit_host
+    from edgeport.profiles import load_profile
+
+    threads = args.threads if args.threads is not None else load_profile(args.name or "host").runtime.threads
+    if threads < 1:
+        raise InputError(f"--threads {threads} must be at least 1", hint="e.g. --threads 2")
+    fit = fit_host(threads, log=None if args.json else _stderr_line)
+    data = {**fit.summary(cached=False), "params": fit.params,
+            "samples": [vars(s) for s in fit.samples]}
+    lines = [f"host fit {fit.key}: {fit.machine['cpu_model']} ({fit.machine['cores']} cores), "
+             f"ISA {' '.join(fit.machine['isa'])}, int8 dot product: {fit.machine['int8_dot']}",
+             f"  {len(fit.samples)} timings of the fit set at 1 and {fit.threads} thread(s) in {fit.seconds:.0f} s; "
+             f"{fit.within():.0%} within ±20% of the fitted model",
+             *[f"  {k:<26} {fit.params[k]:.4g}" for k in FREE],
+             f"  cached in {fit.path}; the 'host' profile uses it from now on"]
+    _emit(args, data, lines)
+    return 0
+
+
+def _stderr_line(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def entry() -> None:

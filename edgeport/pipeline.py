@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -33,6 +34,7 @@ from edgeport.export.to_tflite import (
 )
 from edgeport.export.torch_to_onnx import DEFAULT_OPSET, export_onnx
 from edgeport.inspect_tflite import inspect_model
+from edgeport.latency.host_fit import resolve as resolve_host_fit
 from edgeport.profiles import DeviceProfile, check_quant_allowed, load_profile
 from edgeport.quantize.stage import equalize_stage, mixed_stage, record_mixed
 from edgeport.report import empty_report, summary_lines
@@ -120,6 +122,9 @@ def run_convert(req: ConvertRequest) -> Report:
             raise InputError(f"--diagnose analyses plain int8 models, not --quant {mode}",
                              hint="use --quant int8 --diagnose (--quant mixed always includes the per-layer table)")
         shapes = dict(parse_shape(s) for s in req.input_shapes)
+    with timer.stage("host_fit"):  # the host profile's simulator: this machine's cached fit (a minute on first use)
+        prof = resolve_host_fit(prof, log=_stderr_line)
+    with timer.stage("setup"):
         created = not req.output.exists()
         out_dir = _prepare_output(req.output)
     work = Path(tempfile.mkdtemp(prefix=".edgeport-work-", dir=out_dir))
@@ -224,7 +229,7 @@ def _simulate(report: dict[str, Any], info: dict[str, Any], prof: DeviceProfile,
         notes.append(f"latency simulation unavailable: {type(exc).__name__}: {str(exc)[:160]}")
     else:
         report["latency"]["simulated"] = {"p50_ms": round(sim.p50_ms, 4), "profile": sim.profile, "threads": sim.threads,
-                                          "edgetpu": sim.edgetpu}
+                                          "edgetpu": sim.edgetpu, "fit": prof.fit}
     if tpu is None:
         return None
     return verdict.at_least("edgetpu_op_share", round(tpu.share_on_tpu, 4), prof.budgets.min_edgetpu_op_share,
@@ -250,6 +255,10 @@ def _measure_targets(model: Path, prof: DeviceProfile, req: ConvertRequest) -> d
             found.setdefault("device", result)
             found.setdefault("devices", []).append(result)
     return found
+
+
+def _stderr_line(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _prepare_output(path: Path) -> Path:

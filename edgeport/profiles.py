@@ -26,6 +26,8 @@ IO_DTYPES = ("float32", "int8", "uint8")
 DELEGATES = ("xnnpack", "gpu", "edgetpu")
 FLOAT_LAYER_POLICIES = ("allow", "forbid", "tail")
 CONNECTION_KINDS = ("adb", "ssh")
+# int8 dot-product instruction classes (hardware.int8_dot); latency.host_machine gives their gains.
+INT8_DOT_CLASSES = ("none", "dotprod", "i8mm", "avx-vnni", "avx512-vnni", "amx")
 # Edge TPU executes only full-integer graphs; "mixed" stays legal because its search can keep float
 # layers at the tail, which the compiler leaves on the CPU (see runtime.float_layers = "tail").
 EDGETPU_QUANT = ("int8", "mixed")
@@ -44,6 +46,7 @@ class Hardware:
     cores: int
     memory_mb: int
     accelerator: str | None = None
+    int8_dot: str | None = None  # int8 dot-product instructions: see latency.host_machine.INT8_DOT_GAIN
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,8 @@ class DeviceProfile:
     budgets: Budgets
     connection: Connection
     simulator: dict[str, float] = field(default_factory=dict)
+    host_fit: bool = False  # [simulator] is a fallback: the table comes from a fit on the machine in use
+    fit: dict[str, Any] | None = None  # which fit the [simulator] table came from (set by host_fit.resolve)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready copy for report.json (provenance: the resolved profile, not just its name)."""
@@ -102,8 +107,8 @@ class DeviceProfile:
 
 # Every key a profile may contain, by table; "" is the top level. Drives unknown-key detection.
 _SCHEMA: dict[str, tuple[str, ...]] = {
-    "": ("name", "description", "hardware", "runtime", "budgets", "connection", "simulator"),
-    "hardware": ("soc", "cpu", "cores", "memory_mb", "accelerator"),
+    "": ("name", "description", "host_fit", "hardware", "runtime", "budgets", "connection", "simulator"),
+    "hardware": ("soc", "cpu", "cores", "memory_mb", "accelerator", "int8_dot"),
     "runtime": ("default_quant", "allowed_quant", "io_dtype", "threads", "delegate", "static_shapes",
                 "float_layers", "taskset", "quant_note"),
     "budgets": ("latency_p50_ms", "model_size_mb", "accuracy_drop_pp", "min_top1_agreement", "min_snr_db",
@@ -382,6 +387,7 @@ def _build(data: dict[str, Any], path: Path) -> DeviceProfile:
         budgets=_budgets(tables["budgets"], runtime),
         connection=_connection(tables["connection"]),
         simulator={k: sim.check_number(k, v, -math.inf, math.inf, True) for k, v in sim.data.items()},
+        host_fit=top.flag("host_fit", default=False),
     )
 
 
@@ -392,6 +398,7 @@ def _hardware(t: _Table) -> Hardware:
         cores=t.integer("cores", low=1, high=4096, required=True) or 1,
         memory_mb=t.integer("memory_mb", low=1, high=1 << 40, required=True) or 1,
         accelerator=t.text("accelerator"),
+        int8_dot=t.text("int8_dot", choices=INT8_DOT_CLASSES),
     )
 
 

@@ -70,7 +70,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     if host["p50_ms"] is not None:
         lines.append(f"  latency    host p50 {host['p50_ms']:.3f} ms  p90 {host['p90_ms']:.3f} ms ({host.get('threads')} threads)")
     if lat["simulated"]["p50_ms"] is not None:
-        lines.append(f"             simulated p50 {lat['simulated']['p50_ms']:.3f} ms")
+        lines.append(f"             simulated p50 {lat['simulated']['p50_ms']:.3f} ms{fit_label(lat['simulated'].get('fit'))}")
     if lat["device"]["p50_ms"] is not None:
         lines.append(f"             device {lat['device']['target']} p50 {lat['device']['p50_ms']:.3f} ms")
     layers = q.get("layers") or []
@@ -104,3 +104,12 @@ def _f(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+def fit_label(fit: dict[str, Any] | None) -> str:
+    """' (host fit KEY, cached)' or ' (shipped fallback: REASON)': which host fit a simulation used."""
+    if not fit:
+        return ""
+    if fit.get("source") == "host-fit":
+        return f" (host fit {fit['key']} of {fit['cpu']}, int8 {fit['int8_dot']}, {'cached' if fit.get('cached') else 'fitted now'})"
+    return f" (shipped host fallback carried to {fit.get('cpu')}, int8 {fit.get('int8_dot')}: {fit.get('reason')})"

@@ -2,15 +2,17 @@
 """Fit the host profile's simulator to timings of this machine; calibrate and check the device profiles.
 
 Why: the roofline has a handful of parameters (MACs per cycle per precision, per-output cost, op-class
-and thread factors, bandwidths, overheads) that no single model pins down. So this builds different
-architectures (plain CNN, depthwise-separable CNN, MLP, attention block; fp32 and full int8), times
-them with `run_tflite` at 1 and 2 threads, fits the parameters by least squares on log latency, and
-reports the error on held-out sizes (target: ±20% for at least 80%). `--write` puts the values into
-device_profiles/host.toml (and the CPU-fallback keys of coral-usb.toml: its host is this machine).
+and thread factors, bandwidths, overheads) that no single model pins down. The host fit itself lives in
+edgeport.latency.host_fit (what `edgeport profiles fit-host` and first use run: the shipped fit set of
+plain CNNs, depthwise-separable CNNs, MLPs and attention blocks, fp32 and full int8, at 1 and 2
+threads); this script adds the held-out check on other sizes (target: ±20% for at least 80%), rebuilds
+the shipped fit set (`--export-fit-set`), and with `--write` stores this machine's fit as host.toml's
+documented fallback (and the CPU keys of coral-usb.toml: its host is this machine).
 `--calibrate` fits each device profile's few free values to the published bench_* figures it cites;
 `--devices` prints every profile's simulated vs published figures (validation b).
 
     python scripts/fit_host_profile.py --cache /tmp/edgeport-fit [--write] [--calibrate] [--devices] [--json F]
+    python scripts/fit_host_profile.py --cache /tmp/edgeport-fit --export-fit-set
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import json
 import math
 import os
 import re
-import statistics
 import sys
 import tempfile
 from collections.abc import Callable, Iterable
@@ -32,8 +33,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from edgeport.inspect_tflite import inspect_model
+from edgeport.latency.host_fit import FREE, HostFit, fit_host, measure
+from edgeport.latency.host_machine import INT8_DOT_GAIN
 from edgeport.latency.simulator import (
-    DEFAULTS,
     fit_params,
     published_figures,
     resolve_params,
@@ -84,18 +86,6 @@ BENCH_SPECS: dict[str, Spec] = {
     "efficientnet_lite0": Spec("efficientnet_lite0", "efficientnet_lite0", {"res": 224}),
     "resnet50_v1": Spec("resnet50_v1", "resnet50", {"res": 299}),
 }
-# Host parameters the least-squares fit moves; cpu_ghz is measured (/proc/cpuinfo), the rest fixed.
-# cpu_eff_depthwise stays at 1: the per-output cost already explains depthwise convs (9-25 MACs per output),
-# and fitting both left the class factor unidentified (it ran to its bound).
-HOST_FREE = ("cpu_macs_per_cycle_fp32", "cpu_macs_per_cycle_int8", "cpu_eff_fc", "cpu_output_cycles_fp32",
-             "cpu_output_cycles_int8", "cpu_thread_eff", "mem_thread_eff", "mem_bw_gbps", "cache_bw_gbps",
-             "op_overhead_us", "thread_sync_us", "invoke_overhead_us", "cpu_eff_builtin", "cpu_builtin_ns_per_elem")
-_UPPER = {"cpu_eff_fc": 4.0, "cpu_eff_builtin": 4.0}
-# Fitted on a linear scale with these bounds (the rest on a log scale, positive): on a shared machine a
-# second thread can make an op slower than one thread, so thread efficiency may go below zero.
-_LINEAR = {"cpu_thread_eff": (-0.5, 1.0), "mem_thread_eff": (-0.5, 1.0)}
-
-
 
 def build_keras(spec: Spec) -> Any:
     """A Keras model with seeded random weights (latency does not depend on trained values) and batch 1."""
@@ -203,24 +193,65 @@ def _atomic_write(path: Path, data: bytes | str) -> None:
     tmp.replace(path)
 
 
-def build_tflite(spec: Spec, quant: str, cache: Path) -> Path:
-    """Cached .tflite for (spec, quant); rebuilt only when missing."""
+def build_tflite(spec: Spec, quant: str, cache: Path, *, periodic: bool = False) -> Path:
+    """Cached .tflite for (spec, quant); rebuilt only when missing. `periodic`: see periodic_weights."""
     cache.mkdir(parents=True, exist_ok=True)
-    path = cache / f"{spec.name}_{quant}.tflite"
+    path = cache / f"{spec.name}_{quant}{'_periodic' if periodic else ''}.tflite"
     if not path.is_file():
-        convert(build_keras(spec), quant, path)
+        model = build_keras(spec)
+        if periodic:
+            periodic_weights(model)
+        convert(model, quant, path)
     return path
+
+
+def periodic_weights(model: Any, period: int = 1021) -> None:
+    """Repeat the first `period` values of each initialised weight tensor through the whole tensor.
+
+    XNNPACK's dense kernels take the same time whatever the weight values, and repeated values keep the
+    distribution of Keras' initialiser, yet compress a 42 MB MLP to almost nothing. That is what lets
+    the fit set ship inside the package (edgeport/latency/fit_set.tar.xz) instead of being rebuilt with
+    TensorFlow, which takes minutes, on every machine.
+    """
+    model.set_weights([np.resize(w.ravel()[:period], w.shape) if w.size > period else w for w in model.get_weights()])
+
+
+def export_fit_set(cache: Path, archive: Path) -> None:
+    """Build FIT_SET (fp32 + int8, periodic weights) and pack it with a manifest, reproducibly."""
+    import io
+    import tarfile
+
+    models = []
+    for spec in FIT_SET:
+        for quant in QUANTS:
+            path = build_tflite(spec, quant, cache, periodic=True)
+            models.append({"name": spec.name, "family": spec.family, "quant": quant, "kwargs": spec.kwargs,
+                           "file": f"{spec.name}_{quant}.tflite", "src": path})
+    manifest = {"models": [{k: v for k, v in m.items() if k != "src"} for m in models],
+                "built_by": "scripts/fit_host_profile.py --export-fit-set"}
+    tmp = archive.with_name(archive.name + ".part")
+    with tarfile.open(tmp, "w:xz", preset=9) as tar:
+        def add(name: str, data: bytes) -> None:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), 0, 0o644  # fixed metadata: same bytes every build
+            tar.addfile(info, io.BytesIO(data))
+
+        add("manifest.json", json.dumps(manifest, indent=1, sort_keys=True).encode())
+        for m in models:
+            add(m["file"], Path(m["src"]).read_bytes())
+    tmp.replace(archive)
 
 
 
 @dataclass
-class Sample:
+class Heldout:
+    """One held-out (model, quant, threads) timing and its simulated value under a host fit."""
+
     name: str
     quant: str
     threads: int
     info: dict[str, Any]
-    measured_ms: float  # 1 thread: median p50 of the repeats; more threads: lowest (see collect)
-    other_ms: float = math.nan  # the other statistic (lowest for 1 thread, median for more)
+    measured_ms: float
     predicted_ms: float = math.nan
 
     @property
@@ -228,63 +259,21 @@ class Sample:
         return self.predicted_ms / self.measured_ms - 1.0
 
 
-def collect(specs: Iterable[Spec], cache: Path, threads: Iterable[int], *, repeats: int = 5,
-            log: Callable[[str], None] = print, reuse: bool = False) -> list[Sample]:
-    """Build, inspect and time (run_tflite p50, 50 runs) every (spec, quant, threads) `repeats` times.
-
-    The machine is shared: 1-thread runs need one free core and are stable, so they keep the median p50.
-    2-thread runs need both cores; while another worker holds one (for minutes at a time) they wait for
-    the descheduled thread and can take longer than one thread. So repeats are interleaved (a pass over
-    every model, then the next) and multi-thread runs keep their lowest p50: the hardware with both cores,
-    which is what a profile describes (device profiles describe idle devices too). `reuse` takes timings
-    saved in the cache by an earlier run.
-    """
-    from edgeport.validate.run import run_tflite
-
-    saved_path = cache / "timings.json"
-    saved: dict[str, list[float]] = json.loads(saved_path.read_text()) if reuse and saved_path.is_file() else {}
-    configs = []
-    for spec in specs:
-        for quant in QUANTS:
-            path = build_tflite(spec, quant, cache)
-            info = inspect_model(path)
-            configs += [(spec, quant, n, path, info) for n in threads]
-    p50s: dict[str, list[float]] = {}
-    for _ in range(repeats):
-        for _spec, _quant, n, path, _info in configs:
-            if f"{path.name}@{n}" not in saved:
-                res = run_tflite(path, None, {}, None, threads=n, runs=50)
-                if res.latency is None or res.latency.p50_ms is None:
-                    raise RuntimeError(f"timing {path.name} failed: {res.error}")
-                p50s.setdefault(f"{path.name}@{n}", []).append(float(res.latency.p50_ms))
-    out = []
-    for spec, quant, n, path, info in configs:
-        key = f"{path.name}@{n}"
-        med, low = saved[key] if key in saved else (statistics.median(p50s[key]), min(p50s[key]))
-        saved[key] = [med, low]
-        used, other = (med, low) if n == 1 else (low, med)
-        log(f"  measured {spec.name:<22} {quant:<5} {n} thr {used:8.3f} ms (median {med:.3f}, lowest {low:.3f})")
-        out.append(Sample(spec.name, quant, n, info, used, other))
-    disk = json.loads(saved_path.read_text()) if saved_path.is_file() else {}
-    saved_path.write_text(json.dumps({**disk, **saved}, indent=1))
-    return out
+def time_heldout(specs: Iterable[Spec], cache: Path, threads: Iterable[int]) -> list[Heldout]:
+    """Build, inspect and time models the fit never saw, with the statistic the fit uses (host_fit.measure)."""
+    models = [(spec, quant, build_tflite(spec, quant, cache)) for spec in specs for quant in QUANTS]
+    counts = sorted(set(threads))
+    measured = measure([str(path) for _s, _q, path in models], counts)
+    return [Heldout(spec.name, quant, n, inspect_model(path), measured[f"{path}@{n}"])
+            for spec, quant, path in models for n in counts]
 
 
-
-def predict(samples: list[Sample], params: dict[str, float], cores: int) -> None:
+def predict(samples: list[Heldout], params: dict[str, float], cores: int) -> None:
     for s in samples:
         s.predicted_ms = simulate_params(s.info, params, threads=s.threads, cores=cores).p50_ms
 
 
-def fit(samples: list[Sample], base: dict[str, float], free: tuple[str, ...], cores: int) -> dict[str, float]:
-    """Least squares on log(simulated / measured) over the samples, then predictions with the result."""
-    cases = [(s.info, s.threads, s.measured_ms, False) for s in samples]
-    fitted = fit_params(cases, base, free, cores=cores, linear=_LINEAR, upper=_UPPER)
-    predict(samples, fitted, cores)
-    return fitted
-
-
-def table(samples: list[Sample], title: str, tol: float) -> tuple[list[str], float]:
+def table(samples: list[Heldout], title: str, tol: float) -> tuple[list[str], float]:
     """Printable measured-vs-simulated rows and the share within ±tol."""
     inside = sum(abs(s.error) <= tol for s in samples)
     share = inside / len(samples) if samples else 0.0
@@ -292,22 +281,6 @@ def table(samples: list[Sample], title: str, tol: float) -> tuple[list[str], flo
         f"  {s.name:<22} {s.quant:<5} {s.threads:>3} {s.measured_ms:9.3f} {s.predicted_ms:9.3f} {s.error * 100:+6.1f}%"
         + ("" if abs(s.error) <= tol else f"  <-- outside ±{tol * 100:.0f}%") for s in samples
     ] + [f"  within ±{tol * 100:.0f}%: {inside}/{len(samples)} = {share * 100:.0f}%"], share
-
-
-def machine() -> dict[str, float]:
-    """Facts of this machine the fit is relative to: nominal clock, fp32 lanes per vector, L3 size."""
-    info = Path("/proc/cpuinfo").read_text()
-    mhz = [float(m) for m in re.findall(r"^cpu MHz\s*:\s*([\d.]+)", info, re.MULTILINE)]
-    flags = set(re.findall(r"\b(avx512f|avx2)\b", info))
-    sizes = [0.0]
-    for f in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
-        m = re.fullmatch(r"(\d+)([KMG]?)", f.read_text().strip())
-        if m:
-            sizes.append(int(m.group(1)) * {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}[m.group(2)] / 2**20)
-    lanes = 16.0 if "avx512f" in flags else 8.0 if "avx2" in flags else 4.0
-    return {"cpu_ghz": round(statistics.median(mhz) / 1000.0, 3) if mhz else 2.5, "cpu_channel_tile": lanes,
-            "cpu_simd_lanes": lanes, "cache_mb": max(sizes)}
-
 
 
 def set_simulator_keys(path: Path, values: dict[str, tuple[float, str]]) -> None:
@@ -383,13 +356,17 @@ def calibrate_devices(cache: Path, *, write: bool, log: Callable[[str], None] = 
                                for k in COPIED[name][1]})
             set_simulator_keys(profiles_dir() / f"{name}.toml", values)
     for name, (src, keys) in DERIVED.items():
-        sim = load_profile(name).simulator
-        factor = sim["cpu_speedup_vs_pi4"] * load_profile(src).simulator["cpu_ghz"] / sim["cpu_ghz"]
-        out[name] = {k: out[src][k] * factor for k in keys}
+        prof, source = load_profile(name), load_profile(src)
+        factor = prof.simulator["cpu_speedup_vs_pi4"] * source.simulator["cpu_ghz"] / prof.simulator["cpu_ghz"]
+        # The vendor's speed-up is for general code; int8 GEMMs also gain the dot-product instructions the
+        # source CPU lacks (Cortex-A76 SDOT against the A72's SMLAL).
+        dot = INT8_DOT_GAIN[prof.hardware.int8_dot or "none"] / INT8_DOT_GAIN[source.hardware.int8_dot or "none"]
+        scale = {k: factor * (dot if k.endswith("int8") else 1.0) for k in keys}
+        out[name] = {k: out[src][k] * scale[k] for k in keys}
         if write:
             set_simulator_keys(profiles_dir() / f"{name}.toml", {k: (v, f"derived: {src} fit {out[src][k]:.4g} x "
-                               f"cpu_speedup_vs_pi4 x clock ratio = x{factor:.3f}; estimate, not validated ({today})")
-                               for k, v in out[name].items()})
+                               f"cpu_speedup_vs_pi4 x clock ratio{' x int8 dot-product gain' if scale[k] != factor else ''}"
+                               f" = x{scale[k]:.3f}; estimate, not validated ({today})") for k, v in out[name].items()})
     return out
 
 
@@ -408,45 +385,34 @@ def validate_devices(cache: Path, log: Callable[[str], None] = print) -> list[di
 
 
 
-def fit_host(cache: Path, *, repeats: int, reuse: bool = False,
-             log: Callable[[str], None] = print) -> tuple[dict[str, float], list[Sample], list[Sample]]:
-    prof = load_profile("host")
-    cores = prof.hardware.cores
-    base = {**DEFAULTS, **prof.simulator, **machine(), "cpu_eff_depthwise": 1.0}
-    base.setdefault("cache_bw_gbps", 2.0 * base["mem_bw_gbps"])
-    for key in HOST_FREE:  # start every free parameter inside its bounds
-        lo, hi = _LINEAR.get(key, (1e-3, 0.9 * _UPPER.get(key, 1e6)))
-        base[key] = min(max(base.get(key, 1.0), lo), hi)
-    # One interleaved measurement campaign for both sets, so both see the same load on this shared machine.
-    log(f"timing {len(FIT_SET)} fitting + {len(HELDOUT_SET)} held-out architectures x {QUANTS} x 1 and {cores} threads:")
-    samples = collect(FIT_SET + HELDOUT_SET, cache, sorted({1, cores}), repeats=repeats, log=log, reuse=reuse)
-    names = {spec.name for spec in FIT_SET}
-    fit_samples, held = [s for s in samples if s.name in names], [s for s in samples if s.name not in names]
-    fitted = fit(fit_samples, base, HOST_FREE, cores)
-    predict(held, fitted, cores)
-    return fitted, fit_samples, held
+def fit_and_check(cache: Path, threads: int, log: Callable[[str], None] = print) -> tuple[HostFit, list[Heldout]]:
+    """The package's host fit (the same one `edgeport profiles fit-host` runs), then the held-out set."""
+    fitted = fit_host(threads, store=False, log=log)
+    log(f"timing {len(HELDOUT_SET)} held-out architectures x {QUANTS} at 1 and {fitted.threads} thread(s)")
+    held = time_heldout(HELDOUT_SET, cache, sorted({1, fitted.threads}))
+    predict(held, fitted.params, int(fitted.machine["cores"]))
+    return fitted, held
 
 
 HOST_NOTES = (
-    "[simulator]  # roofline parameters for edgeport.latency.simulator, fitted to timings of this machine (scripts/fit_host_profile.py)",
-    "# This host is shared with other workers that often hold one of its two cores for minutes. The fit",
-    "# describes the hardware with both cores free (2-thread timings = lowest p50 of interleaved repeats,",
-    "# 1-thread timings = median); while another worker holds a core, 2-thread runs take about as long as",
-    "# 1-thread runs or longer (e.g. MobileNet v1 int8: 0.96 ms free vs 2.3 ms contended, 1.83 ms on 1 thread).",
+    "[simulator]  # FALLBACK roofline parameters (see the top of this file), fitted by scripts/fit_host_profile.py --write",
 )
 
 
-def write_host(fitted: dict[str, float], shares: dict[int, float], held: int) -> None:
-    """Replace host.toml's [simulator] table with the fit, and copy the CPU keys into coral-usb.toml."""
+def write_host(fit: HostFit, shares: dict[int, float], held: int) -> None:
+    """Replace host.toml's fallback [simulator] table with this machine's fit, and copy the CPU keys into
+    coral-usb.toml (whose CPU side is the machine the accelerator is plugged into)."""
     today = dt.date.today().isoformat()
-    src = f"fitted by scripts/fit_host_profile.py on this machine (AMD EPYC, 2 cores), {today}"
+    cpu = f"{fit.machine['cpu_model']}, int8 {fit.machine['int8_dot']}"
+    src = f"fitted by scripts/fit_host_profile.py on {cpu}, {today}"
+    p = fit.params
     values = {
-        "cpu_ghz": (fitted["cpu_ghz"], f"measured: /proc/cpuinfo 'cpu MHz' (nominal; turbo is folded into the fitted rates), {today}"),
-        "cache_mb": (fitted["cache_mb"], f"measured: L3 size in /sys/devices/system/cpu/cpu0/cache, {today}"),
-        "cpu_channel_tile": (fitted["cpu_channel_tile"], f"measured: fp32 lanes per vector from /proc/cpuinfo flags (avx512f: 16), {today}"),
-        "cpu_simd_lanes": (fitted["cpu_simd_lanes"], f"measured: as cpu_channel_tile; scales the per-output cost to other CPUs, {today}"),
+        "cpu_ghz": (p["cpu_ghz"], f"measured: /proc/cpuinfo 'cpu MHz' (nominal; turbo is folded into the fitted rates), {today}"),
+        "cache_mb": (p["cache_mb"], f"measured: last-level cache size in /sys/devices/system/cpu/cpu0/cache, {today}"),
+        "cpu_channel_tile": (p["cpu_channel_tile"], f"measured: fp32 lanes per vector from the ISA flags, {today}"),
+        "cpu_simd_lanes": (p["cpu_simd_lanes"], f"measured: as cpu_channel_tile; scales the per-output cost to other CPUs, {today}"),
         "cpu_eff_depthwise": (1.0, "fixed: the fitted per-output cost explains depthwise convs; a free class factor was unidentified"),
-        **{k: (fitted[k], src) for k in HOST_FREE},
+        **{k: (p[k], src) for k in FREE},
         **{f"heldout_within_20pct_{n}thr": (round(v, 3), f"share of the {held} held-out timings at {n} thread(s) within ±20% ({src})")
            for n, v in shares.items()},
     }
@@ -461,26 +427,34 @@ def write_host(fitted: dict[str, float], shares: dict[int, float], held: int) ->
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "edgeport-fit-models")
-    ap.add_argument("--repeats", type=int, default=7, help="interleaved host timings per model and thread count")
+    ap.add_argument("--threads", type=int, default=2, help="thread count fitted besides 1 (capped at the cores)")
     ap.add_argument("--write", action="store_true", help="write fitted values into device_profiles/*.toml")
     ap.add_argument("--calibrate", action="store_true", help="fit the device profiles to their bench_* figures")
     ap.add_argument("--devices", action="store_true", help="print every profile against its bench_* figures")
     ap.add_argument("--skip-host", action="store_true", help="no host timing/fit (with --calibrate/--devices)")
-    ap.add_argument("--reuse-timings", action="store_true", help="reuse timings saved in the cache by an earlier run")
     ap.add_argument("--json", type=Path, help="write the numbers as JSON")
+    ap.add_argument("--export-fit-set", action="store_true",
+                    help="rebuild edgeport/latency/fit_set.tar.xz, the models `edgeport profiles fit-host` times")
     args = ap.parse_args(argv)
     result: dict[str, Any] = {}
+    if args.export_fit_set:
+        from edgeport.latency.host_fit import FIT_SET_ARCHIVE
+
+        export_fit_set(args.cache, FIT_SET_ARCHIVE)
+        print(f"wrote {FIT_SET_ARCHIVE} ({FIT_SET_ARCHIVE.stat().st_size} bytes)")
+        return 0
     if not args.skip_host:
-        fitted, fit_samples, held = fit_host(args.cache, repeats=args.repeats, reuse=args.reuse_timings)
-        lines, shares = table(fit_samples, "fitting set (in-sample):", 0.20)[0], {}
+        fitted, held = fit_and_check(args.cache, args.threads)
+        lines, shares = [f"host fit on {fitted.machine['cpu_model']} (int8 {fitted.machine['int8_dot']}) in {fitted.seconds:.0f} s, "
+                         f"{fitted.within():.0%} of the fit set within ±20%"], {}
         for n in sorted({s.threads for s in held}):
             held_lines, shares[n] = table([s for s in held if s.threads == n], f"held-out, {n} thread(s) (validation a):", 0.20)
             lines += held_lines
-        print("\n".join(lines) + "\nfitted parameters:\n" + "\n".join(f"  {k:<26} {fitted[k]:.4g}" for k in ("cpu_ghz", *HOST_FREE)))
+        print("\n".join(lines) + "\nfitted parameters:\n" + "\n".join(f"  {k:<26} {fitted.params[k]:.4g}" for k in ("cpu_ghz", *FREE)))
         row = lambda s: {"model": s.name, "quant": s.quant, "threads": s.threads, "measured_ms": s.measured_ms,  # noqa: E731
-                         "other_statistic_ms": s.other_ms, "simulated_ms": s.predicted_ms, "error": s.error}
-        result["host"] = {"params": {k: fitted[k] for k in ("cpu_ghz", *HOST_FREE)}, "heldout_share_within_20pct": shares,
-                          "fit": [row(s) for s in fit_samples], "heldout": [row(s) for s in held]}
+                         "simulated_ms": s.predicted_ms, "error": s.error}
+        result["host"] = {**fitted.summary(cached=False), "params": fitted.params, "heldout_share_within_20pct": shares,
+                          "fit": [vars(s) for s in fitted.samples], "heldout": [row(s) for s in held]}
         if args.write:
             write_host(fitted, shares, len(held) // max(len(shares), 1))
     if args.calibrate:

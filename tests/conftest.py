@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -8,6 +10,12 @@ import pytest
 TESTS = Path(__file__).parent
 REPO = TESTS.parent
 sys.path.insert(0, str(TESTS))
+# The host profile's simulator comes from a fit on the machine in use (a minute, once per machine).
+# Tests that are not about that fit use the documented fallback, so no test pays the minute by
+# accident or depends on which test ran first; tests of the fit itself set their own cache and mode.
+# Never the user's ~/.cache: a test must not leave a fit behind. Subprocesses inherit both.
+os.environ["EDGEPORT_HOST_FIT"] = "fallback"
+os.environ["EDGEPORT_CACHE_DIR"] = tempfile.mkdtemp(prefix="edgeport-test-cache-")
 
 
 @pytest.fixture

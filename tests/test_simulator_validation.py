@@ -1,14 +1,18 @@
-"""Simulator validation against real numbers (slow: builds Keras models, converts them, times them).
+"""Simulator validation against real numbers (slow: times models, and builds held-out ones with TensorFlow).
 
-(a) The host profile against this machine: held-out architectures and sizes the fit never saw, timed
-    with run_tflite. (b) Every shipped profile against the published figures it cites (bench_* keys).
-Models come from scripts/fit_host_profile.py, so the script and the tests measure the same things.
+(a) The host fit, on the machine that runs the test: `edgeport profiles fit-host` times the shipped fit
+    set here and fits the roofline; architectures and sizes that fit never saw are then timed and
+    checked against it at one thread. This tests the method on any CPU, never one machine's speed.
+(b) Every shipped profile against the published figures it cites (bench_* keys).
+Held-out models come from scripts/fit_host_profile.py, so the script and the tests measure the same things.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import statistics
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,13 +20,20 @@ from typing import Any
 import pytest
 
 from edgeport.inspect_tflite import inspect_model
+from edgeport.latency import host_fit
+from edgeport.latency.host_machine import detect
 from edgeport.latency.simulator import published_figures, simulate, simulate_published
 from edgeport.profiles import list_profiles, load_profile
 
 pytestmark = pytest.mark.slow
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "fit_host_profile.py"
-HOST_TOL, HOST_TOL_2THR, PUBLISHED_TOL, SHARE = 0.20, 0.25, 0.30, 0.80
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "scripts" / "fit_host_profile.py"
+HOST_TOL, SHARE = 0.20, 0.80
+# Published figures the profiles were fitted to (Pi 4: XNNPACK's table; Pixel: MediaPipe's) stay within
+# ±10%; the Coral profiles fit a few values to a wider table and are held to ±30%.
+PUBLISHED_TOL = {"raspberry-pi-4": 0.10, "pixel-7": 0.10}
+PUBLISHED_TOL_DEFAULT = 0.30
 
 
 def _script() -> Any:
@@ -37,58 +48,83 @@ def _script() -> Any:
 fit = _script()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("simulator-models")
 
 
-@pytest.fixture(scope="session")
-def heldout(model_cache: Path) -> list[Any]:
-    """Held-out models timed at 1 and 2 threads, 7 interleaved run_tflite p50s each (see fit.collect:
-    median for 1 thread, lowest for 2 threads, because other workers hold a core for minutes at a time)."""
-    return fit.collect(fit.HELDOUT_SET, model_cache, [1, 2], repeats=7, log=lambda line: None)
+@pytest.fixture(scope="module")
+def fit_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """An empty fit cache of this module's own, with fitting allowed."""
+    return {**os.environ, "EDGEPORT_CACHE_DIR": str(tmp_path_factory.mktemp("fit-cache")), "EDGEPORT_HOST_FIT": "auto"}
 
 
-def _check_host(samples: list[Any], threads: int, tol: float) -> tuple[float, list[str]]:
-    prof = load_profile("host")
+@pytest.fixture(scope="module")
+def fitted(fit_env: dict[str, str]) -> dict[str, Any]:
+    """`edgeport profiles fit-host --json` run on this machine, as a user would."""
+    proc = subprocess.run([sys.executable, "-m", "edgeport", "profiles", "fit-host", "--json"], env=fit_env,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(proc.stdout)
+    print(f"\nhost fit {data['key']} on {data['cpu']} ({data['int8_dot']}) took {data['fit_seconds']} s; "
+          f"{data['in_sample_within_20pct']:.0%} of the fit set within ±20%")
+    return data
+
+
+@pytest.fixture
+def use_fit(fit_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEPORT_CACHE_DIR", fit_env["EDGEPORT_CACHE_DIR"])
+    monkeypatch.setenv("EDGEPORT_HOST_FIT", "cached")
+
+
+def test_fit_host_describes_this_machine_and_is_cached(fitted: dict[str, Any], fit_env: dict[str, str]) -> None:
+    here = detect()
+    assert fitted["source"] == "host-fit"
+    assert fitted["cpu"] == here.cpu_model and fitted["isa"] == list(here.isa) and fitted["int8_dot"] == here.int8_dot
+    assert fitted["threads"] == min(load_profile("host").runtime.threads, here.cores)
+    assert fitted["runtime"].startswith(("ai-edge-litert", "tflite-runtime", "tensorflow"))
+    path = Path(fitted["path"])
+    assert path.is_file() and path.is_relative_to(Path(fit_env["EDGEPORT_CACHE_DIR"]))
+    assert path.stem == fitted["key"]
+    params = fitted["params"]
+    assert all(params[k] > 0 for k in ("cpu_macs_per_cycle_fp32", "cpu_macs_per_cycle_int8", "mem_bw_gbps"))
+    assert len(fitted["samples"]) == 2 * 8 * len({1, fitted["threads"]})  # 8 architectures, fp32 + int8
+
+
+def test_host_profile_resolves_to_the_cached_fit(fitted: dict[str, Any], use_fit: None) -> None:
+    prof = host_fit.resolve(load_profile("host"))
+    assert prof.fit is not None and prof.fit["source"] == "host-fit" and prof.fit["cached"] is True
+    assert prof.fit["key"] == fitted["key"]
+    assert prof.simulator == fitted["params"]  # the fit, not the shipped fallback
+    assert prof.hardware.cores == detect().cores and prof.hardware.int8_dot == detect().int8_dot
+
+
+def test_fit_predicts_heldout_models_one_thread(fitted: dict[str, Any], use_fit: None, model_cache: Path) -> None:
+    """Held-out architectures and sizes the fit never saw, one thread: ±20% on at least 80% of them."""
+    held = fit.time_heldout(fit.HELDOUT_SET, model_cache, [1])
+    prof = host_fit.resolve(load_profile("host"))
     rows, inside = [], 0
-    for s in samples:
-        s.predicted_ms = simulate(s.info, prof, threads=threads).p50_ms
-        ok = abs(s.error) <= tol
+    for s in held:
+        s.predicted_ms = simulate(s.info, prof, threads=1).p50_ms
+        ok = abs(s.error) <= HOST_TOL
         inside += ok
         rows.append(f"{s.name:<22} {s.quant:<5} measured {s.measured_ms:8.3f} simulated {s.predicted_ms:8.3f} "
                     f"{s.error * 100:+6.1f}%{'' if ok else ' <--'}")
-    print(f"\nhost, {threads} thread(s), held-out:\n" + "\n".join(rows))
-    return inside / len(samples), rows
-
-
-def test_host_profile_predicts_heldout_models_one_thread(heldout: list[Any]) -> None:
-    """One thread: unaffected by other workers on the second core, so the fit's ±20% is asserted as is."""
-    samples = [s for s in heldout if s.threads == 1]
-    share, rows = _check_host(samples, 1, HOST_TOL)
+    share = inside / len(held)
+    print(f"\nheld-out, 1 thread, fit {fitted['key']} on {fitted['cpu']}:\n" + "\n".join(rows))
     assert share >= SHARE, f"only {share:.0%} within ±20%:\n" + "\n".join(rows)
 
 
-def test_host_profile_predicts_heldout_models_two_threads(heldout: list[Any]) -> None:
-    """Two threads (the host profile's setting), ±25% to absorb a shared machine's noise.
+def test_convert_report_names_the_fit_it_used(fitted: dict[str, Any], use_fit: None, tmp_path: Path) -> None:
+    from edgeport.pipeline import convert
 
-    The profile describes this hardware with both cores free. If another worker held the second core
-    for the whole measurement, two threads ran no faster than one: that is a busy machine, not a
-    simulator error, so the test skips with the numbers instead of failing.
-    """
-    two = {(s.name, s.quant): s for s in heldout if s.threads == 2}
-    share, rows = _check_host(list(two.values()), 2, HOST_TOL_2THR)
-    if share >= SHARE:
-        return
-    one = {(s.name, s.quant): s for s in heldout if s.threads == 1}
-    measured_ratio = statistics.median(two[k].measured_ms / one[k].measured_ms for k in two)
-    host = load_profile("host")
-    profile_ratio = statistics.median(
-        simulate(two[k].info, host, threads=2).p50_ms / simulate(one[k].info, host, threads=1).p50_ms for k in two)
-    if measured_ratio > 1.25 * profile_ratio:
-        pytest.skip(f"second core busy throughout: 2-thread/1-thread time {measured_ratio:.2f} vs {profile_ratio:.2f} "
-                    f"in the profile; {share:.0%} within ±25%:\n" + "\n".join(rows))
-    pytest.fail(f"only {share:.0%} within ±25%:\n" + "\n".join(rows))
+    report = convert(REPO / "edgeport" / "zoo" / "digits_net.pt", "host", model_class="edgeport.zoo.digits_net:DigitsNet",
+                     calib="builtin:digits", val="builtin:digits-val", quant="fp32", runs=5, output=tmp_path / "out")
+    sim = report.data["latency"]["simulated"]
+    assert sim["p50_ms"] > 0
+    assert sim["fit"]["source"] == "host-fit" and sim["fit"]["key"] == fitted["key"]
+    assert report.data["profile"]["fit"]["key"] == fitted["key"]
+    assert any(f"host fit {fitted['key']}" in line for line in report.lines)
 
 
 def _published() -> list[tuple[str, str, str, str, float]]:
@@ -105,9 +141,10 @@ def test_profile_matches_published_figure(model_cache: Path, profile: str, key: 
                                           published_ms: float) -> None:
     info = inspect_model(fit.build_tflite(fit.BENCH_SPECS[model], quant, model_cache))
     simulated = simulate_published(load_profile(profile), key, info)
+    tol = PUBLISHED_TOL.get(profile, PUBLISHED_TOL_DEFAULT)
     print(f"\n{profile} {key}: published {published_ms} ms, simulated {simulated:.2f} ms "
-          f"({(simulated / published_ms - 1) * 100:+.1f}%)")
-    assert abs(simulated / published_ms - 1) <= PUBLISHED_TOL, (
+          f"({(simulated / published_ms - 1) * 100:+.1f}%, tolerance ±{tol:.0%})")
+    assert abs(simulated / published_ms - 1) <= tol, (
         f"{profile} {key}: simulated {simulated:.2f} ms vs published {published_ms} ms")
 
 

@@ -244,14 +244,17 @@ def mac_op_seconds(op: dict[str, Any], p: Mapping[str, float]) -> float:
     per output, runs below the MAC rate of a 3x3 dense conv with hundreds of MACs per output.
     """
     out = op["outputs"][0]["shape"] if op["outputs"] else []
-    tile = max(p["cpu_channel_tile"], 1.0)
+    integer = precision(op) in ("int8", "int16")
+    # int8 GEMMs may use wider tiles than fp32: XNNPACK's AMX kernels write 64 output channels at once,
+    # so a 16-channel conv pays for 64 there (cpu_channel_tile_int8, set from the int8 dot-product class).
+    tile = max(p.get("cpu_channel_tile_int8", p["cpu_channel_tile"]) if integer else p["cpu_channel_tile"], 1.0)
     pad = 1.0
     if out and out[-1] > 0 and op_class(op["op"]) != "depthwise":
         pad = math.ceil(out[-1] / tile) * tile / out[-1]
     n_out = 1
     for d in out:
         n_out *= max(int(d), 1)
-    cycles = p["cpu_output_cycles_int8"] if precision(op) in ("int8", "int16") else p["cpu_output_cycles_fp32"]
+    cycles = p["cpu_output_cycles_int8"] if integer else p["cpu_output_cycles_fp32"]
     return op["macs"] * pad / mac_rate(op, p) + n_out * cycles / (p["cpu_ghz"] * 1e9)
 
 
@@ -370,7 +373,8 @@ def simulate_published(profile: DeviceProfile, key: str, model_info: dict[str, A
 
 def fit_params(cases: Sequence[tuple[dict[str, Any], int, float, bool]], base: Mapping[str, float],
                free: Sequence[str], *, cores: int, linear: Mapping[str, tuple[float, float]] | None = None,
-               upper: Mapping[str, float] | None = None, iterations: int = 60) -> dict[str, float]:
+               upper: Mapping[str, float] | None = None, iterations: int = 60,
+               robust: float | None = None) -> dict[str, float]:
     """Fit `free` parameters to (model_info, threads, measured_ms, on_edgetpu) cases.
 
     Least squares on log(simulated / measured), so a 0.01 ms and a 20 ms model weigh alike; parameters
@@ -386,8 +390,12 @@ def fit_params(cases: Sequence[tuple[dict[str, Any], int, float, bool]], base: M
 
     def residuals(x: np.ndarray) -> np.ndarray:
         p = params(x)
-        return np.array([math.log(simulate_params(info, p, threads=n, cores=cores, edgetpu=tpu).p50_ms / ms)
-                         for info, n, ms, tpu in cases])
+        r = np.array([math.log(simulate_params(info, p, threads=n, cores=cores, edgetpu=tpu).p50_ms / ms)
+                      for info, n, ms, tpu in cases])
+        if robust is None:
+            return r
+        # soft-L1 loss: quadratic below `robust`, linear above, so one odd timing cannot drag every parameter
+        return np.sign(r) * robust * np.sqrt(2.0 * (np.sqrt(1.0 + (r / robust) ** 2) - 1.0))
 
     x = np.clip([base[k] if k in linear else math.log(max(base[k], 1e-6)) for k in free], lo, hi)
     r = residuals(x)
