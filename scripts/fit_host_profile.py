@@ -67,6 +67,14 @@ FIT_SET: tuple[Spec, ...] = (
     Spec("mlp_1024x2048x3", "mlp", {"inputs": 1024, "hidden": 2048, "depth": 3}),
     Spec("attn_s64_d64", "attention", {"seq": 64, "dim": 64, "heads": 4, "ffn": 128}),
     Spec("attn_s128_d128", "attention", {"seq": 128, "dim": 128, "heads": 4, "ffn": 256}),
+    # Added 2026-11-29 on an AMX host: a narrow CNN, a small attention block, an MLP whose int8 weights
+    # (2 MB) sit at a typical L2 size, and full-width depthwise nets whose activations outgrow L2, so the
+    # fit sees the channel-tile, per-subgraph and cache steps that the first eight did not pin down.
+    Spec("cnn_96_w16", "cnn", {"res": 96, "width": 16, "depth": 4}),
+    Spec("dscnn_v1_a100_192", "mobilenet_v1", {"res": 192, "alpha": 1.0}),
+    Spec("dscnn_v2_a075_192", "mobilenet_v2", {"res": 192, "alpha": 0.75}),
+    Spec("attn_s32_d64", "attention", {"seq": 32, "dim": 64, "heads": 2, "ffn": 128}),
+    Spec("mlp_1024x1024x2", "mlp", {"inputs": 1024, "hidden": 1024, "depth": 2}),
 )
 HELDOUT_SET: tuple[Spec, ...] = (
     Spec("cnn_96_w24", "cnn", {"res": 96, "width": 24, "depth": 5}),

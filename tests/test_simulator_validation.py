@@ -88,7 +88,7 @@ def test_fit_host_describes_this_machine_and_is_cached(fitted: dict[str, Any], f
     assert path.stem == fitted["key"]
     params = fitted["params"]
     assert all(params[k] > 0 for k in ("cpu_macs_per_cycle_fp32", "cpu_macs_per_cycle_int8", "mem_bw_gbps"))
-    assert len(fitted["samples"]) == 2 * 8 * len({1, fitted["threads"]})  # 8 architectures, fp32 + int8
+    assert len(fitted["samples"]) == 2 * len(fit.FIT_SET) * len({1, fitted["threads"]})  # fp32 + int8
 
 
 def test_host_profile_resolves_to_the_cached_fit(fitted: dict[str, Any], use_fit: None) -> None:

@@ -40,11 +40,15 @@ MODES = ("auto", "cached", "fallback")
 # output), and fitting both left the class factor unidentified.
 FREE = ("cpu_macs_per_cycle_fp32", "cpu_macs_per_cycle_int8", "cpu_eff_fc", "cpu_output_cycles_fp32",
         "cpu_output_cycles_int8", "cpu_thread_eff", "mem_thread_eff", "mem_bw_gbps", "cache_bw_gbps",
-        "op_overhead_us", "thread_sync_us", "invoke_overhead_us", "cpu_eff_builtin", "cpu_builtin_ns_per_elem")
-UPPER = {"cpu_eff_fc": 4.0, "cpu_eff_builtin": 4.0}
+        "op_overhead_us", "thread_sync_us", "invoke_overhead_us", "cpu_eff_builtin", "cpu_builtin_ns_per_elem",
+        "cache_mb", "cpu_builtin_ns_per_elem_fp32", "partition_overhead_us", "act_bw_gbps", "cpu_output_eff_depthwise")
+UPPER = {"cpu_eff_fc": 4.0, "cpu_eff_builtin": 4.0, "cpu_output_eff_depthwise": 4.0}
 # Fitted on a linear scale: on a shared machine a second thread can make an op slower than one thread.
 LINEAR = {"cpu_thread_eff": (-0.5, 1.0), "mem_thread_eff": (-0.5, 1.0)}
 TIMING_TIMEOUT_S = 300.0
+# Soft-L1 scale on log residuals: timings off by more than ~20% (a 10 us model hit by a timer tick) weigh
+# linearly, not quadratically, so one of them cannot drag every parameter.
+ROBUST = 0.2
 
 
 @dataclass(frozen=True)
@@ -159,7 +163,10 @@ def fit_host(threads: int | None = None, *, repeats: int = 9, runs: int = 25, st
             rows.append((m["name"], m["quant"], t, ms))
     base = start_params(machine)
     say(f"fitting {len(FREE)} parameters to {len(cases)} timings")
-    fitted = fit_params(cases, base, FREE, cores=machine.cores, linear=LINEAR, upper=UPPER)
+    # The cache a single core streams weights from at cache speed lies between its L2 and the last level:
+    # on AMD's L3 a core reads fast, on Intel's mesh L3 barely faster than DRAM. The timings decide.
+    upper = {**UPPER, "cache_mb": max(machine.cache_mb, machine.l2_mb, 0.01)}
+    fitted = fit_params(cases, base, FREE, cores=machine.cores, linear=LINEAR, upper=upper, robust=ROBUST)
     samples = tuple(Sample(name, quant, t, round(ms, 5),
                            round(simulate_params(info, fitted, threads=t, cores=machine.cores).p50_ms, 5))
                     for (name, quant, t, ms), (info, *_rest) in zip(rows, cases, strict=True))
@@ -214,8 +221,9 @@ def start_params(machine: HostMachine) -> dict[str, float]:
     # The shipped file by path: EDGEPORT_PROFILES_DIR may point at a fleet's folder without a host profile.
     shipped = load_profile(Path(__file__).resolve().parents[2] / "device_profiles" / "host.toml")
     base = {**DEFAULTS, **carry_to(shipped.simulator, shipped.hardware.int8_dot, machine), "cpu_eff_depthwise": 1.0}
+    base.setdefault("act_bw_gbps", base.get("cache_bw_gbps", base["mem_bw_gbps"]))
     for key in FREE:
-        lo, hi = LINEAR.get(key, (1e-3, 0.9 * UPPER.get(key, 1e6)))
+        lo, hi = LINEAR.get(key, (1e-3, 0.9 * UPPER.get(key, max(machine.cache_mb, 1e-3) if key == "cache_mb" else 1e6)))
         base[key] = min(max(float(base.get(key, 1.0)), lo), hi)
     return base
 
@@ -232,9 +240,10 @@ def carry_to(simulator: Mapping[str, float], int8_dot: str | None, machine: Host
     for key in ("cpu_macs_per_cycle_fp32", "cpu_macs_per_cycle_int8"):
         if key in params:
             params[key] = params[key] * width * (dot if key.endswith("int8") else 1.0)
-    params.update(cpu_ghz=machine.cpu_ghz, cpu_channel_tile=machine.simd_lanes, cpu_simd_lanes=machine.simd_lanes)
-    if machine.cache_mb > 0:
-        params["cache_mb"] = machine.cache_mb
+    params.update(cpu_ghz=machine.cpu_ghz, cpu_channel_tile=machine.simd_lanes, cpu_simd_lanes=machine.simd_lanes,
+                  cpu_channel_tile_int8=machine.int8_channel_tile)
+    if machine.l2_mb > 0 or machine.cache_mb > 0:
+        params["cache_mb"] = machine.l2_mb or machine.cache_mb
     return {k: v for k, v in params.items() if not k.startswith("heldout_")}
 
 

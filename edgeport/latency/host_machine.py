@@ -23,13 +23,14 @@ from edgeport.profiles import INT8_DOT_CLASSES
 # same vector width (the width itself is carried by simulator.cpu_simd_lanes):
 # - ARM: SMLAL widens 8 int8 products per instruction; SDOT (Armv8.2 dotprod) does 16; SMMLA (i8mm) 32.
 # - x86: without VNNI, int8 GEMMs chain VPMADDUBSW + VPMADDWD + VPADDD; VNNI's VPDPBUSD fuses them into
-#   one instruction (about 2x), on 256-bit (AVX-VNNI) or 512-bit (AVX-512 VNNI) vectors. XNNPACK in
-#   LiteRT 2.3 has no AMX GEMM for these ops, so AMX machines count as AVX-512 VNNI.
+#   one instruction (about 2x), on 256-bit (AVX-VNNI) or 512-bit (AVX-512 VNNI) vectors. AMX tiles do far
+#   more per instruction, but XNNPACK's AMX kernels write 64 output channels at a time (see
+#   int8_channel_tile); host fits measured about 2x the AVX-512 VNNI int8 rate (388 vs 203 MACs/cycle).
 # These are instruction-throughput ratios: realised end-to-end gains are smaller (memory, per-output
 # requantization), which is why measured profiles fit cpu_macs_per_cycle_int8 directly and use these
 # only to carry an int8 rate from one CPU to another.
 INT8_DOT_GAIN: dict[str, float] = {
-    "none": 1.0, "dotprod": 2.0, "i8mm": 4.0, "avx-vnni": 2.0, "avx512-vnni": 2.0, "amx": 2.0,
+    "none": 1.0, "dotprod": 2.0, "i8mm": 4.0, "avx-vnni": 2.0, "avx512-vnni": 2.0, "amx": 4.0,
 }
 assert set(INT8_DOT_GAIN) == set(INT8_DOT_CLASSES), "every profile class needs a gain"
 # /proc/cpuinfo flags that decide XNNPACK's kernel choice; the cache key uses only these, so a
@@ -46,7 +47,8 @@ class HostMachine:
     cores: int
     memory_mb: int
     cpu_ghz: float
-    cache_mb: float
+    cache_mb: float  # last-level cache
+    l2_mb: float = 0.0  # per-core L2: on some CPUs (Intel mesh L3) the only level one core streams fast
 
     @property
     def int8_dot(self) -> str:
@@ -61,8 +63,15 @@ class HostMachine:
             return 8.0
         return 4.0
 
+    @property
+    def int8_channel_tile(self) -> float:
+        """Output channels per int8 GEMM tile: XNNPACK's AMX kernels write 64 at once (measured here: an
+        int8 3x3 conv with 16, 32, 48 or 64 output channels takes the same time), the others a vector."""
+        return 64.0 if self.int8_dot == "amx" else self.simd_lanes
+
     def to_dict(self) -> dict[str, object]:
-        return {**asdict(self), "isa": list(self.isa), "int8_dot": self.int8_dot, "simd_lanes": self.simd_lanes}
+        return {**asdict(self), "isa": list(self.isa), "int8_dot": self.int8_dot, "simd_lanes": self.simd_lanes,
+                "int8_channel_tile": self.int8_channel_tile}
 
 
 def int8_dot_class(isa: tuple[str, ...] | list[str] | set[str]) -> str:
@@ -93,7 +102,8 @@ def detect(cpuinfo: str | None = None) -> HostMachine:
         cores=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
         memory_mb=_memory_mb(),
         cpu_ghz=round(statistics.median(mhz) / 1000.0, 3) if mhz else _max_freq_ghz(),
-        cache_mb=_last_level_cache_mb(),
+        cache_mb=_cache_mb(),
+        l2_mb=_cache_mb(level=2),
     )
 
 
@@ -138,12 +148,17 @@ def _max_freq_ghz() -> float:
         return 2.0
 
 
-def _last_level_cache_mb() -> float:
+def _cache_mb(level: int | None = None) -> float:
+    """Size of cpu0's cache at `level` (largest data/unified one), or of the last level when None."""
     sizes = [0.0]
-    for f in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+    for folder in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
         try:
-            m = re.fullmatch(r"(\d+)([KMG]?)", f.read_text().strip())
-        except OSError:
+            if level is not None and int((folder / "level").read_text()) != level:
+                continue
+            if (folder / "type").read_text().strip() == "Instruction":
+                continue
+            m = re.fullmatch(r"(\d+)([KMG]?)", (folder / "size").read_text().strip())
+        except (OSError, ValueError):
             continue
         if m:
             sizes.append(int(m.group(1)) * {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}[m.group(2)] / 2**20)

@@ -76,11 +76,16 @@ DEFAULTS: dict[str, float] = {
     "cpu_xnnpack": 1.0,  # 1: the runtime hands XNNPACK-supported ops to XNNPACK; 0: built-in kernels only
     "cpu_eff_builtin": 0.5,  # built-in (non-XNNPACK) kernels vs XNNPACK, per MAC
     "cpu_builtin_ns_per_elem": 1.0,  # built-in non-MAC ops: nanoseconds per tensor element (one thread)
+    # cpu_builtin_ns_per_elem_fp32: the same for float ops; defaults to cpu_builtin_ns_per_elem
     "mem_bw_gbps": 10.0,  # DRAM bytes per second a memory-bound op achieves
     "cache_mb": 0.0,  # last-level cache; a model whose weights fit streams them at cache_bw_gbps
     "thread_sync_us": 0.0,  # extra cost per op when it is split over more than one thread
     "op_overhead_us": 5.0,  # fixed cost per executed op (dispatch, thread-pool sync)
     "invoke_overhead_us": 0.0,  # fixed cost per inference (interpreter call, I/O copies)
+    "partition_overhead_us": 0.0,  # fixed cost per XNNPACK subgraph the interpreter enters (see xnnpack_partitions)
+    # Optional, fitted on hosts: act_bw_gbps (activation traffic, default: the weights' bandwidth),
+    # cpu_output_eff_depthwise (per-output cost of depthwise convs vs GEMMs, default 1),
+    # cpu_channel_tile_int8 (output channels per int8 GEMM tile, default cpu_channel_tile).
     "tpu_eff_depthwise": 1.0,  # depthwise vs dense conv on the Edge TPU
     "tpu_op_overhead_us": 0.0,
     "link_efficiency": 0.8,  # payload share of the link's signalling rate (8b/10b line code)
@@ -165,6 +170,7 @@ def simulate_params(model_info: dict[str, Any], params: Mapping[str, float], *, 
         per_op.append({"index": int(op["index"]), "op": op["op"], "ms": ms, "bound": bound,
                        "unit": "tpu" if op["index"] in tpu else "cpu"})
     total = sum(o["ms"] for o in per_op) + p["invoke_overhead_us"] / 1000.0
+    total += xnnpack_partitions(model_info, p, tpu) * p["partition_overhead_us"] / 1000.0
     info = None
     if report is not None:
         transfer, stream = _link_ms(model_info, tpu, report, p)
@@ -181,6 +187,23 @@ def simulate_params(model_info: dict[str, Any], params: Mapping[str, float], *, 
 
 
 # ------------------------------------------------------------------------------------------ per op
+
+
+def xnnpack_partitions(model_info: dict[str, Any], p: Mapping[str, float], skip: set[int] | frozenset[int] = frozenset()) -> int:
+    """Runs of consecutive XNNPACK ops: each is one delegate kernel that TFLite enters and leaves.
+
+    Why it matters: an attention block whose LayerNorm MEAN or int8 BATCH_MATMUL falls back to the
+    built-in kernels splits into many small XNNPACK subgraphs, and each switch costs about as much as a
+    small op; a CNN is one subgraph.
+    """
+    runs, inside = 0, False
+    for op in model_info["ops"]:
+        if op["index"] in skip or op_class(op["op"]) == "layout" or (op["inputs"] and all(t["const"] for t in op["inputs"])):
+            continue
+        now = delegated(op, p)
+        runs += now and not inside
+        inside = now
+    return runs
 
 
 def effective_bandwidth(model_info: dict[str, Any], p: Mapping[str, float]) -> float:
@@ -236,12 +259,14 @@ def mac_rate(op: dict[str, Any], p: Mapping[str, float]) -> float:
     return rate
 
 
-def mac_op_seconds(op: dict[str, Any], p: Mapping[str, float]) -> float:
+def mac_op_seconds(op: dict[str, Any], p: Mapping[str, float], *, builtin: bool = False) -> float:
     """One thread's compute time for a MAC op: padded MACs at the MAC rate plus a per-output cost.
 
     Output channels are padded up to the SIMD tile (24 channels cost 32 on a 16-wide tile). The
     per-output term (bias, activation, requantize, store) is why a 1x1 or depthwise conv, with few MACs
     per output, runs below the MAC rate of a 3x3 dense conv with hundreds of MACs per output.
+    `builtin`: TFLite's own kernels (not XNNPACK) run the MACs at cpu_eff_builtin of the rate, with
+    neither XNNPACK's tiles nor a slower per-output step.
     """
     out = op["outputs"][0]["shape"] if op["outputs"] else []
     integer = precision(op) in ("int8", "int16")
@@ -249,13 +274,18 @@ def mac_op_seconds(op: dict[str, Any], p: Mapping[str, float]) -> float:
     # so a 16-channel conv pays for 64 there (cpu_channel_tile_int8, set from the int8 dot-product class).
     tile = max(p.get("cpu_channel_tile_int8", p["cpu_channel_tile"]) if integer else p["cpu_channel_tile"], 1.0)
     pad = 1.0
-    if out and out[-1] > 0 and op_class(op["op"]) != "depthwise":
+    if out and out[-1] > 0 and op_class(op["op"]) != "depthwise" and not builtin:
         pad = math.ceil(out[-1] / tile) * tile / out[-1]
     n_out = 1
     for d in out:
         n_out *= max(int(d), 1)
     cycles = p["cpu_output_cycles_int8"] if integer else p["cpu_output_cycles_fp32"]
-    return op["macs"] * pad / mac_rate(op, p) + n_out * cycles / (p["cpu_ghz"] * 1e9)
+    if op_class(op["op"]) == "depthwise":  # no GEMM tile to drain: its own per-output factor when fitted
+        cycles *= p.get("cpu_output_eff_depthwise", 1.0)
+    # The per-output work (bias, activation, requantize) runs over whole register tiles too, so padded
+    # channels cost it as well: on AMX a 16-channel int8 conv takes as long as a 64-channel one.
+    rate = mac_rate(op, p) * (p["cpu_eff_builtin"] if builtin else 1.0)
+    return op["macs"] * pad / rate + n_out * pad * cycles / (p["cpu_ghz"] * 1e9)
 
 
 def cpu_op_ms(op: dict[str, Any], p: Mapping[str, float], threads: int) -> tuple[float, str]:
@@ -268,16 +298,22 @@ def cpu_op_ms(op: dict[str, Any], p: Mapping[str, float], threads: int) -> tuple
     if threads > 1 and delegated(op, p):
         overhead += p["thread_sync_us"] * 1e-6
     scale = max(1.0 + (threads - 1) * p["cpu_thread_eff"], 0.1)
-    compute = mac_op_seconds(op, p) if op["macs"] else 0.0
     if delegated(op, p) or (precision(op) == "dynamic" and op["macs"]):
         # XNNPACK (and the hybrid dynamic-range kernels, rated by cpu_eff_dynamic) split ops over threads
-        compute /= scale
+        compute = (mac_op_seconds(op, p) if op["macs"] else 0.0) / scale
     else:  # TFLite built-in kernels: measured to run on one thread here
-        compute /= p["cpu_eff_builtin"]
+        compute = mac_op_seconds(op, p, builtin=True) if op["macs"] else 0.0
         if not op["macs"]:  # elementwise/reduction kernels: a per-element cost
-            compute = _elements(op) * p["cpu_builtin_ns_per_elem"] * 1e-9
-    bandwidth = p.get("effective_bw_gbps", p["mem_bw_gbps"]) * (1.0 + (threads - 1) * p["mem_thread_eff"])
-    memory = (op["activation_bytes"] + op["weight_bytes"]) / (bandwidth * 1e9)
+            # float reductions (a LayerNorm's MEAN over channels) vectorise; int8 ones dequantize per element
+            per_elem = p.get("cpu_builtin_ns_per_elem_fp32", p["cpu_builtin_ns_per_elem"]) if precision(op) == "fp32" \
+                else p["cpu_builtin_ns_per_elem"]
+            compute = _elements(op) * per_elem * 1e-9
+    spread = 1.0 + (threads - 1) * p["mem_thread_eff"]
+    bandwidth = p.get("effective_bw_gbps", p["mem_bw_gbps"]) * spread
+    # Weights are re-read from wherever they fit each inference; activations were just written by the op
+    # before and mostly still sit in a cache, at act_bw_gbps when a profile measured it.
+    act_bw = p.get("act_bw_gbps", 0.0) * spread or bandwidth
+    memory = op["activation_bytes"] / (act_bw * 1e9) + op["weight_bytes"] / (bandwidth * 1e9)
     return (max(compute, memory) + overhead) * 1000.0, _bound(compute, memory, overhead)
 
 
