@@ -255,3 +255,17 @@ def _zip_files(model: bytes) -> dict[str, bytes]:
             return {name: zf.read(name) for name in zf.namelist()}
     except zipfile.BadZipFile:
         return {}
+
+
+def io_shapes(model: bytes) -> tuple[list[tuple[str, tuple[int, ...]]], list[tuple[str, tuple[int, ...]]]]:
+    """(name, shape) of the main subgraph's inputs and outputs, read from the flatbuffer itself."""
+    _, tfl = schemas()
+    graph = tfl.Model.GetRootAs(model, 0).Subgraphs(0)
+
+    def tensor(i: int) -> tuple[str, tuple[int, ...]]:
+        t = graph.Tensors(i)
+        shape = t.ShapeAsNumpy()
+        return _text(t.Name()) or f"tensor{i}", tuple(int(d) for d in shape) if isinstance(shape, np.ndarray) else ()
+
+    return ([tensor(int(graph.Inputs(k))) for k in range(graph.InputsLength())],
+            [tensor(int(graph.Outputs(k))) for k in range(graph.OutputsLength())])
