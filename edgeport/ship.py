@@ -74,7 +74,7 @@ def ship(req: ShipRequest) -> dict[str, Any]:
     todo.append((MANIFEST, _manifest_bytes(manifest)))  # last: it only names complete files
     for name, data in todo:
         (written if write_if_changed(out_dir / name, data) else unchanged).append(name)
-    return {"exit_code": 0, "model": str(out_dir / model_file), "labels": str(out_dir / labels_file) if labels_file else None,
+    return {"exit_code": 0, "notes": _notes(meta), "model": str(out_dir / model_file), "labels": str(out_dir / labels_file) if labels_file else None,
             "manifest": str(out_dir / MANIFEST), "written": written, "unchanged": unchanged,
             "metadata_bytes_added": len(shipped) - len(src), "forced": bool(req.force and not verdict.get("passed")),
             "metadata": {k: v for k, v in (tm.read(shipped) or {}).items() if k != "files"}}
@@ -87,10 +87,23 @@ def ship_lines(result: dict[str, Any]) -> list[str]:
         lines.append(f"  input   {item['name']}: {item['color_space'] or 'feature'}, {norm}")
     for item in result["metadata"]["outputs"]:
         lines.append(f"  output  {item['name']}" + (f": labels {item['labels_file']}" if item["labels_file"] else ""))
+    lines += [f"  note    {note}" for note in result["notes"]]
     if result["forced"]:
         lines.append("  FORCED  the verdict failed; the override is recorded in the manifest")
     lines.append(f"  written {', '.join(result['written']) or 'nothing (already up to date)'}")
     return lines
+
+
+def _notes(meta: tm.ModelMeta) -> list[str]:
+    notes = []
+    for i in meta.inputs:
+        if i.mean is not None and (len(set(i.mean)) > 1 or len(set(i.std or ())) > 1):
+            # Measured with mediapipe 1.2.2: create_from_options raises "Per-channel image normalization
+            # is not available"; the Android Task Library and the metadata extractor do read per-channel values.
+            notes.append(f"input {i.name!r} has per-channel mean/std: MediaPipe Tasks refuses such a model (one value "
+                         "for all channels only); the Android Task Library reads it. Convert with one mean/std value "
+                         "(e.g. --preprocess mean=0.5 --preprocess std=0.5) to run it in MediaPipe")
+    return notes
 
 
 def _resolve(result: Path) -> tuple[dict[str, Any], Path, Path]:

@@ -39,6 +39,7 @@ def test_ship_writes_metadata_labels_and_manifest(result: Path, tmp_path: Path, 
     # recorded preprocessing (x/255 - 0.5) / 0.25 in pixel units: (x - 127.5) / 63.75
     assert inp["name"] == "x" and inp["color_space"] == "RGB" and inp["size"] == [4, 4]
     assert inp["mean"] == pytest.approx([127.5] * 3) and inp["std"] == pytest.approx([63.75] * 3)
+    assert "per-channel" not in capsys.readouterr().out
     assert [o["name"] for o in meta["outputs"]] == ["logits"] and meta["outputs"][0]["labels_file"] == "labels.txt"
     assert meta["files"] == {"labels.txt": b"cat\ndog\nbird\n"}
     assert (app / "tiny_int8.labels.txt").read_text() == "cat\ndog\nbird\n"
@@ -99,7 +100,7 @@ def test_label_count_mismatch_is_exit_2(result: Path, tmp_path: Path, capsys) ->
     assert _ship(mismatched, "--to", tmp_path / "app") == 2
 
 
-def test_labels_file_and_explicit_normalization(result: Path, tmp_path: Path) -> None:
+def test_labels_file_and_explicit_normalization(result: Path, tmp_path: Path, capsys) -> None:
     labels = tmp_path / "my_labels.txt"
     labels.write_text("red\ngreen\nblue\n\n")
     app = tmp_path / "app"
@@ -110,6 +111,7 @@ def test_labels_file_and_explicit_normalization(result: Path, tmp_path: Path) ->
     assert meta["inputs"][0]["mean"] == pytest.approx([123.7, 116.3, 103.5])
     assert meta["inputs"][0]["std"] == pytest.approx([58.4, 57.1, 57.4])
     assert meta["files"]["labels.txt"] == b"red\ngreen\nblue\n"
+    assert "per-channel mean/std: MediaPipe Tasks refuses" in capsys.readouterr().out
 
 
 def test_grayscale_and_bgr(tmp_path: Path, capsys) -> None:
