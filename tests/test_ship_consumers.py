@@ -176,3 +176,16 @@ def test_mediapipe_refuses_per_channel_normalization_as_ship_warns(shipped_rgb, 
     proc = subprocess.run([sys.executable, "-c", _CLASSIFY, str(model), str(image)], capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode != 0 and "Per-channel image normalization is not available" in proc.stderr
+
+
+@pytest.mark.slow
+def test_shipped_converted_model_is_bit_identical_on_validation_images(shipped_rgb) -> None:
+    from PIL import Image
+    from ship_fixtures import run_tflite
+
+    source = (shipped_rgb["root"] / "out" / shipped_rgb["model"].name).read_bytes()
+    shipped = shipped_rgb["model"].read_bytes()
+    assert shipped != source
+    for path in sorted((shipped_rgb["root"] / "val").rglob("*.png"))[:20]:
+        x = ((np.asarray(Image.open(path), np.float32)[None] / 255.0 - 0.5) / 0.5).astype(np.float32)
+        assert run_tflite(source, x)[0].tobytes() == run_tflite(shipped, x)[0].tobytes()
