@@ -73,7 +73,11 @@ def ship(req: ShipRequest) -> dict[str, Any]:
     todo = [(model_file, shipped)] + ([(labels_file, files[LABELS_IN_MODEL])] if labels_file else [])
     todo.append((MANIFEST, _manifest_bytes(manifest)))  # last: it only names complete files
     for name, data in todo:
-        (written if write_if_changed(out_dir / name, data) else unchanged).append(name)
+        try:
+            (written if write_if_changed(out_dir / name, data) else unchanged).append(name)
+        except OSError as e:
+            raise InputError(f"cannot write {out_dir / name}: {e.strerror or e}",
+                             hint="check the folder's permissions and free space, then ship again") from None
     return {"exit_code": 0, "notes": _notes(meta), "model": str(out_dir / model_file), "labels": str(out_dir / labels_file) if labels_file else None,
             "manifest": str(out_dir / MANIFEST), "written": written, "unchanged": unchanged,
             "metadata_bytes_added": len(shipped) - len(src), "forced": bool(req.force and not verdict.get("passed")),

@@ -221,3 +221,17 @@ def test_builtin_digits_carry_class_names() -> None:
 
     ds = cal.load_data("builtin:digits-val", [TensorSpec("x", (1, 1, 32, 32))], max_samples=4)
     assert ds.class_names == tuple(str(i) for i in range(10))
+
+
+
+def test_unwritable_folder_is_exit_2(result: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    import edgeport.ship as ship_mod
+
+    def denied(src: str, dst: str) -> None:  # what a read-only asset folder does (root ignores chmod)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(ship_mod.os, "replace", denied)
+    assert _ship(result, "--to", tmp_path / "app") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot write" in err[0] and "Permission denied" in err[0]
+    assert not list((tmp_path / "app").iterdir())  # the temp file is gone too
