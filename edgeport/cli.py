@@ -67,10 +67,6 @@ def build_parser() -> argparse.ArgumentParser:
     insp.add_argument("model", type=Path)
     insp.add_argument("--profile")
 
-    from edgeport.compress import command as compress_command
-
-    compress_command.add_parser(sub, [common])
-
     ship = sub.add_parser("ship", parents=[common], help="put a converted model into an app folder with TFLite metadata, "
                           "labels and a manifest; or --check DIR")
     ship.add_argument("result", nargs="?", type=Path, help="convert output folder, its report.json, or the .tflite")
@@ -85,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     ship.add_argument("--description", help="description in the metadata (default: mode, profile and accuracy)")
     ship.add_argument("--force", action="store_true", help="ship a model whose verdict failed (recorded in the manifest)")
     ship.add_argument("--replace", action="store_true", help="overwrite a different model of the same name in DIR")
+
+    from edgeport.compress import command as compress_command
+
+    compress_command.add_parser(sub, [common])
 
     prof = sub.add_parser("profiles", parents=[common], help="list or show device profiles")
     prof.add_argument("action", nargs="?", default="list", choices=("list", "show"))
