@@ -73,9 +73,12 @@ def test_ship_is_idempotent(result: Path, tmp_path: Path, capsys) -> None:
     out = json.loads(capsys.readouterr().out)
     assert out["written"] == [] and sorted(out["unchanged"]) == sorted(before)
     assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in app.iterdir()} == before
-    other = tmp_path / "app2"  # a fresh folder gets byte-identical files too
+    other = tmp_path / "app2"  # a fresh folder gets byte-identical files too, whichever way RESULT is named
     assert _ship(result / "report.json", "--to", other) == 0
     assert {p.name: p.read_bytes() for p in other.iterdir()} == {k: v[0] for k, v in before.items()}
+    (result / "report.json").rename(result / "tiny_int8.report.json")  # as convert names it beside the model
+    assert _ship(result / "tiny_int8.tflite", "--to", tmp_path / "app3") == 0
+    assert (tmp_path / "app3" / "tiny_int8.tflite").read_bytes() == before["tiny_int8.tflite"][0]
 
 
 def test_failed_verdict_is_refused_unless_forced(tmp_path: Path, capsys) -> None:
