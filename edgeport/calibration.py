@@ -256,7 +256,7 @@ def load_data(spec: str, inputs: list[TensorSpec], preprocessing: Preprocessing 
     applied: dict[str, Any] | None = None
     class_names: tuple[str, ...] | None = None
     if spec.startswith("builtin:"):
-        x, labels, applied = _read_builtin(spec, pre)
+        x, labels, applied, class_names = _read_builtin(spec, pre)
         raw = {names[0]: x}
     elif _path_kind(spec) == "dir":
         raw, labels, applied, class_names = read_folder(what, Path(spec), inputs[0], pre, max_samples)
@@ -397,8 +397,9 @@ def _check_labels(labels: np.ndarray, count: int, what: str) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def _read_builtin(spec: str, pre: Preprocessing) -> tuple[np.ndarray, Any, dict[str, Any]]:
-    """A manifest entry: stored uint8 pixels normalized as the manifest says, in the model's layout."""
+def _read_builtin(spec: str, pre: Preprocessing) -> tuple[np.ndarray, Any, dict[str, Any], tuple[str, ...] | None]:
+    """A manifest entry: stored uint8 pixels normalized as the manifest says, in the model's layout,
+    with the class names the manifest lists (label i is classes[i])."""
     name, what = spec.removeprefix("builtin:"), f"built-in data {spec!r}"
     manifest = DATA_DIR / "manifest.toml"
     entry = (_manifest(manifest) if manifest.is_file() else {}).get(name)
@@ -421,7 +422,8 @@ def _read_builtin(spec: str, pre: Preprocessing) -> tuple[np.ndarray, Any, dict[
     x = normalize(raw, src, axis, what)
     if pre.layout != src.layout:  # the model's layout wins; the manifest says how the file is stored
         x = np.ascontiguousarray(x.transpose((0, 2, 3, 1) if pre.layout == "NHWC" else (0, 3, 1, 2)))
-    return x, labels, replace(src, layout=pre.layout).to_dict()
+    classes = tuple(str(c) for c in entry["classes"]) if "classes" in entry else None
+    return x, labels, replace(src, layout=pre.layout).to_dict(), classes
 
 
 def check_data(ds: Dataset, inputs: list[TensorSpec], *, role: str = "calibration", min_samples: int = 8,

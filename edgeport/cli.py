@@ -67,6 +67,21 @@ def build_parser() -> argparse.ArgumentParser:
     insp.add_argument("model", type=Path)
     insp.add_argument("--profile")
 
+    ship = sub.add_parser("ship", parents=[common], help="put a converted model into an app folder with TFLite metadata, "
+                          "labels and a manifest; or --check DIR")
+    ship.add_argument("result", nargs="?", type=Path, help="convert output folder, its report.json, or the .tflite")
+    ship.add_argument("--to", type=Path, metavar="DIR", help="app folder: Android src/main/assets, an iOS bundle folder, a Pi app folder")
+    ship.add_argument("--check", type=Path, metavar="DIR", help="verify every model shipped into DIR against its manifest (exit 1 on drift)")
+    ship.add_argument("--labels", type=Path, metavar="FILE", help="labels, one per line (default: the image-folder class names)")
+    ship.add_argument("--mean", metavar="M[,M,M]", help="input normalization in pixel units (0..255), overrides the recorded one")
+    ship.add_argument("--std", metavar="S[,S,S]", help="with --mean: apps feed (pixel - mean) / std")
+    ship.add_argument("--name", help="asset file name stem in DIR (default: the model file's stem)")
+    ship.add_argument("--model-name", help="name in the metadata (default: the checkpoint's stem)")
+    ship.add_argument("--model-version", help="version in the metadata (default: sha256 prefix of the converted model)")
+    ship.add_argument("--description", help="description in the metadata (default: mode, profile and accuracy)")
+    ship.add_argument("--force", action="store_true", help="ship a model whose verdict failed (recorded in the manifest)")
+    ship.add_argument("--replace", action="store_true", help="overwrite a different model of the same name in DIR")
+
     from edgeport.compress import command as compress_command
 
     compress_command.add_parser(sub, [common])
@@ -86,9 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if not args.command:
-            raise InputError("no command given", hint="use one of: convert, bench, inspect, profiles (see --help)")
+            raise InputError("no command given", hint="use one of: convert, bench, inspect, compress, ship, profiles (see --help)")
         handler = {"convert": _convert, "bench": _bench, "inspect": _inspect, "profiles": _profiles,
-                   "compress": _compress}[args.command]
+                   "compress": _compress, "ship": _ship}[args.command]
         return handler(args)
     except EdgeportError as exc:
         if debug:
@@ -180,6 +195,35 @@ def _compress(args: argparse.Namespace) -> int:
     from edgeport.compress import command as compress_command
 
     return compress_command.run(args)
+
+
+def _ship(args: argparse.Namespace) -> int:
+    from edgeport import ship, ship_check
+
+    if args.check is not None:
+        if args.result is not None or args.to is not None:
+            raise InputError("--check DIR takes no RESULT or --to", hint="run 'edgeport ship --check DIR' on its own")
+        result = ship_check.check(args.check)
+        _emit(args, result, ship_check.check_lines(result))
+        return int(result["exit_code"])
+    if args.result is None or args.to is None:
+        raise InputError("ship needs RESULT and --to DIR", hint="e.g. edgeport ship out/demo --to app/src/main/assets")
+    req = ship.ShipRequest(
+        result=args.result, to=args.to, labels=args.labels, mean=_floats("--mean", args.mean), std=_floats("--std", args.std),
+        name=args.name, model_name=args.model_name, version=args.model_version, description=args.description,
+        force=args.force, replace=args.replace)
+    result = ship.ship(req)
+    _emit(args, result, ship.ship_lines(result))
+    return int(result["exit_code"])
+
+
+def _floats(flag: str, text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"{flag} {text!r} is not a number list", hint=f"e.g. {flag} 127.5 or {flag} 123.7,116.3,103.5") from None
 
 
 def _profiles(args: argparse.Namespace) -> int:

@@ -398,13 +398,16 @@ def _fill_report(report, prof, mode, prepared, loaded, conv, key, run, fp32_run,
     report["reference"] = {"size_bytes": conv.files["fp32"].stat().st_size if "fp32" in conv.files else None,
                            "kind": loaded.kind, "onnx_opset": prepared.opset}
     report["quantization"] = {"mode": mode, "float_layers": [], "io_dtype": prof.runtime.io_dtype if mode in ("int8", "mixed") else "float32"}
-    report["model"] = {"source": str(req.checkpoint), "inputs": [asdict(s) for s in prepared.inputs],
+    # The checkpoint's hash lets `edgeport ship` prove which weights an app model came from.
+    ckpt_sha = _sha256(req.checkpoint) if req.checkpoint.is_file() else None
+    report["model"] = {"source": str(req.checkpoint), "sha256": ckpt_sha, "inputs": [asdict(s) for s in prepared.inputs],
                        "outputs": [asdict(s) for s in prepared.outputs], "normalization_notes": list(prepared.notes)}
     report["data"] = {
         "calibration": None if calib is None else {"source": calib.source, "samples": calib.count, "sha256": calib.sha256,
-                                                    "preprocessing": calib.preprocessing},
+                                                    "preprocessing": calib.preprocessing,
+                                                    "class_names": _names(calib.class_names)},
         "validation": {"source": val.source, "samples": val.count, "sha256": val.sha256, "labels": val.labels is not None,
-                       "preprocessing": val.preprocessing},
+                       "preprocessing": val.preprocessing, "class_names": _names(val.class_names)},
     }
     report["options"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(req).items()}
     report["runtime_error"] = run.error
@@ -423,6 +426,10 @@ def _fill_report(report, prof, mode, prepared, loaded, conv, key, run, fp32_run,
         report["latency"]["host"]["runtime"] = run.runtime
     if fp32_run is not None and fp32_run.latency is not None:
         report["latency"]["host_fp32"] = fp32_run.latency.to_dict()
+
+
+def _names(names: tuple[str, ...] | None) -> list[str] | None:
+    return None if names is None else list(names)
 
 
 def _structure_checks(prof: DeviceProfile, info: dict[str, Any], mode: str) -> list:
