@@ -39,7 +39,7 @@ from edgeport.profiles import DeviceProfile, check_quant_allowed, load_profile
 from edgeport.quantize.stage import equalize_stage, mixed_stage, record_mixed
 from edgeport.report import empty_report, summary_lines
 from edgeport.report_html import render as render_html
-from edgeport.types import Artifact, TensorSpec, plain
+from edgeport.types import Artifact, TensorSpec, file_sha256, plain
 from edgeport.validate import metrics, verdict
 from edgeport.validate.divergence import check_samples, float_conversion_check
 from edgeport.validate.run import reference_outputs, run_tflite
@@ -383,23 +383,16 @@ def _calibration_arrays(calib: cal.Dataset | None, prepared: PreparedOnnx) -> di
             for s in prepared.inputs}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def _fill_report(report, prof, mode, prepared, loaded, conv, key, run, fp32_run, refs, val, calib, final, req) -> None:
     path = conv.files[key]
     report["profile"] = prof.to_dict()
-    report["artifact"] = Artifact(final, _sha256(path), path.stat().st_size).to_dict()
+    report["artifact"] = Artifact(final, file_sha256(path), path.stat().st_size).to_dict()
     report["reference"] = {"size_bytes": conv.files["fp32"].stat().st_size if "fp32" in conv.files else None,
                            "kind": loaded.kind, "onnx_opset": prepared.opset}
     report["quantization"] = {"mode": mode, "float_layers": [], "io_dtype": prof.runtime.io_dtype if mode in ("int8", "mixed") else "float32"}
     # The checkpoint's hash lets `edgeport ship` prove which weights an app model came from.
-    ckpt_sha = _sha256(req.checkpoint) if req.checkpoint.is_file() else None
+    ckpt_sha = file_sha256(req.checkpoint) if req.checkpoint.is_file() else None
     report["model"] = {"source": str(req.checkpoint), "sha256": ckpt_sha, "inputs": [asdict(s) for s in prepared.inputs],
                        "outputs": [asdict(s) for s in prepared.outputs], "normalization_notes": list(prepared.notes)}
     report["data"] = {

@@ -17,6 +17,7 @@ from typing import Any
 
 from edgeport import tflite_metadata as tm
 from edgeport.errors import ConversionError, EdgeportError, InputError
+from edgeport.types import file_sha256
 
 MANIFEST = "edgeport-manifest.json"
 FORMAT = "edgeport-ship/1"
@@ -139,7 +140,7 @@ def _resolve(result: Path) -> tuple[dict[str, Any], Path, Path]:
     if not model.is_file():
         raise InputError(f"the report names {art_name}, which is not beside it in {report_path.parent}",
                          hint="keep the .tflite next to its report.json")
-    if sha256_file(model) != want_sha:
+    if file_sha256(model) != want_sha:
         raise InputError(f"{model} does not match its report (sha256 differs)",
                          hint="convert again, or pass the report that was written with this model")
     return report, report_path, model
@@ -295,7 +296,7 @@ def _no_clobber(out_dir: Path, model_file: str, shipped: bytes, manifest: dict[s
         return
     entry = manifest["models"].get(stem) or {}
     was = (entry.get("source") or {}).get("artifact", {}).get("sha256")
-    if was == sha256_file(source):
+    if was == file_sha256(source):
         return  # the same converted model, re-shipped with other metadata (e.g. --version): an update
     raise InputError(f"{target} already holds a different model"
                      + (f" (shipped from {entry['source'].get('report')})" if was else " (not shipped by edgeport)"),
@@ -333,7 +334,7 @@ def _entry(report: dict[str, Any], report_path: Path, source: Path, src: bytes, 
         "verdict": {"passed": bool(verdict.get("passed")), "failed_checks": failed,
                     "forced": bool(force and not verdict.get("passed"))},
         "versions": {"convert": report.get("versions"), "ship": _ship_versions()},
-        "source": {"report": report_path.name, "report_sha256": sha256_file(report_path),
+        "source": {"report": report_path.name, "report_sha256": file_sha256(report_path),
                    "artifact": {"file": source.name, "sha256": hashlib.sha256(src).hexdigest(), "size_bytes": len(src)},
                    "checkpoint": {"path": model.get("source"), "sha256": model.get("sha256")},
                    "calibration": dataset("calibration"), "validation": dataset("validation")},
@@ -374,10 +375,3 @@ def write_if_changed(path: Path, data: bytes) -> bool:
         tmp.unlink(missing_ok=True)
     return True
 
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

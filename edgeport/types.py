@@ -6,6 +6,7 @@ pipeline lives in one place (pipeline.py) and every stage can be tested alone.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -99,3 +100,12 @@ def plain(obj: Any) -> Any:
     if hasattr(obj, "__dataclass_fields__"):
         return plain(asdict(obj))
     return obj
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks (models and checkpoints can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -10,7 +10,6 @@ benchmark still running after a host-side timeout is killed through its pid file
 
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 import shlex
@@ -26,7 +25,7 @@ from edgeport.runners.benchmark_log import BenchmarkLog, parse_benchmark_log, to
 from edgeport.runners.targets import Deadline, Target
 from edgeport.runners.targets import last_line as _last_line
 from edgeport.runners.targets import show_text as _show
-from edgeport.types import LatencyStats
+from edgeport.types import LatencyStats, file_sha256
 
 REMOTE_BASE = "/data/local/tmp"
 PROPS = ("ro.product.model", "ro.product.manufacturer", "ro.board.platform", "ro.build.version.release",
@@ -88,7 +87,7 @@ def run_adb(
     _check_run(rc, output, log, target, fingerprint)
     extra: dict[str, Any] = {
         "device": fingerprint,
-        "runtime": {"name": "benchmark_model", "binary": binary.name, "sha256": _sha256(binary)},
+        "runtime": {"name": "benchmark_model", "binary": binary.name, "sha256": file_sha256(binary)},
         "delegate": profile.runtime.delegate,
         "taskset": profile.runtime.taskset,
         "warmup_runs": warmup,
@@ -293,12 +292,5 @@ def _check_run(rc: int, output: str, log: BenchmarkLog, target: Target, fingerpr
     raise DeviceError(f"benchmark_model failed on {target}: {_show(detail, 300)}",
                       hint="an old benchmark_model may lack ops of a newer model; use a build matching your TFLite version")
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
