@@ -11,7 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from edgeport.errors import DeviceError, EdgeportError, InputError
+from edgeport import options
+from edgeport.errors import DeviceError, EdgeportError
 from edgeport.inspect_tflite import inspect_model, load_model
 from edgeport.profiles import DeviceProfile, load_profile
 from edgeport.runners.targets import Target, parse_target, run_device
@@ -45,8 +46,9 @@ def bench(model: Path, profile: str, *, targets: list[str] | None = None, runs: 
           ssh_options: tuple[str, ...] = ()) -> dict[str, Any]:
     load_model(model)  # a clear error for a non-TFLite file before anything runs
     prof = load_profile(profile)
-    if runs < 1:
-        raise InputError(f"--runs {runs} must be at least 1", hint="e.g. --runs 100")
+    options.runs(runs)
+    if timeout_s is not None:
+        options.timeout(timeout_s)
     parsed = [parse_target(t) for t in (targets or ["local"])]
     results: dict[str, Any] = {}
     with ThreadPoolExecutor(max_workers=max(1, len(parsed))) as pool:
