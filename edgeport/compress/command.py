@@ -122,7 +122,21 @@ def run_compress(req: CompressRequest) -> CompressResult:
     options.latency_runs(req.latency_runs)
     if req.max_samples is not None:
         options.max_samples(req.max_samples)
+    folder = req.output.parent if req.output.suffix.lower() in MODEL_SUFFIXES else req.output
+    made = [d for d in (folder, *folder.parents) if not d.exists()]  # deepest first
     model_path, report_path = _output_paths(req.output, req.checkpoint)
+    try:
+        return _compress_into(req, recipe, model_path, report_path)
+    except BaseException:
+        for d in made:  # a failed run leaves nothing behind, not even the directories it made
+            try:
+                d.rmdir()
+            except OSError:
+                break
+        raise
+
+
+def _compress_into(req: CompressRequest, recipe: Recipe, model_path: Path, report_path: Path) -> CompressResult:
     loaded = load_checkpoint(req.checkpoint, req.model_class, req.model_kwargs, req.trust_pickle)
     if loaded.kind in ("onnx", "exported_program"):
         raise InputError(f"compress needs a trainable torch model, and '{req.checkpoint}' is {loaded.kind.replace('_', ' ')}",
