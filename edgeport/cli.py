@@ -172,6 +172,11 @@ def _bench(args: argparse.Namespace) -> int:
     result = bench(args.model, args.profile, targets=args.target, runs=args.runs, timeout_s=args.timeout,
                    benchmark_binary=args.benchmark_binary, ssh_options=tuple(args.ssh_option))
     _emit(args, result, result.pop("_lines", []))
+    failed = [(name, r) for name, r in result["results"].items() if "error" in r]
+    if failed:  # the table went to stdout; the exit code still owes one line on stderr saying why
+        name, first = max(failed, key=lambda item: item[1]["exit_code"])
+        more = f" (and {len(failed) - 1} more target(s) failed)" if len(failed) > 1 else ""
+        print(f"edgeport: error: {name}: {first['error']}{more}", file=sys.stderr)
     return int(result["exit_code"])
 
 

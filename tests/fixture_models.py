@@ -52,8 +52,11 @@ def seeded(model: nn.Module, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
-def write_tiny_tflite(path: Path) -> Path:
-    """A one-op float model (y = x + x, 1x16) written with the TFLite flatbuffer schema: no TF import."""
+def write_tiny_tflite(path: Path, signature: bool = False) -> Path:
+    """A one-op float model (y = x + x, 1x16) written with the TFLite flatbuffer schema: no TF import.
+
+    `signature` adds a serving_default SignatureDef, as TF-converted models have (LiteRT's
+    signature runner, used for local timing, needs one)."""
     import flatbuffers
     from ai_edge_litert import schema_py_generated as s
 
@@ -73,6 +76,13 @@ def write_tiny_tflite(path: Path) -> Path:
     model = s.ModelT()
     model.version, model.operatorCodes, model.subgraphs = 3, [code], [graph]
     model.buffers = [s.BufferT(), s.BufferT(), s.BufferT()]
+    if signature:
+        sig = s.SignatureDefT()
+        sig.signatureKey, sig.subgraphIndex = "serving_default", 0
+        sig.inputs, sig.outputs = [s.TensorMapT()], [s.TensorMapT()]
+        sig.inputs[0].name, sig.inputs[0].tensorIndex = "x", 0
+        sig.outputs[0].name, sig.outputs[0].tensorIndex = "y", 1
+        model.signatureDefs = [sig]
     builder = flatbuffers.Builder(1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     path.write_bytes(bytes(builder.Output()))

@@ -226,10 +226,16 @@ def build_model(model_class: str, model_kwargs: str | dict[str, Any] | None) -> 
         raise InputError(f"'{mod_name}' has no attribute '{cls_name}'", hint="check the class name in --model-class")
     kwargs = parse_kwargs(model_kwargs)
     try:
-        return cls(**kwargs)
-    except TypeError as exc:
+        model = cls(**kwargs)
+    except Exception as exc:  # the user's constructor: any failure is theirs to fix, not an internal error
         raise InputError(f"{model_class}(**{kwargs}) failed: {cause_line(exc)}",
                          hint="fix --model-kwargs to match the constructor") from exc
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise InputError(f"--model-class {model_class} made a {type(model).__name__}, not a torch.nn.Module",
+                         hint="name the model's class, e.g. mypkg.nets:ResNet")
+    return model
 
 
 def parse_kwargs(model_kwargs: str | dict[str, Any] | None) -> dict[str, Any]:
