@@ -174,7 +174,7 @@ def test_output_with_unknown_class_count_is_not_refused():
 
 
 def test_single_logit_output_is_not_class_scores():
-    with pytest.raises(CalibrationError, match=r"output 'p' of shape 1x1, which is not class scores.*drop 'y'"):
+    with pytest.raises(CalibrationError, match=r"output 'p' of shape 1x1, which is not class scores.*drop the labels"):
         check_labels(np.array([0, 1]), 2, "d", [TensorSpec("p", (1, 1))])
 
 
@@ -234,3 +234,12 @@ def test_cause_line_skips_pointers_and_boilerplate():
     assert cause_line(outer) == 'Expected hasRecord("version") to be true, but got false.'
     assert cause_line(ValueError("\n\n  first real line\nsecond")) == "first real line"
     assert cause_line(KeyError()) == "KeyError"
+
+
+def test_views_and_in_place_ops_add_no_memory():
+    class ViewsOnly(torch.nn.Module):
+        def forward(self, x):
+            return torch.relu_(x.view(-1).t().reshape(4, 250))
+
+    est = memory.estimate_torch(ViewsOnly(), [TensorSpec("x", (2, 500))])
+    assert est.exact and est.peak_bytes == 1000 * 4  # one tensor's storage, never counted twice

@@ -93,7 +93,11 @@ def estimate_torch(module: Any, specs: Sequence[TensorSpec]) -> Estimate:
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
             out = func(*args, **(kwargs or {}))
-            live = nbytes(args) + nbytes(kwargs or {}) + nbytes(out)
+            # Outputs that alias an input (views, in-place and out= ops) take no new memory;
+            # counting them would double a tensor and break the lower bound.
+            schema = getattr(func, "_schema", None)
+            aliased = schema is not None and any(r.alias_info is not None for r in schema.returns)
+            live = nbytes(args) + nbytes(kwargs or {}) + (0 if aliased else nbytes(out))
             if live > self.peak:
                 self.peak, self.where = live, f"aten.{getattr(func, '__name__', func)}"
             return out

@@ -80,8 +80,9 @@ def check_fit(y: np.ndarray, outputs: Sequence[TensorSpec], what: str) -> None:
     ctx = _context(y, outputs)
     if len(out.shape) != 2 or out.shape[1] <= 1:
         others = [o.name for o in outputs[1:] if len(o.shape) == 2 and o.shape[1] > 1]
-        fix = (f"make '{others[0]}' the model's first output, or drop 'y'" if others
-               else "drop 'y' from the data (agreement with the float model is still measured)")
+        drop = "drop the labels ('y' in the .npz, or the class sub-folders of an image folder)"
+        fix = (f"make '{others[0]}' the model's first output, or {drop}" if others
+               else f"{drop}; agreement with the float model is still measured")
         raise CalibrationError(f"{what}: labels score output '{out.name}' of shape {_dims(out.shape)}, which is not class "
                                f"scores (batch, classes) ({ctx})", hint=fix)
     classes = int(out.shape[1])
