@@ -243,3 +243,15 @@ def test_views_and_in_place_ops_add_no_memory():
 
     est = memory.estimate_torch(ViewsOnly(), [TensorSpec("x", (2, 500))])
     assert est.exact and est.peak_bytes == 1000 * 4  # one tensor's storage, never counted twice
+
+
+@pytest.mark.parametrize("kind", ["torchscript", "exported_program"])
+def test_estimate_is_the_same_for_every_torch_checkpoint_kind(kind):
+    from edgeport.export.checkpoint import _no_train_toggle
+
+    model = seeded(TinyCNN())
+    example = torch.randn(1, 3, 16, 16)
+    wrapped = (torch.jit.trace(model, example) if kind == "torchscript"
+               else _no_train_toggle(torch.export.export(model, (example,)).module()))
+    specs = [TensorSpec("x", (1, 3, 16, 16))]
+    assert memory.estimate_torch(wrapped, specs) == memory.estimate_torch(model, specs)
