@@ -255,3 +255,23 @@ def test_estimate_is_the_same_for_every_torch_checkpoint_kind(kind):
                else _no_train_toggle(torch.export.export(model, (example,)).module()))
     specs = [TensorSpec("x", (1, 3, 16, 16))]
     assert memory.estimate_torch(wrapped, specs) == memory.estimate_torch(model, specs)
+
+
+def test_python_api_gives_the_same_option_errors_as_the_cli(files, tmp_path):
+    """One check per option: the Python API entry points refuse exactly what the CLI refuses."""
+    from edgeport.bench import bench
+    from edgeport.compress.command import compress
+    from edgeport.pipeline import convert
+
+    with pytest.raises(InputError) as from_convert:
+        convert(files["two.ts"], "host", runs=0, output=tmp_path / "o")
+    with pytest.raises(InputError) as from_bench:
+        bench(Path(files["tiny.tflite"]), "host", runs=0)
+    assert from_convert.value.one_line() == from_bench.value.one_line() == "--runs 0 must be at least 1 — e.g. --runs 50"
+    with pytest.raises(InputError, match="--opset 99 must be at most"):
+        convert(files["two.ts"], "host", opset=99, output=tmp_path / "o")
+    with pytest.raises(InputError, match="--timeout -1 must be a positive"):
+        bench(Path(files["tiny.tflite"]), "host", timeout_s=-1)
+    with pytest.raises(InputError, match="--latency-runs 0 must be at least 1"):
+        compress(files["sd.pt"], files["recipe.toml"], files["yok.npz"], tmp_path / "c", latency_runs=0)
+    assert not (tmp_path / "o").exists() and not (tmp_path / "c").exists()
