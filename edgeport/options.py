@@ -11,9 +11,12 @@ from __future__ import annotations
 import math
 
 from edgeport.errors import InputError
+from edgeport.export.onnx_prep import MIN_OPSET as _ONNX_MIN_OPSET
+from edgeport.export.onnx_prep import parse_shape
 
-# Opsets the TorchScript ONNX exporter in the pinned torch writes and onnx2tf 1.28 reads.
-MIN_OPSET, MAX_OPSET = 11, 20
+# The oldest opset onnx2tf takes (as in onnx_prep) up to the newest the TorchScript ONNX exporter of
+# the pinned torch writes (torch.onnx._constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET).
+MIN_OPSET, MAX_OPSET = _ONNX_MIN_OPSET, 20
 # A device run count above this is a typo, not a benchmark: 100k runs of a 10 ms model is ~17 min.
 MAX_RUNS = 100_000
 
@@ -70,8 +73,6 @@ def timeout(value: str | float, flag: str = "--timeout") -> float:
 def input_shape(value: str) -> str:
     """Checked here so every command refuses the same malformed shape the same way; the text is
     kept because the pipeline parses NAME= and dims itself."""
-    from edgeport.export.onnx_prep import parse_shape
-
     parse_shape(value)
     return value
 
