@@ -12,7 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from edgeport.errors import DeviceError, EdgeportError, InputError
+from edgeport import options
+from edgeport.errors import DeviceError, EdgeportError
 from edgeport.inspect_tflite import inspect_model, load_model
 from edgeport.profiles import DeviceProfile, load_profile
 from edgeport.report import fit_label
@@ -47,8 +48,9 @@ def bench(model: Path, profile: str, *, targets: list[str] | None = None, runs: 
           ssh_options: tuple[str, ...] = ()) -> dict[str, Any]:
     load_model(model)  # a clear error for a non-TFLite file before anything runs
     prof = load_profile(profile)
-    if runs < 1:
-        raise InputError(f"--runs {runs} must be at least 1", hint="e.g. --runs 100")
+    options.runs(runs)
+    if timeout_s is not None:
+        options.timeout(timeout_s)
     parsed = [parse_target(t) for t in (targets or ["local"])]
     if any(t.kind == "sim" for t in parsed):
         from edgeport.latency.host_fit import resolve

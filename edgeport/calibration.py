@@ -15,16 +15,17 @@ from __future__ import annotations
 import hashlib
 import math
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgeport.errors import CalibrationError
+from edgeport.errors import CalibrationError, cause_line
 from edgeport.imagefolder import IMAGE_EXTS, normalize, read_folder
 from edgeport.types import TensorSpec
+from edgeport.validate.labels import check_labels
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "calibration_data"
 LABEL_KEY = "y"
@@ -238,11 +239,12 @@ def _manifest(path: Path) -> dict[str, Any]:
 
 
 def load_data(spec: str, inputs: list[TensorSpec], preprocessing: Preprocessing | None = None, *,
-              max_samples: int | None = None) -> Dataset:
+              max_samples: int | None = None, outputs: Sequence[TensorSpec] | None = None) -> Dataset:
     """Read `spec` into arrays matching `inputs` (shapes in the model's layout, batch axis = samples).
 
     For .npz/.npy only `preprocessing.layout` is used (to explain shape mismatches): arrays are fed
-    as saved. For builtin data the manifest's normalization applies, in that layout.
+    as saved. For builtin data the manifest's normalization applies, in that layout. With the
+    model's `outputs`, labels are also checked against the output they score.
     """
     what, names = f"data {spec!r}", [s.name for s in inputs]
     if not inputs:
@@ -266,7 +268,7 @@ def load_data(spec: str, inputs: list[TensorSpec], preprocessing: Preprocessing 
         raise CalibrationError(f"{what} not found", hint="pass an existing .npz, .npy, image folder or builtin:NAME "
                                                          f"(built-in: {', '.join(builtin_names()) or 'none'})")
     count = _check_inputs(raw, inputs, pre.layout, what)
-    labels = None if labels is None else _check_labels(labels, count, what)
+    labels = None if labels is None else check_labels(labels, count, what, outputs)
     stop = count if max_samples is None else min(count, max_samples)
     arrays = {s.name: _cast(raw[s.name][:stop], s, what) for s in inputs}
     return _make(arrays, None if labels is None else labels[:stop], spec, applied, class_names)
@@ -288,7 +290,7 @@ def _read_numpy(path: Path, what: str) -> dict[str, np.ndarray] | np.ndarray:
         with obj:
             return {k: obj[k] for k in obj.files}
     except Exception as e:  # corrupt zips raise BadZipFile, zlib.error, EOFError, ValueError...
-        raise CalibrationError(f"cannot read {what}: {type(e).__name__}: {e}", hint=_SAVE_HINT) from None
+        raise CalibrationError(f"cannot read {what}: {type(e).__name__}: {cause_line(e)}", hint=_SAVE_HINT) from None
 
 
 def _read_arrays(what: str, path: Path, names: list[str]) -> tuple[dict[str, np.ndarray], Any]:
@@ -379,24 +381,6 @@ def _cast(arr: np.ndarray, spec: TensorSpec, what: str) -> np.ndarray:
     return arr.astype(target, copy=False)
 
 
-def _check_labels(labels: np.ndarray, count: int, what: str) -> np.ndarray:
-    """Labels must be integer class ids, one per sample; float labels are accepted when whole."""
-    y = np.asarray(labels)
-    y = y[:, 0] if y.ndim == 2 and y.shape[1] == 1 else y
-    if y.ndim != 1:
-        raise CalibrationError(f"{what}: labels have shape {y.shape}, not (N,)",
-                               hint="save class ids of shape (N,) as 'y' (one-hot labels: y.argmax(1))")
-    if len(y) != count:
-        raise CalibrationError(f"{what}: {len(y)} labels for {count} samples", hint="save one label per sample")
-    if not (y.dtype.kind in "biu" or (y.dtype.kind == "f" and bool(np.isfinite(y).all())
-                                      and np.array_equal(y, np.round(y)))):
-        raise CalibrationError(f"{what}: labels are not integer class ids (dtype {y.dtype})",
-                               hint="save labels 'y' as int64 class ids")
-    if y.size and float(y.min()) < 0:
-        raise CalibrationError(f"{what}: labels contain negative class ids", hint="save class ids 0..K-1")
-    return y.astype(np.int64)
-
-
 def _read_builtin(spec: str, pre: Preprocessing) -> tuple[np.ndarray, Any, dict[str, Any], tuple[str, ...] | None]:
     """A manifest entry: stored uint8 pixels normalized as the manifest says, in the model's layout,
     with the class names the manifest lists (label i is classes[i])."""
@@ -440,7 +424,7 @@ def check_data(ds: Dataset, inputs: list[TensorSpec], *, role: str = "calibratio
     for s in inputs:
         _check_finite(s.name, ds.inputs[s.name], what)
     if ds.labels is not None:
-        _check_labels(ds.labels, n, what)
+        check_labels(ds.labels, n, what)
     if expected_range is None and ds.preprocessing and "scale" in ds.preprocessing:
         p = ds.preprocessing
         expected_range = _value_range(float(p["scale"]), tuple(p["mean"]), tuple(p["std"]))

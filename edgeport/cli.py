@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import traceback
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from edgeport.errors import EdgeportError, InputError
+from edgeport import options
+from edgeport.errors import EdgeportError, InputError, cause_line
 from edgeport.types import plain
 
 QUANT_CHOICES = ("int8", "mixed", "int16x8", "fp16", "dynamic", "fp32")
@@ -35,19 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--calib", help="calibration data: .npz, .npy, image folder or builtin:NAME")
     conv.add_argument("--val", help="held-out validation data (same kinds); default: split from --calib")
     conv.add_argument("--quant", choices=QUANT_CHOICES, help="default: the profile's")
-    conv.add_argument("--input-shape", action="append", default=[], metavar="[NAME=]1x3x224x224")
+    conv.add_argument("--input-shape", action="append", default=[], type=options.input_shape, metavar="[NAME=]1x3x224x224")
     conv.add_argument("--model-class", metavar="module:Class", help="class for a state_dict checkpoint")
     conv.add_argument("--model-kwargs", metavar="JSON", help="constructor kwargs for --model-class, as a JSON object")
     conv.add_argument("--trust-pickle", action="store_true", help="allow unpickling a whole module (runs code from the file)")
     conv.add_argument("--output", "-o", type=Path, default=Path("edgeport-out"))
-    conv.add_argument("--opset", type=int, default=17)
-    conv.add_argument("--runs", type=int, default=50, help="timed host runs after warm-up")
+    conv.add_argument("--opset", type=options.opset, default=17)
+    conv.add_argument("--runs", type=options.runs, default=50, help="timed host runs after warm-up")
     conv.add_argument("--preprocess", action="append", default=[], metavar="KEY=VALUE",
                       help="image-folder preprocessing: resize, crop, scale, mean, std, color, layout")
     conv.add_argument("--keep-work", action="store_true", help="keep the intermediate ONNX/SavedModel for debugging")
     conv.add_argument("--diagnose", action="store_true",
                       help="with --quant int8: per-layer int8 sensitivity traced to ONNX nodes and PyTorch modules")
-    conv.add_argument("--target", action="append", default=[],
+    conv.add_argument("--target", action="append", default=[], type=options.target,
                       help="also time on: sim, adb://SERIAL, ssh://[user@]host[:port] (the device result decides the latency check)")
     conv.add_argument("--benchmark-binary", help="host path of TFLite's benchmark_model for adb targets")
     conv.add_argument("--ssh-option", action="append", default=[], metavar="OPT", help="extra ssh/scp option for ssh targets")
@@ -55,10 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", parents=[common], help="time a .tflite on the host")
     bench.add_argument("model", type=Path)
     bench.add_argument("--profile", default="host")
-    bench.add_argument("--target", action="append", default=[],
+    bench.add_argument("--target", action="append", default=[], type=options.target,
                        help="local (default), sim, adb://SERIAL, ssh://[user@]host[:port]; repeat to run several at once")
-    bench.add_argument("--runs", type=int, default=100)
-    bench.add_argument("--timeout", type=float, help="seconds per device run (default: the profile's)")
+    bench.add_argument("--runs", type=options.runs, default=100)
+    bench.add_argument("--timeout", type=options.timeout, help="seconds per device run (default: the profile's)")
     bench.add_argument("--benchmark-binary", help="host path of TFLite's benchmark_model for adb targets")
     bench.add_argument("--ssh-option", action="append", default=[], metavar="OPT",
                        help="extra ssh/scp option for ssh targets, e.g. --ssh-option=-oProxyJump=gw (host keys stay checked)")
@@ -90,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="list or show device profiles; fit-host measures this machine for the 'host' profile")
     prof.add_argument("action", nargs="?", default="list", choices=("list", "show", "fit-host"))
     prof.add_argument("name", nargs="?")
-    prof.add_argument("--threads", type=int, help="fit-host: thread count to fit besides 1 (default: the host profile's)")
+    prof.add_argument("--threads", type=options.threads,
+                      help="fit-host: thread count to fit besides 1 (default: the host profile's)")
     return parser
 
 
@@ -99,12 +105,17 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     want_json = "--json" in argv
     try:
-        args = build_parser().parse_args(argv)
-        if not args.command:
-            raise InputError("no command given", hint="use one of: convert, bench, inspect, compress, ship, profiles (see --help)")
-        handler = {"convert": _convert, "bench": _bench, "inspect": _inspect, "profiles": _profiles,
-                   "compress": _compress, "ship": _ship}[args.command]
-        return handler(args)
+        with _quiet_libraries(debug):
+            try:
+                args = build_parser().parse_args(argv)
+            except SystemExit as exc:  # --help / --version: argparse printed what was asked
+                return int(exc.code or 0)
+            if not args.command:
+                raise InputError("no command given",
+                                 hint="use one of: convert, bench, inspect, compress, ship, profiles (see --help)")
+            handler = {"convert": _convert, "bench": _bench, "inspect": _inspect, "profiles": _profiles,
+                       "compress": _compress, "ship": _ship}[args.command]
+            return handler(args)
     except EdgeportError as exc:
         if debug:
             traceback.print_exc()
@@ -116,9 +127,28 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - last resort: one line, not a traceback
         if debug:
             traceback.print_exc()
-        _fail(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''} "
+        _fail(f"internal error: {type(exc).__name__}: {cause_line(exc)} "
               "(rerun with --debug for the traceback and report it)", 3, want_json)
         return 3
+
+
+@contextmanager
+def _quiet_libraries(debug: bool) -> Iterator[None]:
+    """Without --debug, libraries' logged warnings and Python warnings stay off stderr: torch and
+    TensorFlow print multi-line warnings (with tracebacks) on paths that end in a clean one-line
+    error, and the contract is one line. What matters reaches the user as that line or as a note
+    in report.json; --debug shows everything."""
+    if debug:
+        yield
+        return
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(previous)
 
 
 def _fail(message: str, code: int, want_json: bool) -> None:
@@ -161,6 +191,11 @@ def _bench(args: argparse.Namespace) -> int:
     result = bench(args.model, args.profile, targets=args.target, runs=args.runs, timeout_s=args.timeout,
                    benchmark_binary=args.benchmark_binary, ssh_options=tuple(args.ssh_option))
     _emit(args, result, result.pop("_lines", []))
+    failed = [(name, r) for name, r in result["results"].items() if "error" in r]
+    if failed:  # the table went to stdout; the exit code still owes one line on stderr saying why
+        name, first = max(failed, key=lambda item: item[1]["exit_code"])
+        more = f" (and {len(failed) - 1} more target(s) failed)" if len(failed) > 1 else ""
+        print(f"edgeport: error: {name}: {first['error']}{more}", file=sys.stderr)
     return int(result["exit_code"])
 
 
@@ -254,8 +289,6 @@ def _fit_host(args: argparse.Namespace) -> int:
     from edgeport.profiles import load_profile
 
     threads = args.threads if args.threads is not None else load_profile(args.name or "host").runtime.threads
-    if threads < 1:
-        raise InputError(f"--threads {threads} must be at least 1", hint="e.g. --threads 2")
     fit = fit_host(threads, log=None if args.json else _stderr_line)
     data = {**fit.summary(cached=False), "params": fit.params,
             "samples": [vars(s) for s in fit.samples]}

@@ -22,7 +22,9 @@ from typing import Any
 import numpy as np
 
 from edgeport import calibration as cal
+from edgeport import options
 from edgeport.errors import ConversionError, InputError
+from edgeport.export import memory
 from edgeport.export.checkpoint import LoadedModel, check_checkpoint_path, load_checkpoint
 from edgeport.export.onnx_prep import PreparedOnnx, parse_shape, prepare_onnx
 from edgeport.export.to_tflite import (
@@ -115,6 +117,10 @@ def run_convert(req: ConvertRequest) -> Report:
     notes: list[str] = []
     with timer.stage("setup"):
         check_checkpoint_path(req.checkpoint)
+        options.runs(req.runs)
+        options.opset(req.opset)
+        for text in req.targets:
+            options.target(text)
         prof = load_profile(req.profile)
         mode = req.quant or prof.runtime.default_quant
         check_quant_allowed(prof, mode)
@@ -137,7 +143,7 @@ def run_convert(req: ConvertRequest) -> Report:
         with timer.stage("export"):
             prepared = _to_onnx(loaded, shapes, req, work, notes)
         with timer.stage("data"):
-            calib_ds, val_ds = _load_datasets(req, list(prepared.inputs), notes)
+            calib_ds, val_ds = _load_datasets(req, list(prepared.inputs), list(prepared.outputs), notes)
         with timer.stage("reference"):
             references = reference_outputs(loaded.module, prepared.path, list(prepared.inputs), val_ds.inputs)
         if mode == "mixed":
@@ -278,11 +284,14 @@ def _stem(path: Path) -> str:
 
 def _to_onnx(loaded: LoadedModel, shapes: dict, req: ConvertRequest, work: Path, notes: list[str]) -> PreparedOnnx:
     if loaded.kind == "onnx":
-        return prepare_onnx(loaded.path, work / "model.onnx", shapes)
+        prepared = prepare_onnx(loaded.path, work / "model.onnx", shapes)
+        memory.check_fits(memory.estimate_onnx(prepared.path), prepared.inputs)
+        return prepared
     specs = _torch_input_specs(loaded, shapes, req)
     ints = cal.integer_arrays(req.calib or req.val or "")
     if ints:  # token ids / indices: export integer inputs, as the data is
         specs = [replace(s, dtype=ints.get(s.name, ints.get("x") if len(specs) == 1 else None) or s.dtype) for s in specs]
+    memory.check_fits(memory.estimate_torch(loaded.module, specs), specs)
     raw = work / "exported.onnx"
     export_onnx(loaded.module, specs, raw, opset=req.opset)
     notes.append(f"exported {loaded.kind} to ONNX opset {req.opset}")
@@ -315,10 +324,13 @@ def _torch_input_specs(loaded: LoadedModel, shapes: dict, req: ConvertRequest) -
                      hint="pass --input-shape [NAME=]1x3x224x224 (one per input)")
 
 
-def _load_datasets(req: ConvertRequest, inputs: list[TensorSpec], notes: list[str]) -> tuple[cal.Dataset | None, cal.Dataset]:
+def _load_datasets(req: ConvertRequest, inputs: list[TensorSpec], outputs: list[TensorSpec],
+                   notes: list[str]) -> tuple[cal.Dataset | None, cal.Dataset]:
     pre = cal.parse_preprocessing(req.preprocessing) if req.preprocessing else None
-    calib = cal.load_data(req.calib, inputs, pre) if req.calib else None
-    val = cal.load_data(req.val, inputs, pre) if req.val else None
+    calib = cal.load_data(req.calib, inputs, pre, outputs=outputs) if req.calib else None
+    val = cal.load_data(req.val, inputs, pre, outputs=outputs) if req.val else None
+    if len(outputs) > 1 and any(ds is not None and ds.labels is not None for ds in (calib, val)):
+        notes.append(f"labels score the first output '{outputs[0].name}' of {len(outputs)}")
     for ds, role in ((calib, "calibration"), (val, "validation")):
         if ds is not None:
             for warning in cal.check_data(ds, inputs, role=role):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import nn
@@ -48,6 +50,43 @@ def seeded(model: nn.Module, seed: int = 0) -> nn.Module:
             m.running_mean.normal_(0, 0.1)
             m.running_var.uniform_(0.5, 1.5)
     return model.eval()
+
+
+def write_tiny_tflite(path: Path, signature: bool = False) -> Path:
+    """A one-op float model (y = x + x, 1x16) written with the TFLite flatbuffer schema: no TF import.
+
+    `signature` adds a serving_default SignatureDef, as TF-converted models have (LiteRT's
+    signature runner, used for local timing, needs one)."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as s
+
+    def tensor(name: str, buffer: int) -> s.TensorT:
+        t = s.TensorT()
+        t.shape, t.type, t.buffer, t.name = [1, 16], s.TensorType.FLOAT32, buffer, name
+        return t
+
+    code = s.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = s.BuiltinOperator.ADD
+    code.version = 1
+    op = s.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = 0, [0, 0], [1]
+    op.builtinOptionsType, op.builtinOptions = s.BuiltinOptions.AddOptions, s.AddOptionsT()
+    graph = s.SubGraphT()
+    graph.tensors, graph.inputs, graph.outputs, graph.operators, graph.name = [tensor("x", 1), tensor("y", 2)], [0], [1], [op], "main"
+    model = s.ModelT()
+    model.version, model.operatorCodes, model.subgraphs = 3, [code], [graph]
+    model.buffers = [s.BufferT(), s.BufferT(), s.BufferT()]
+    if signature:
+        sig = s.SignatureDefT()
+        sig.signatureKey, sig.subgraphIndex = "serving_default", 0
+        sig.inputs, sig.outputs = [s.TensorMapT()], [s.TensorMapT()]
+        sig.inputs[0].name, sig.inputs[0].tensorIndex = "x", 0
+        sig.outputs[0].name, sig.outputs[0].tensorIndex = "y", 1
+        model.signatureDefs = [sig]
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    path.write_bytes(bytes(builder.Output()))
+    return path
 
 
 def image_data(n: int = 48, shape: tuple[int, ...] = (3, 32, 32), seed: int = 0) -> np.ndarray:

@@ -25,6 +25,8 @@ from edgeport.profiles import DeviceProfile, load_profile
 from edgeport.runners.ssh import SshSession, _remote_word, connect_failure_kind, ssh_error
 from edgeport.runners.targets import Deadline, Target, parse_target, run_device
 
+from fixture_models import write_tiny_tflite
+
 SSHD = Path("/usr/sbin/sshd")
 SFTP_SERVER = next((p for p in (Path("/usr/lib/openssh/sftp-server"), Path("/usr/libexec/openssh/sftp-server"),
                                 Path("/usr/libexec/sftp-server")) if p.exists()), None)
@@ -111,30 +113,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A one-op float model (y = x + x, 1x16) written with the TFLite flatbuffer schema: no TF import."""
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as s
-
-    def tensor(name: str, buffer: int) -> s.TensorT:
-        t = s.TensorT()
-        t.shape, t.type, t.buffer, t.name = [1, 16], s.TensorType.FLOAT32, buffer, name
-        return t
-
-    code = s.OperatorCodeT()
-    code.builtinCode = code.deprecatedBuiltinCode = s.BuiltinOperator.ADD
-    code.version = 1
-    op = s.OperatorT()
-    op.opcodeIndex, op.inputs, op.outputs = 0, [0, 0], [1]
-    op.builtinOptionsType, op.builtinOptions = s.BuiltinOptions.AddOptions, s.AddOptionsT()
-    graph = s.SubGraphT()
-    graph.tensors, graph.inputs, graph.outputs, graph.operators, graph.name = [tensor("x", 1), tensor("y", 2)], [0], [1], [op], "main"
-    model = s.ModelT()
-    model.version, model.operatorCodes, model.subgraphs = 3, [code], [graph]
-    model.buffers = [s.BufferT(), s.BufferT(), s.BufferT()]
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    path = tmp_path_factory.mktemp("model") / "tiny_add.tflite"
-    path.write_bytes(bytes(builder.Output()))
-    return path
+    return write_tiny_tflite(tmp_path_factory.mktemp("model") / "tiny_add.tflite")
 
 
 @pytest.fixture

@@ -25,12 +25,14 @@ import torch
 from torch import nn
 
 from edgeport import calibration as cal
+from edgeport import options
 from edgeport.compress.cluster import cluster_weights, gzip_size, state_dict_bytes
 from edgeport.compress.distill import clone_model, distill, predict, single_thread
 from edgeport.compress.lowrank import low_rank
 from edgeport.compress.prune import prune
 from edgeport.compress.recipe import PassSpec, Recipe, load_recipe
 from edgeport.errors import ConversionError, EdgeportError, InputError
+from edgeport.export import memory
 from edgeport.export.checkpoint import build_model, load_checkpoint
 from edgeport.export.onnx_prep import parse_shape
 from edgeport.report import versions, write_json_atomic
@@ -48,7 +50,7 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> argpa
     p.add_argument("--model-class", metavar="module:Class", help="class for a state_dict checkpoint")
     p.add_argument("--model-kwargs", metavar="JSON", help="constructor kwargs for --model-class")
     p.add_argument("--trust-pickle", action="store_true", help="allow unpickling a whole module (runs code from the file)")
-    p.add_argument("--input-shape", action="append", default=[], metavar="[NAME=]1x3x224x224")
+    p.add_argument("--input-shape", action="append", default=[], type=options.input_shape, metavar="[NAME=]1x3x224x224")
     p.add_argument("--teacher", type=Path, help="teacher for distill passes (default: the checkpoint as loaded)")
     p.add_argument("--teacher-class", metavar="module:Class", help="class for a state_dict --teacher (default: --model-class)")
     p.add_argument("--teacher-kwargs", metavar="JSON")
@@ -56,9 +58,9 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> argpa
     p.add_argument("--student-kwargs", metavar="JSON")
     p.add_argument("--output", "-o", type=Path, required=True, help="output .ts file, or a directory")
     p.add_argument("--latency-profile", default="host", help="profile for the int8 conversions that time each step")
-    p.add_argument("--latency-runs", type=int, default=200, help="timed runs per step (tiny models need many)")
+    p.add_argument("--latency-runs", type=options.latency_runs, default=200, help="timed runs per step (tiny models need many)")
     p.add_argument("--no-latency", action="store_true", help="skip the int8 TFLite conversions (no latency, faster)")
-    p.add_argument("--max-samples", type=int, help="use only the first N samples of --data")
+    p.add_argument("--max-samples", type=options.max_samples, help="use only the first N samples of --data")
     return p
 
 
@@ -117,9 +119,24 @@ def compress(checkpoint: str | Path, recipe: str | Path | Recipe, data: str, out
 
 def run_compress(req: CompressRequest) -> CompressResult:
     recipe = req.recipe if isinstance(req.recipe, Recipe) else load_recipe(req.recipe)
-    if req.latency_runs < 1:
-        raise InputError(f"--latency-runs {req.latency_runs} must be at least 1", hint="e.g. --latency-runs 200")
+    options.latency_runs(req.latency_runs)
+    if req.max_samples is not None:
+        options.max_samples(req.max_samples)
+    folder = req.output.parent if req.output.suffix.lower() in MODEL_SUFFIXES else req.output
+    made = [d for d in (folder, *folder.parents) if not d.exists()]  # deepest first
     model_path, report_path = _output_paths(req.output, req.checkpoint)
+    try:
+        return _compress_into(req, recipe, model_path, report_path)
+    except BaseException:
+        for d in made:  # a failed run leaves nothing behind, not even the directories it made
+            try:
+                d.rmdir()
+            except OSError:
+                break
+        raise
+
+
+def _compress_into(req: CompressRequest, recipe: Recipe, model_path: Path, report_path: Path) -> CompressResult:
     loaded = load_checkpoint(req.checkpoint, req.model_class, req.model_kwargs, req.trust_pickle)
     if loaded.kind in ("onnx", "exported_program"):
         raise InputError(f"compress needs a trainable torch model, and '{req.checkpoint}' is {loaded.kind.replace('_', ' ')}",
@@ -138,7 +155,9 @@ def run_compress(req: CompressRequest) -> CompressResult:
             raise InputError(f"recipe pass {spec.index} ({spec.label}) rebuilds layers, which TorchScript cannot do",
                              hint="compress the state_dict with --model-class instead, or use structured = false / cluster / distill")
     specs = _input_specs(names, req)
-    train, val = _datasets(req, specs, notes)
+    estimate = memory.estimate_torch(model, specs)
+    memory.check_fits(estimate, specs)
+    train, val = _datasets(req, specs, list(estimate.outputs), notes)
     x_train = [torch.from_numpy(np.ascontiguousarray(train.inputs[s.name])) for s in specs]
     y_train = None if train.labels is None else torch.from_numpy(train.labels).long()
     x_val = [torch.from_numpy(np.ascontiguousarray(val.inputs[s.name])) for s in specs]
@@ -235,11 +254,13 @@ def _input_specs(names: tuple[str, ...] | None, req: CompressRequest) -> list[Te
     raise InputError("the input shape of this model is unknown", hint="pass --input-shape [NAME=]1x3x224x224 (one per input)")
 
 
-def _datasets(req: CompressRequest, specs: list[TensorSpec], notes: list[str]) -> tuple[cal.Dataset, cal.Dataset]:
-    data = cal.load_data(req.data, specs, max_samples=req.max_samples)
+def _datasets(req: CompressRequest, specs: list[TensorSpec], outputs: list[TensorSpec],
+              notes: list[str]) -> tuple[cal.Dataset, cal.Dataset]:
+    # outputs (from the shape-only pass) let labels be checked against the class count they score
+    data = cal.load_data(req.data, specs, max_samples=req.max_samples, outputs=outputs or None)
     notes.extend(cal.check_data(data, specs, role="training"))
     if req.val:
-        val = cal.load_data(req.val, specs)
+        val = cal.load_data(req.val, specs, outputs=outputs or None)
         notes.extend(cal.check_data(val, specs, role="validation"))
         if val.sha256 == data.sha256:
             notes.append("--data and --val are the same data: accuracy is measured on training samples")

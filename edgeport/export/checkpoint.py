@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeport.errors import InputError
+from edgeport.errors import InputError, captured_logs, cause_line
 from edgeport.types import TensorSpec
 
 
@@ -85,7 +85,7 @@ def _load_torchscript(p: Path, torch: Any) -> LoadedModel:
         module = torch.jit.load(str(p), map_location="cpu").eval()
     except Exception as exc:
         raise InputError(
-            f"TorchScript archive '{p}' could not be loaded ({_first_line(exc)})",
+            f"TorchScript archive '{p}' could not be loaded ({cause_line(exc)})",
             hint="the file is truncated or corrupt; re-save it with torch.jit.save",
         ) from exc
     names = _forward_names(module)
@@ -93,13 +93,19 @@ def _load_torchscript(p: Path, torch: Any) -> LoadedModel:
 
 
 def _load_exported_program(p: Path, torch: Any) -> LoadedModel:
-    try:
-        program = torch.export.load(str(p))
-    except Exception as exc:
-        raise InputError(
-            f"torch.export program '{p}' could not be loaded ({_first_line(exc)})",
-            hint="re-save it with torch.export.save from the same torch version",
-        ) from exc
+    with captured_logs("torch.export") as logged:
+        try:
+            program = torch.export.load(str(p))
+        except Exception as exc:
+            # torch logs the real error (with a traceback) and raises "check the warnings above":
+            # condense both into one line and keep the logged error in the chain for --debug.
+            inner = next((r.exc_info[1] for r in logged if r.exc_info and r.exc_info[1] is not None), None)
+            if inner is not None and exc.__cause__ is None:
+                exc.__cause__ = inner
+            raise InputError(
+                f"torch.export program '{p}' could not be loaded ({cause_line(exc, logged)})",
+                hint="re-save it with torch.export.save from the same torch version",
+            ) from exc
     specs = []
     args, _ = program.example_inputs or ((), {})
     for i, arg in enumerate(args):
@@ -146,7 +152,7 @@ def _load_pickle_checkpoint(
     except Exception as exc:
         if not _is_unsafe_pickle_error(exc):
             raise InputError(
-                f"checkpoint '{p}' could not be read ({_first_line(exc)})",
+                f"checkpoint '{p}' could not be read ({cause_line(exc)})",
                 hint="the file is truncated, corrupt or not a torch checkpoint",
             ) from exc
         if not trust_pickle:
@@ -187,7 +193,7 @@ def _load_trusted_pickle(p: Path, torch: Any) -> Any:
         return torch.load(str(p), map_location="cpu", weights_only=False)
     except Exception as exc:
         raise InputError(
-            f"pickled checkpoint '{p}' could not be loaded ({_first_line(exc)})",
+            f"pickled checkpoint '{p}' could not be loaded ({cause_line(exc)})",
             hint="the classes it refers to must be importable; run from the project that defines them",
         ) from exc
 
@@ -213,17 +219,23 @@ def build_model(model_class: str, model_kwargs: str | dict[str, Any] | None) -> 
     try:
         module = importlib.import_module(mod_name)
     except Exception as exc:
-        raise InputError(f"cannot import '{mod_name}' for --model-class ({_first_line(exc)})",
+        raise InputError(f"cannot import '{mod_name}' for --model-class ({cause_line(exc)})",
                          hint="run from the directory that contains it or install its package") from exc
     cls = getattr(module, cls_name, None)
     if cls is None:
         raise InputError(f"'{mod_name}' has no attribute '{cls_name}'", hint="check the class name in --model-class")
     kwargs = parse_kwargs(model_kwargs)
     try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise InputError(f"{model_class}(**{kwargs}) failed: {_first_line(exc)}",
+        model = cls(**kwargs)
+    except Exception as exc:  # the user's constructor: any failure is theirs to fix, not an internal error
+        raise InputError(f"{model_class}(**{kwargs}) failed: {cause_line(exc)}",
                          hint="fix --model-kwargs to match the constructor") from exc
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise InputError(f"--model-class {model_class} made a {type(model).__name__}, not a torch.nn.Module",
+                         hint="name the model's class, e.g. mypkg.nets:ResNet")
+    return model
 
 
 def parse_kwargs(model_kwargs: str | dict[str, Any] | None) -> dict[str, Any]:
@@ -272,7 +284,3 @@ def _forward_names(module: Any) -> tuple[str, ...] | None:
     names = tuple(p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self")
     return names or None
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:300]

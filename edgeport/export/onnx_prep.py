@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeport.errors import ConversionError, InputError
+from edgeport.errors import ConversionError, InputError, cause_line
 from edgeport.types import TensorSpec
 
 MIN_OPSET = 11
@@ -90,7 +90,7 @@ def _load(src: Path):
     try:
         model = onnx.load(str(src))
     except Exception as exc:
-        raise InputError(f"'{src}' is not a readable ONNX file ({str(exc).splitlines()[0][:200]})",
+        raise InputError(f"'{src}' is not a readable ONNX file ({cause_line(exc, limit=200)})",
                          hint="the file is truncated or corrupt; re-export it") from exc
     if not model.graph.node:
         raise InputError(f"ONNX file '{src}' has an empty graph", hint="re-export the model")
@@ -172,7 +172,7 @@ def _upgrade_opset(model, notes: list[str]):
     try:
         upgraded = version_converter.convert_version(model, TARGET_OPSET_FOR_OLD)
     except Exception as exc:
-        raise InputError(f"ONNX opset {opset} is too old for onnx2tf and could not be upgraded ({str(exc)[:150]})",
+        raise InputError(f"ONNX opset {opset} is too old for onnx2tf and could not be upgraded ({cause_line(exc, limit=150)})",
                          hint=f"re-export the model at opset >= {MIN_OPSET}") from exc
     notes.append(f"upgraded opset {opset} -> {TARGET_OPSET_FOR_OLD}")
     return upgraded

@@ -6,7 +6,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from edgeport.errors import ConversionError, InputError
+from edgeport.errors import ConversionError, InputError, cause_line
 from edgeport.types import TensorSpec
 
 DEFAULT_OPSET = 17
@@ -41,7 +41,7 @@ def export_onnx(module: Any, inputs: list[TensorSpec], path: Path, opset: int = 
     except Exception as exc:
         shapes = ", ".join(s.describe() for s in inputs)
         raise InputError(
-            f"the model failed on inputs {shapes}: {_first_line(exc)}",
+            f"the model failed on inputs {shapes}: {cause_line(exc)}",
             hint="pass the model's real input shape(s) with --input-shape [NAME=]1x3x224x224",
         ) from exc
     n_out = len(flatten_outputs(sample))
@@ -54,7 +54,7 @@ def export_onnx(module: Any, inputs: list[TensorSpec], path: Path, opset: int = 
                 input_names=[s.name for s in inputs], output_names=output_names, do_constant_folding=True,
             )
     except Exception as exc:
-        raise ConversionError(f"torch.onnx.export failed at opset {opset}: {_first_line(exc)}",
+        raise ConversionError(f"torch.onnx.export failed at opset {opset}: {cause_line(exc)}",
                               hint="try --opset 13..18 or rewrite the unsupported op in the model") from exc
     return output_names
 
@@ -67,7 +67,3 @@ def flatten_outputs(obj: Any) -> list[Any]:
         return [x for item in obj.values() for x in flatten_outputs(item)]
     return [obj]
 
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:300]

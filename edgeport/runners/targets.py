@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edgeport import options
 from edgeport.errors import InputError
 
 if TYPE_CHECKING:  # only for annotations: keeps `parse_target` importable without the runner modules
@@ -210,8 +211,7 @@ def run_device(
     `ssh_options` are extra ssh/scp options placed before edgeport's defaults, so an explicit option
     (e.g. `-o UserKnownHostsFile=...`) takes precedence; edgeport never relaxes host-key checking itself.
     """
-    if runs < 1:
-        raise InputError(f"--runs {runs} must be at least 1", hint="e.g. --runs 50")
+    options.runs(runs)
     if warmup < 0:
         raise InputError(f"warm-up runs {warmup} must be 0 or more", hint="e.g. 5")
     if timeout_s <= 0:
