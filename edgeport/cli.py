@@ -285,7 +285,7 @@ def _profiles(args: argparse.Namespace) -> int:
 
 def _fit_host(args: argparse.Namespace) -> int:
     """Measure this machine for profiles with host_fit = true, and cache the fit (replacing an older one)."""
-    from edgeport.latency.host_fit import FREE, fit_host
+    from edgeport.latency.host_fit import BUSY_HINT, BUSY_SHARE, FREE, fit_host
     from edgeport.profiles import load_profile
 
     threads = args.threads if args.threads is not None else load_profile(args.name or "host").runtime.threads
@@ -295,7 +295,8 @@ def _fit_host(args: argparse.Namespace) -> int:
     lines = [f"host fit {fit.key}: {fit.machine['cpu_model']} ({fit.machine['cores']} cores), "
              f"ISA {' '.join(fit.machine['isa'])}, int8 dot product: {fit.machine['int8_dot']}",
              f"  {len(fit.samples)} timings of the fit set at 1 and {fit.threads} thread(s) in {fit.seconds:.0f} s; "
-             f"{fit.within():.0%} within ±20% of the fitted model",
+             f"{fit.within():.0%} within ±20% of the fitted model"
+             + (f" ({BUSY_HINT})" if fit.within() < BUSY_SHARE else ""),
              *[f"  {k:<26} {fit.params[k]:.4g}" for k in FREE],
              f"  cached in {fit.path}; the 'host' profile uses it from now on"]
     _emit(args, data, lines)

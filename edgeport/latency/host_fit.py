@@ -46,6 +46,13 @@ UPPER = {"cpu_eff_fc": 4.0, "cpu_eff_builtin": 4.0, "cpu_output_eff_depthwise": 
 # Fitted on a linear scale: on a shared machine a second thread can make an op slower than one thread.
 LINEAR = {"cpu_thread_eff": (-0.5, 1.0), "mem_thread_eff": (-0.5, 1.0)}
 TIMING_TIMEOUT_S = 300.0
+# A fit that explains fewer of its own timings than this was most likely made while other work held
+# the cores; the fit is kept (it is what this machine did), but the user hears how to redo it.
+BUSY_SHARE = 0.6
+BUSY_HINT = "the machine looked busy; rerun 'edgeport profiles fit-host' when it is idle"
+# Repeats stop starting after this much timing (at least 3 always run): with model loading and the
+# least-squares fit the whole calibration stays under a minute on 2 cores, even on a busy machine.
+TIMING_BUDGET_S = 25.0
 # Soft-L1 scale on log residuals: timings off by more than ~20% (a 10 us model hit by a timer tick) weigh
 # linearly, not quadratically, so one of them cannot drag every parameter.
 ROBUST = 0.2
@@ -153,7 +160,8 @@ def fit_host(threads: int | None = None, *, repeats: int = 9, runs: int = 25, st
     with tempfile.TemporaryDirectory(prefix="edgeport-hostfit-") as tmp:
         models = extract_fit_set(Path(tmp))
         say(f"timing {len(models)} fit-set models at {thread_counts} thread(s) on {machine.cpu_model}")
-        measured = measure([m["path"] for m in models], thread_counts, repeats=repeats, runs=runs)
+        measured = measure([m["path"] for m in models], thread_counts, repeats=repeats, runs=runs,
+                           budget_s=TIMING_BUDGET_S)
         infos = {m["path"]: inspect_model(Path(m["path"])) for m in models}
     cases, rows = [], []
     for m in models:
@@ -184,7 +192,8 @@ def extract_fit_set(dest: Path) -> list[dict[str, Any]]:
     return [{**m, "path": str(dest / m["file"])} for m in manifest["models"]]
 
 
-def measure(paths: list[str], threads: list[int], *, repeats: int = 7, runs: int = 25) -> dict[str, float]:
+def measure(paths: list[str], threads: list[int], *, repeats: int = 7, runs: int = 25,
+            budget_s: float | None = None) -> dict[str, float]:
     """{"<path>@<threads>": ms}: the lowest p50 of `repeats` interleaved repeats of `runs` runs each.
 
     The lowest, because a profile describes the hardware when nothing else runs (as device profiles
@@ -192,14 +201,17 @@ def measure(paths: list[str], threads: list[int], *, repeats: int = 7, runs: int
     or the memory bus, is the machine being busy, not the hardware. The fit and its validation both use
     this statistic, so they compare like with like.
     """
-    return {key: min(p50s) for key, p50s in time_models(paths, threads, repeats=repeats, runs=runs).items()}
+    timings = time_models(paths, threads, repeats=repeats, runs=runs, budget_s=budget_s)
+    return {key: min(p50s) for key, p50s in timings.items()}
 
 
-def time_models(paths: list[str], threads: list[int], *, repeats: int, runs: int) -> dict[str, list[float]]:
+def time_models(paths: list[str], threads: list[int], *, repeats: int, runs: int,
+                budget_s: float | None = None) -> dict[str, list[float]]:
     """{"<path>@<threads>": [p50 per repeat]} from one child process (edgeport.latency.host_timing)."""
     with tempfile.TemporaryDirectory(prefix="edgeport-timing-") as tmp:
         req, out = Path(tmp, "req.json"), Path(tmp, "out.json")
-        req.write_text(json.dumps({"models": paths, "threads": threads, "repeats": repeats, "runs": runs}))
+        req.write_text(json.dumps({"models": paths, "threads": threads, "repeats": repeats, "runs": runs,
+                                   "budget_s": budget_s}))
         try:
             proc = subprocess.run([sys.executable, "-m", "edgeport.latency.host_timing", str(req), str(out)],
                                   capture_output=True, text=True, timeout=TIMING_TIMEOUT_S, check=False)
@@ -276,7 +288,8 @@ def resolve(profile: DeviceProfile, *, mode: str | None = None, may_fit: bool = 
             say = log or (lambda _line: None)
             say(f"edgeport: fitting the host latency model to this machine (first use; cached in {cache_root()})")
             fit = fit_host(threads, log=lambda line: say(f"edgeport:   {line}"))
-            say(f"edgeport:   done in {fit.seconds:.0f} s; {fit.within():.0%} of the fit-set timings within ±20%")
+            say(f"edgeport:   done in {fit.seconds:.0f} s; {fit.within():.0%} of the fit-set timings within ±20%"
+                + (f"; {BUSY_HINT}" if fit.within() < BUSY_SHARE else ""))
         elif fit is None:
             reason = f"no cached fit for this machine ({MODE_ENV}=cached)"
     hardware = dataclasses.replace(

@@ -20,8 +20,14 @@ import numpy as np
 from edgeport.runners.tflite_exec import load_interpreter_class
 
 
-def time_models(models: list[str], threads: list[int], *, repeats: int, runs: int, warmup: int) -> dict[str, list[float]]:
-    """{"<model>@<threads>": [p50 ms of each repeat]} for every model and thread count."""
+def time_models(models: list[str], threads: list[int], *, repeats: int, runs: int, warmup: int,
+                budget_s: float | None = None, min_repeats: int = 3) -> dict[str, list[float]]:
+    """{"<model>@<threads>": [p50 ms of each repeat]} for every model and thread count.
+
+    `budget_s` bounds the wall time on a slow or busy machine: after `min_repeats` passes, no new pass
+    starts once the budget is spent (the fit must stay within its minute).
+    """
+    start = time.monotonic()
     interpreter_class, _runtime = load_interpreter_class()
     runners: dict[str, Any] = {}
     feeds: dict[str, dict[str, np.ndarray]] = {}
@@ -35,7 +41,9 @@ def time_models(models: list[str], threads: list[int], *, repeats: int, runs: in
                 runner(**feeds[key])
             runners[key] = runner
     out: dict[str, list[float]] = {key: [] for key in runners}
-    for _ in range(repeats):
+    for done in range(repeats):
+        if budget_s is not None and done >= min_repeats and time.monotonic() - start > budget_s:
+            break
         for key, runner in runners.items():
             feed = feeds[key]
             times = []
@@ -59,7 +67,7 @@ def _random_input(detail: dict[str, Any], rng: np.random.Generator) -> np.ndarra
 def main(argv: list[str]) -> int:
     req = json.loads(Path(argv[0]).read_text())
     result = time_models(req["models"], req["threads"], repeats=int(req["repeats"]), runs=int(req["runs"]),
-                         warmup=int(req.get("warmup", 3)))
+                         warmup=int(req.get("warmup", 3)), budget_s=req.get("budget_s"))
     out = Path(argv[1])
     tmp = out.with_name(out.name + ".part")
     tmp.write_text(json.dumps(result))
