@@ -13,11 +13,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from edgeport import options
+from edgeport import modes, options
 from edgeport.errors import EdgeportError, InputError, cause_line
 from edgeport.types import plain
-
-QUANT_CHOICES = ("int8", "mixed", "int16x8", "fp16", "dynamic", "fp32")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--profile", required=True, help="profile name (see 'edgeport profiles') or path to a .toml")
     conv.add_argument("--calib", help="calibration data: .npz, .npy, image folder or builtin:NAME")
     conv.add_argument("--val", help="held-out validation data (same kinds); default: split from --calib")
-    conv.add_argument("--quant", choices=QUANT_CHOICES, help="default: the profile's")
+    conv.add_argument("--quant", choices=modes.NAMES, help="default: the profile's")
     conv.add_argument("--input-shape", action="append", default=[], type=options.input_shape, metavar="[NAME=]1x3x224x224")
     conv.add_argument("--model-class", metavar="module:Class", help="class for a state_dict checkpoint")
     conv.add_argument("--model-kwargs", metavar="JSON", help="constructor kwargs for --model-class, as a JSON object")

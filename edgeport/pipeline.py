@@ -37,6 +37,7 @@ from edgeport.export.to_tflite import (
 from edgeport.export.torch_to_onnx import DEFAULT_OPSET, export_onnx
 from edgeport.inspect_tflite import inspect_model
 from edgeport.latency.host_fit import resolve as resolve_host_fit
+from edgeport.modes import MODES
 from edgeport.profiles import DeviceProfile, check_quant_allowed, load_profile
 from edgeport.quantize.stage import equalize_stage, mixed_stage, record_mixed
 from edgeport.report import empty_report, summary_lines
@@ -45,8 +46,6 @@ from edgeport.types import Artifact, TensorSpec, file_sha256, plain
 from edgeport.validate import metrics, verdict
 from edgeport.validate.divergence import check_samples, float_conversion_check
 from edgeport.validate.run import reference_outputs, run_tflite
-
-CALIBRATED_MODES = ("int8", "int16x8", "mixed")
 
 
 @dataclass(frozen=True)
@@ -138,7 +137,7 @@ def run_convert(req: ConvertRequest) -> Report:
     try:
         with timer.stage("load"):
             loaded = load_checkpoint(req.checkpoint, req.model_class, req.model_kwargs, req.trust_pickle)
-        if mode in CALIBRATED_MODES and not req.calib:
+        if MODES[mode].calibrated and not req.calib:
             raise InputError(f"--quant {mode} needs calibration data", hint="pass --calib DATA (.npz, .npy, an image folder or builtin:NAME)")
         with timer.stage("export"):
             prepared = _to_onnx(loaded, shapes, req, work, notes)
@@ -402,7 +401,7 @@ def _fill_report(report, prof, mode, prepared, loaded, conv, key, run, fp32_run,
     report["artifact"] = Artifact(final, file_sha256(path), path.stat().st_size).to_dict()
     report["reference"] = {"size_bytes": conv.files["fp32"].stat().st_size if "fp32" in conv.files else None,
                            "kind": loaded.kind, "onnx_opset": prepared.opset}
-    report["quantization"] = {"mode": mode, "float_layers": [], "io_dtype": prof.runtime.io_dtype if mode in ("int8", "mixed") else "float32"}
+    report["quantization"] = {"mode": mode, "float_layers": [], "io_dtype": prof.runtime.io_dtype if MODES[mode].integer_io else "float32"}
     # The checkpoint's hash lets `edgeport ship` prove which weights an app model came from.
     ckpt_sha = file_sha256(req.checkpoint) if req.checkpoint.is_file() else None
     report["model"] = {"source": str(req.checkpoint), "sha256": ckpt_sha, "inputs": [asdict(s) for s in prepared.inputs],

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from edgeport import modes
 from edgeport.errors import ProfileError
 
-QUANT_MODES = ("fp32", "fp16", "dynamic", "int8", "int16x8", "mixed")
+QUANT_MODES = modes.NAMES
 IO_DTYPES = ("float32", "int8", "uint8")
 DELEGATES = ("xnnpack", "gpu", "edgetpu")
 FLOAT_LAYER_POLICIES = ("allow", "forbid", "tail")
@@ -30,7 +31,7 @@ CONNECTION_KINDS = ("adb", "ssh")
 INT8_DOT_CLASSES = ("none", "dotprod", "i8mm", "avx-vnni", "avx512-vnni", "amx")
 # Edge TPU executes only full-integer graphs; "mixed" stays legal because its search can keep float
 # layers at the tail, which the compiler leaves on the CPU (see runtime.float_layers = "tail").
-EDGETPU_QUANT = ("int8", "mixed")
+EDGETPU_QUANT = modes.runs_on("edgetpu")
 
 _ENV_DIR = "EDGEPORT_PROFILES_DIR"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

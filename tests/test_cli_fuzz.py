@@ -28,7 +28,8 @@ import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from edgeport.cli import QUANT_CHOICES, main
+from edgeport.cli import main
+from edgeport.modes import NAMES as QUANT_CHOICES
 
 from fixture_models import TinyCNN, seeded, write_tiny_tflite
 
