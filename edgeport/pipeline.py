@@ -43,6 +43,7 @@ from edgeport.validate.divergence import check_samples, float_conversion_check
 from edgeport.validate.run import reference_outputs, run_tflite
 
 CALIBRATED_MODES = ("int8", "int16x8", "mixed")
+GENERATED_INPUTS = "seeded standard normal, seed 0"
 
 
 @dataclass(frozen=True)
@@ -322,7 +323,8 @@ def _load_datasets(req: ConvertRequest, inputs: list[TensorSpec], notes: list[st
         notes.append("--calib and --val are the same data: accuracy is measured on calibration samples")
     if val is None:
         val = _random_inputs(inputs)
-        notes.append("no data given: agreement is measured on 32 seeded random inputs, not real data")
+        notes.append(f"no data given: validated on {val.count} generated inputs ({GENERATED_INPUTS}), not real data; "
+                     "pass --val DATA to measure accuracy on real samples")
     if calib is not None and calib.count > req.max_calib_samples:
         calib = calib.take(np.arange(req.max_calib_samples))
         notes.append(f"calibration uses the first {req.max_calib_samples} samples")
@@ -338,7 +340,7 @@ def _random_inputs(inputs: list[TensorSpec]) -> cal.Dataset:
         shape = (32, *s.shape[1:])
         arrays[s.name] = rng.standard_normal(shape).astype(np.float32) if "float" in s.dtype else np.zeros(shape, s.dtype)
     digest = hashlib.sha256(b"".join(a.tobytes() for a in arrays.values())).hexdigest()
-    return cal.Dataset(inputs=arrays, labels=None, source="random", sha256=digest, preprocessing=None)
+    return cal.Dataset(inputs=arrays, labels=None, source="generated", sha256=digest, preprocessing=None)
 
 
 def _convert(prepared: PreparedOnnx, calib: cal.Dataset | None, mode: str, prof: DeviceProfile, work: Path,
@@ -395,8 +397,13 @@ def _fill_report(report, prof, mode, prepared, loaded, conv, key, run, fp32_run,
         "calibration": None if calib is None else {"source": calib.source, "samples": calib.count, "sha256": calib.sha256,
                                                     "preprocessing": calib.preprocessing},
         "validation": {"source": val.source, "samples": val.count, "sha256": val.sha256, "labels": val.labels is not None,
-                       "preprocessing": val.preprocessing},
+                       "preprocessing": val.preprocessing, "generated": val.source == "generated"},
     }
+    # One flag a script can test: every accuracy figure in this report comes from generated inputs,
+    # not the user's data (float exports run without --calib/--val).
+    report["accuracy"]["on_generated_inputs"] = val.source == "generated"
+    if val.source == "generated":
+        report["data"]["validation"]["generator"] = GENERATED_INPUTS
     report["options"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(req).items()}
     report["runtime_error"] = run.error
     if run.outputs is not None:

@@ -16,15 +16,26 @@ from typing import Any
 
 import numpy as np
 
-# onnx2tf 1.x downloads MS-COCO sample images when a model has image-like inputs; this process must
-# never touch the network, so the hook below hands it the user's calibration data instead.
+# onnx2tf 1.x downloads MS-COCO sample images when every input looks like an RGB image (NHWC, 3
+# channels); it only uses them for its own output check, not for the SavedModel itself. This process
+# must never touch the network, so the hook hands it the user's calibration data, or seeded generated
+# images when there is none (float exports need no data at all).
 _SAMPLE_IMAGES: np.ndarray | None = None
+_GENERATED_SHAPE: tuple[int, int] = (64, 64)
+SAMPLE_COUNT = 20  # what onnx2tf's own sample file holds; it slices the first `batch` of them
 
 
 def _offline_sample_images() -> np.ndarray:
-    if _SAMPLE_IMAGES is None:
-        raise RuntimeError("edgeport: onnx2tf asked for sample images but no image-like data was given")
-    return _SAMPLE_IMAGES
+    if _SAMPLE_IMAGES is not None:
+        return _SAMPLE_IMAGES
+    return generated_sample_images(*_GENERATED_SHAPE)
+
+
+def generated_sample_images(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """Seeded NHWC images in [0, 1] (onnx2tf's own samples are normalised the same way); onnx2tf
+    resizes them to each input's size."""
+    rng = np.random.default_rng(seed)
+    return rng.random((SAMPLE_COUNT, height, width, 3), dtype=np.float32)
 
 
 def _silence_tf() -> None:
@@ -34,7 +45,7 @@ def _silence_tf() -> None:
 
 def run_onnx2tf(req: dict[str, Any]) -> None:
     """Build the SavedModel that every TFLite variant is converted from."""
-    global _SAMPLE_IMAGES
+    global _SAMPLE_IMAGES, _GENERATED_SHAPE
     import onnx2tf.onnx2tf as o2t
     import onnx2tf.utils.common_functions as o2t_common
 
@@ -44,6 +55,9 @@ def run_onnx2tf(req: dict[str, Any]) -> None:
     if image:
         arr = np.load(image)
         _SAMPLE_IMAGES = apply(arr, channels_last_perm(arr.ndim)).astype(np.float32)
+    shapes = [s for s in (req.get("onnx_input_shapes") or {}).values() if len(s) == 4]
+    if shapes and all(d > 0 for d in shapes[0][2:]):
+        _GENERATED_SHAPE = (int(shapes[0][2]), int(shapes[0][3]))
     o2t.download_test_image_data = _offline_sample_images
     o2t_common.download_test_image_data = _offline_sample_images
     o2t.convert(

@@ -95,9 +95,12 @@ def run_conversion(
                  "(fp16, dynamic or fp32), and rerun with --keep-work to keep the converter log")
     if not result.get("ok"):
         where = _failing_node(log_path, onnx_model)
+        # Only a failure onnx2tf pins on a node is about a layer; anything else (a crash in its own
+        # checks, a SavedModel that did not load) says nothing about the model's layers.
+        hint = ("rewrite that layer with ops onnx2tf supports, or give it static sizes; " if where else "") + \
+            "rerun with --keep-work to keep the full converter log"
         raise ConversionError(f"onnx2tf could not convert {where or 'the model'}: {_clean(result.get('error', 'unknown error'))}",
-                              hint="rewrite that layer with ops onnx2tf supports, or give it static sizes; "
-                                   "rerun with --keep-work to keep the full converter log")
+                              hint=hint)
     files, errors = {}, {}
     for job, entry in zip(jobs, result["jobs"], strict=True):
         if entry.get("ok") and Path(entry["path"]).exists():
