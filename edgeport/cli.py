@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--input-shape", action="append", default=[], metavar="[NAME=]1x3x224x224")
     conv.add_argument("--model-class", metavar="module:Class", help="class for a state_dict checkpoint")
     conv.add_argument("--model-kwargs", metavar="JSON", help="constructor kwargs for --model-class, as a JSON object")
+    conv.add_argument("--const", action="append", default=[], metavar="NAME=VALUE",
+                      help="bind a plain forward() argument for export: int, float, bool or a small list, e.g. --const sr=16000")
     conv.add_argument("--trust-pickle", action="store_true", help="allow unpickling a whole module (runs code from the file)")
     conv.add_argument("--output", "-o", type=Path, default=Path("edgeport-out"))
     conv.add_argument("--opset", type=int, default=17)
@@ -132,6 +134,7 @@ def _convert(args: argparse.Namespace) -> int:
         trust_pickle=args.trust_pickle, output=args.output, opset=args.opset, runs=args.runs,
         preprocessing=pre or None, keep_work=args.keep_work, targets=tuple(args.target),
         benchmark_binary=args.benchmark_binary, ssh_options=tuple(args.ssh_option), diagnose=args.diagnose,
+        constants=tuple(args.const),
     )
     report = run_convert(req)
     _emit(args, report.data, [*report.lines, f"  report     {report.path}"])

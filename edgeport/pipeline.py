@@ -23,6 +23,7 @@ import numpy as np
 from edgeport import calibration as cal
 from edgeport.errors import ConversionError, InputError
 from edgeport.export.checkpoint import LoadedModel, check_checkpoint_path, load_checkpoint
+from edgeport.export.constants import bind_constants, parse_const_args
 from edgeport.export.onnx_prep import PreparedOnnx, parse_shape, prepare_onnx
 from edgeport.export.to_tflite import (
     PSEUDO_OP_REMEDY,
@@ -68,6 +69,7 @@ class ConvertRequest:
     benchmark_binary: str | None = None
     ssh_options: tuple[str, ...] = ()
     diagnose: bool = False  # per-layer int8 sensitivity table for --quant int8 (always built for mixed)
+    constants: tuple[str, ...] = ()  # NAME=VALUE bindings for plain (non-tensor) forward() arguments
 
 
 @dataclass
@@ -121,6 +123,7 @@ def run_convert(req: ConvertRequest) -> Report:
             raise InputError(f"--diagnose analyses plain int8 models, not --quant {mode}",
                              hint="use --quant int8 --diagnose (--quant mixed always includes the per-layer table)")
         shapes = dict(parse_shape(s) for s in req.input_shapes)
+        consts = parse_const_args(req.constants)
         created = not req.output.exists()
         out_dir = _prepare_output(req.output)
     work = Path(tempfile.mkdtemp(prefix=".edgeport-work-", dir=out_dir))
@@ -128,6 +131,7 @@ def run_convert(req: ConvertRequest) -> Report:
     try:
         with timer.stage("load"):
             loaded = load_checkpoint(req.checkpoint, req.model_class, req.model_kwargs, req.trust_pickle)
+            loaded, bindings = bind_constants(loaded, consts, [n for n in shapes if n is not None])
         if mode in CALIBRATED_MODES and not req.calib:
             raise InputError(f"--quant {mode} needs calibration data", hint="pass --calib DATA (.npz, .npy, an image folder or builtin:NAME)")
         with timer.stage("export"):
@@ -167,6 +171,7 @@ def run_convert(req: ConvertRequest) -> Report:
         _fill_report(report, prof, mode, prepared, loaded, conv, artifact_key, run,
                      None if fp32_run is run else fp32_run, references, val_ds, calib_ds, final, req)
         report["notes"] = notes
+        report["model"]["constants"] = bindings
         if diagnosis is not None:
             report["quantization"]["layers"] = diagnosis.layers
         report["latency"].update(device)

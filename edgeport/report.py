@@ -60,6 +60,9 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         ref = report["reference"]["size_bytes"]
         ratio = f" ({art['size_bytes'] / ref:.0%} of fp32)" if ref else ""
         lines.append(f"  artifact   {art['path']}  {art['size_bytes'] / 1024:.1f} KiB{ratio}")
+    consts = (report.get("model") or {}).get("constants") or []
+    if consts:
+        lines.append("  constants  " + ", ".join(f"{c['name']}={c['value']!r} ({c['type']}, {c['source']})" for c in consts))
     if acc["reference"] is not None:
         lines.append(f"  accuracy   float {acc['reference']:.2%} -> tflite {acc['tflite']:.2%}  (drop {acc['drop_pp']:+.2f} pp)")
     if acc["top1_agreement"] is not None:

@@ -128,3 +128,20 @@ def mobilenet_v2_like(width: float = 1.0, classes: int = 1000, seed: int = 0) ->
             nn.init.normal_(m.weight, std=0.01)
             nn.init.zeros_(m.bias)
     return model.eval()
+
+
+class TinyVad(nn.Module):
+    """A voice-activity-detector-shaped model: a signal tensor plus plain Python arguments, as real
+    TorchScript VADs take `forward(x, sr: int)`."""
+
+    def __init__(self, frame: int = 64) -> None:
+        super().__init__()
+        self.fc = nn.Linear(frame, 4)
+
+    def forward(self, x: torch.Tensor, sr: int, gain: float = 1.0, crop: list[int] = (0, 64)) -> torch.Tensor:  # noqa: B006
+        if sr != 16000 and sr != 8000:
+            raise ValueError("sample rate must be 8000 or 16000")
+        step = 1 if sr == 16000 else 2
+        y = x[:, crop[0] : crop[1]]
+        y = torch.nn.functional.pad(y[:, ::step], (0, self.fc.in_features - y[:, ::step].shape[1]))
+        return self.fc(y) * gain
