@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print the machine-readable result on stdout")
     common.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    common.add_argument("--quiet", "-q", action="store_true",
+                        help="no progress on stderr (errors are still printed); stdout keeps the result")
     parser = _Parser(prog="edgeport", description=__doc__, parents=[common])
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
@@ -54,7 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--benchmark-binary", help="host path of TFLite's benchmark_model for adb targets")
     conv.add_argument("--ssh-option", action="append", default=[], metavar="OPT", help="extra ssh/scp option for ssh targets")
 
-    bench = sub.add_parser("bench", parents=[common], help="time a .tflite on the host")
+    bench = sub.add_parser("bench", parents=[common],
+                           help="time a .tflite on the host, simulated from the profile, or on devices over adb/ssh",
+                           description="Time a .tflite on one or more targets at once: this host (local), the profile's "
+                                       "simulator (sim), an Android phone (adb://SERIAL) or a Linux board (ssh://user@host).")
     bench.add_argument("model", type=Path)
     bench.add_argument("--profile", default="host")
     bench.add_argument("--target", action="append", default=[],
@@ -76,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     prof = sub.add_parser("profiles", parents=[common], help="list or show device profiles")
     prof.add_argument("action", nargs="?", default="list", choices=("list", "show"))
     prof.add_argument("name", nargs="?")
+
+    sub.add_parser("doctor", parents=[common],
+                   help="check the installation: Python packages vs the verified set, adb, ssh, edgetpu_compiler, profiles "
+                        "(exit 1 when something needed is missing)")
     return parser
 
 
@@ -83,12 +92,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     want_json = "--json" in argv
+    from edgeport import progress
+
+    progress.configure(quiet="--quiet" in argv or "-q" in argv)
     try:
         args = build_parser().parse_args(argv)
         if not args.command:
-            raise InputError("no command given", hint="use one of: convert, bench, inspect, profiles (see --help)")
+            raise InputError("no command given", hint="use one of: convert, bench, inspect, profiles, compress, doctor (see --help)")
         handler = {"convert": _convert, "bench": _bench, "inspect": _inspect, "profiles": _profiles,
-                   "compress": _compress}[args.command]
+                   "compress": _compress, "doctor": _doctor}[args.command]
         return handler(args)
     except EdgeportError as exc:
         if debug:
@@ -196,6 +208,14 @@ def _profiles(args: argparse.Namespace) -> int:
              "path": str(p.path)} for p in profiles]
     _emit(args, data, [f"{p['name']:<18} {p['default_quant']:<8} {p['description']}" for p in data])
     return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from edgeport.doctor import diagnose, summary
+
+    data = diagnose()
+    _emit(args, data, summary(data))
+    return int(data["exit_code"])
 
 
 def entry() -> None:

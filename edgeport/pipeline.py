@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from edgeport import calibration as cal
+from edgeport import progress
 from edgeport.errors import ConversionError, InputError
 from edgeport.export.checkpoint import LoadedModel, check_checkpoint_path, load_checkpoint
 from edgeport.export.constants import bind_constants, parse_const_args
@@ -94,10 +95,15 @@ class _Timer:
         self.timings: dict[str, float] = {}
 
     @contextmanager
-    def stage(self, name: str):
+    def stage(self, name: str, show: str | None = None):
+        """show: also announce the stage on stderr (long stages only; see edgeport.progress)."""
         t0 = time.perf_counter()
         try:
-            yield
+            if show is None:
+                yield
+            else:
+                with progress.stage(name, show):
+                    yield
         finally:
             self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t0, 3)
 
@@ -134,9 +140,9 @@ def run_convert(req: ConvertRequest) -> Report:
             loaded, bindings = bind_constants(loaded, consts, [n for n in shapes if n is not None])
         if mode in CALIBRATED_MODES and not req.calib:
             raise InputError(f"--quant {mode} needs calibration data", hint="pass --calib DATA (.npz, .npy, an image folder or builtin:NAME)")
-        with timer.stage("export"):
+        with timer.stage("export", f"{loaded.kind} -> ONNX" if loaded.kind != "onnx" else "normalising the ONNX graph"):
             prepared = _to_onnx(loaded, shapes, req, work, notes)
-        with timer.stage("data"):
+        with timer.stage("data", "loading calibration/validation data" if req.calib or req.val else None):
             calib_ds, val_ds = _load_datasets(req, list(prepared.inputs), notes)
         with timer.stage("reference"):
             references = reference_outputs(loaded.module, prepared.path, list(prepared.inputs), val_ds.inputs)
@@ -153,7 +159,7 @@ def run_convert(req: ConvertRequest) -> Report:
         if mode == "mixed":
             with timer.stage("mixed_search"):
                 mixed_result = mixed_stage(conv, prepared, _calibration_arrays(calib_ds, prepared), val_ds, references, prof, work, notes)
-        with timer.stage("validate"):
+        with timer.stage("validate", f"TFLite vs reference on {val_ds.count} samples, then {req.runs} timed runs"):
             threads = min(prof.runtime.threads, os.cpu_count() or 1)
             run = run_tflite(conv.files[artifact_key], val_ds.inputs, conv.input_map, references, threads=threads, runs=req.runs)
             fp32_run = run
@@ -244,12 +250,11 @@ def _measure_targets(model: Path, prof: DeviceProfile, req: ConvertRequest) -> d
     from edgeport.runners.targets import parse_target
 
     found: dict[str, Any] = {}
-    for text in req.targets:
-        target = parse_target(text)
-        if target.kind == "local":
-            continue  # the host is always measured
-        result = measure(model, target, prof, runs=req.runs, benchmark_binary=req.benchmark_binary,
-                         ssh_options=req.ssh_options)
+    targets = [t for t in (parse_target(text) for text in req.targets) if t.kind != "local"]  # the host is always measured
+    for i, target in enumerate(targets):
+        with progress.stage(f"device {i + 1}/{len(targets)}", f"{target}: {req.runs} runs"):
+            result = measure(model, target, prof, runs=req.runs, benchmark_binary=req.benchmark_binary,
+                             ssh_options=req.ssh_options)
         if target.kind == "sim":
             found["simulated"] = result
         else:
@@ -435,8 +440,8 @@ def _structure_checks(prof: DeviceProfile, info: dict[str, Any], mode: str) -> l
                            f"needs {', '.join(custom)}: Flex/custom ops do not run on standard runtimes, Coral or GPU" if custom else "")]
     if mode == "int8":
         float_ops = [f"{info['ops'][i]['op']}#{i}" for i in info["float_ops"]]
-        checks.append(verdict.must("full_integer", not float_ops, len(float_ops),
-                                   f"float ops: {', '.join(float_ops[:5])}" if float_ops else ""))
+        checks.append(verdict.must("full_integer", not float_ops, not float_ops,
+                                   f"{len(float_ops)} float op(s): {', '.join(float_ops[:5])}" if float_ops else ""))
     return checks
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeport.progress import write_status
+
 # onnx2tf 1.x downloads MS-COCO sample images when every input looks like an RGB image (NHWC, 3
 # channels); it only uses them for its own output check, not for the SavedModel itself. This process
 # must never touch the network, so the hook hands it the user's calibration data, or seeded generated
@@ -117,7 +119,8 @@ def _calibration_feed(req: dict[str, Any], sig: dict[str, tuple[int, ...]]) -> t
     return feed, mapping
 
 
-def convert_variant(saved_model: str, job: dict[str, Any], feed: list[dict[str, np.ndarray]]) -> bytes:
+def convert_variant(saved_model: str, job: dict[str, Any], feed: list[dict[str, np.ndarray]],
+                    status: str | None = None, position: tuple[int, int] = (0, 1)) -> bytes:
     """One TFLite flatbuffer for one quantization mode. Only builtin ops are allowed: Flex (Select TF)
     ops would run on no Coral/GPU/standard runtime, so their presence is an error, not a fallback."""
     import tensorflow as tf
@@ -127,8 +130,14 @@ def convert_variant(saved_model: str, job: dict[str, Any], feed: list[dict[str, 
     builtins = [tf.lite.OpsSet.TFLITE_BUILTINS]
 
     def representative():
-        for sample in feed:
+        every = max(1, len(feed) // 20)
+        for i, sample in enumerate(feed):
+            if i % every == 0:
+                write_status(status, phase="calibration", variant=mode, done=i, total=len(feed), index=position[0],
+                             count=position[1])
             yield {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in sample.items()}  # ids stay ints
+        write_status(status, phase="calibration", variant=mode, done=len(feed), total=len(feed), index=position[0],
+                     count=position[1])
 
     if mode == "fp16":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -196,17 +205,21 @@ def main(argv: list[str]) -> int:
         if not Path(req["saved_model"], "saved_model.pb").exists():
             run_onnx2tf(req)
         result["stage"] = "signature"
+        write_status(req.get("status"), phase="signature")
         sig = _signature_inputs(req["saved_model"])
         feed, mapping = _calibration_feed(req, sig)
         result["inputs"] = {k: {"shape": list(sig[k]), **v} for k, v in mapping.items()}
         result["stage"] = "tflite"
-        for job in req.get("jobs", []):
+        jobs = req.get("jobs", [])
+        for index, job in enumerate(jobs):
+            write_status(req.get("status"), phase="variant", variant=job["mode"], index=index, count=len(jobs))
             # If the converter crashes the process (it can segfault in calibration), the parent still
             # learns which variant did it and which ones were already written.
             out.write_text(json.dumps({**result, "running": job["mode"]}))
             entry: dict[str, Any] = {"mode": job["mode"], "path": job["out"]}
             try:
-                _atomic_write(Path(job["out"]), convert_variant(req["saved_model"], job, feed))
+                _atomic_write(Path(job["out"]), convert_variant(req["saved_model"], job, feed, req.get("status"),
+                                                                   (index, len(jobs))))
                 entry["ok"] = True
             except Exception as exc:  # noqa: BLE001 - reported per variant, the parent decides
                 entry.update(ok=False, error=_short(exc))

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeport import progress
 from edgeport.errors import ConversionError
 from edgeport.export.onnx_prep import PreparedOnnx
 
@@ -73,22 +74,29 @@ def run_conversion(
     req_path = workdir / f"convert_{tag}_{len(jobs)}_{os.getpid()}.json"
     res_path = req_path.with_suffix(".result.json")
     log_path = req_path.with_suffix(".log")
+    status_path = req_path.with_suffix(".status.json")
+    req["status"] = str(status_path)
     req_path.write_text(json.dumps(req))
-    with open(log_path, "w") as log:
+    with open(log_path, "w") as log, progress.stage("convert", "onnx2tf: ONNX -> SavedModel") as st:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edgeport.export.tflite_worker", str(req_path), str(res_path)],
+            stdout=log, stderr=subprocess.STDOUT, env=_worker_env(),
+        )
         try:
-            proc = subprocess.run(
-                [sys.executable, "-m", "edgeport.export.tflite_worker", str(req_path), str(res_path)],
-                stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s, env=_worker_env(), check=False,
-            )
+            returncode = progress.follow(proc, status_path, st, lambda status: _show(st, status), timeout_s)
         except subprocess.TimeoutExpired as exc:
             raise ConversionError(f"ONNX->TFLite conversion did not finish within {timeout_s:.0f} s",
                                   hint=f"see {log_path}; simplify the model or raise --timeout") from exc
-    how = _exit_description(proc.returncode)
+        except BaseException:
+            proc.kill()  # Ctrl-C or an error here must not leave the converter running
+            proc.wait()
+            raise
+    how = _exit_description(returncode)
     if not res_path.exists():
         raise ConversionError(f"onnx2tf {how} before producing a SavedModel",
                               hint=f"rerun with --keep-work to keep the log; last lines: {_tail(log_path)}")
     result = json.loads(res_path.read_text())
-    if proc.returncode != 0 and result.get("running"):
+    if returncode != 0 and result.get("running"):
         raise ConversionError(
             f"the TFLite converter {how} while converting to {result['running']}",
             hint="that mode cannot be built for this model with this TensorFlow; try another --quant "
@@ -110,6 +118,19 @@ def run_conversion(
             # a missing file is an error, never a silent skip.
             errors[job["key"]] = entry.get("error") or "converter reported success but wrote no file"
     return ConversionResult(saved, files, errors, result.get("inputs", {}), log_path)
+
+
+def _show(st: progress.Stage, status: dict[str, Any]) -> None:
+    """The worker's status file -> one progress update (see tflite_worker.main)."""
+    phase = status.get("phase")
+    if phase == "variant":
+        st.update(f"{status['variant']} TFLite", done=int(status["index"]), total=int(status["count"]))
+    elif phase == "calibration":
+        last = status["done"] == status["total"]
+        st.update(f"{status['variant']}: calibration sample {status['done']}/{status['total']}",
+                  done=int(status["index"]), total=int(status["count"]), throttle_s=0.0 if last else 10.0)
+    elif phase == "signature":
+        st.update("reading the SavedModel signature")
 
 
 def needs_flex(error: str) -> bool:
