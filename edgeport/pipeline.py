@@ -144,10 +144,10 @@ def run_convert(req: ConvertRequest) -> Report:
             prepared = _to_onnx(loaded, shapes, req, work, notes)
         with timer.stage("data", "loading calibration/validation data" if req.calib or req.val else None):
             calib_ds, val_ds = _load_datasets(req, list(prepared.inputs), notes)
-        with timer.stage("reference"):
+        with timer.stage("reference", f"float reference outputs on {val_ds.count} samples"):
             references = reference_outputs(loaded.module, prepared.path, list(prepared.inputs), val_ds.inputs)
         if mode == "mixed":
-            with timer.stage("equalize"):
+            with timer.stage("equalize", "cross-layer equalization"):
                 prepared = equalize_stage(prepared, val_ds, work, notes)
         with timer.stage("convert"):
             conv, artifact_key = _convert(prepared, calib_ds, mode, prof, work, notes)
@@ -168,7 +168,7 @@ def run_convert(req: ConvertRequest) -> Report:
                 # samples) the check that the conversion itself matches the reference.
                 sample_inputs, sample_refs = check_samples(val_ds.inputs, references)
                 fp32_run = run_tflite(conv.files["fp32"], sample_inputs, conv.input_map, sample_refs, threads=threads, runs=req.runs)
-        with timer.stage("float_check"):
+        with timer.stage("float_check", "float32 TFLite vs the reference"):
             float_check = float_conversion_check(fp32_run, references, conv.files["fp32"], prepared.path, val_ds.inputs,
                                                  conv.input_map, prepared.original_node_names)
         with timer.stage("device"):

@@ -166,3 +166,17 @@ def test_convert_progress_goes_to_stderr_and_json_stays_clean(tmp_path, capsys, 
     for expected in ("export: torchscript -> ONNX", "export: done in", "convert 1/2: int8", "convert: done in"):
         assert expected in text, text
     assert re.search(r"int8: calibration sample \d+/28", text), text  # 70% of 40 samples calibrate
+
+
+def test_candidate_count_bound_holds_for_every_outcome():
+    """The N in the search's "candidate i/N" is an upper bound the search never exceeds."""
+    for n in range(1, 70):
+        for target in [*range(1, n + 1), None]:
+            calls = []
+
+            def attempt(k, target=target, calls=calls):
+                calls.append(k)
+                return target is not None and k >= target, [k], b""
+
+            mixed_worker._smallest_k(attempt, n)
+            assert len(calls) <= mixed_worker._max_attempts(n), (n, target, calls)

@@ -77,7 +77,7 @@ def run_conversion(
     status_path = req_path.with_suffix(".status.json")
     req["status"] = str(status_path)
     req_path.write_text(json.dumps(req))
-    with open(log_path, "w") as log, progress.stage("convert", "onnx2tf: ONNX -> SavedModel") as st:
+    with open(log_path, "w") as log, progress.stage("convert", "onnx2tf: ONNX -> SavedModel" + (" with builtin replacements for Flex ops" if pseudo_ops else "")) as st:
         proc = subprocess.Popen(
             [sys.executable, "-m", "edgeport.export.tflite_worker", str(req_path), str(res_path)],
             stdout=log, stderr=subprocess.STDOUT, env=_worker_env(),

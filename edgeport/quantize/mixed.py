@@ -93,10 +93,13 @@ def _show(st: progress.Stage, status: dict[str, Any]) -> None:
     """The worker's status file -> one progress update (see mixed_worker)."""
     phase = status.get("phase")
     if phase == "scoring":
-        st.update(f"scoring layers in float; {status['best']}", done=int(status["done"]), total=int(status["total"]))
+        # one line per layer would flood a log on a fast model; the bar shows every step
+        st.update(f"scoring each layer kept in float; {status['best']}", done=int(status["done"]),
+                  total=int(status["total"]), throttle_s=10.0)
     elif phase == "search":
-        st.update(f"candidate {status['attempt']}: top {status['units']} of {status['max_units']} units in float; "
-                  f"{status['best']}", done=int(status["units"]), total=int(status["max_units"]))
+        st.update(f"candidate {status['attempt']} (at most {status['max_attempts']}): top {status['units']} of "
+                  f"{status['max_units']} units in float; {status['best']}", done=int(status["attempt"]),
+                  total=int(status["max_attempts"]))
     elif phase == "shrink":
         st.update(f"dropping unneeded float ops: trying {status['trial']} instead of {status['kept']}")
 

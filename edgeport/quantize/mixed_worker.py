@@ -259,12 +259,13 @@ def search(req: dict[str, Any]) -> dict[str, Any]:
         def nodes_for(k: int) -> list[str]:
             return list(dict.fromkeys(n for unit in ranked_units[:k] for n in unit))
         n_max = len(ranked_units)
-    state = {"size": len(int8_model), "ms": result["curve"][0]["host_p50_ms"]}
+    state = {"size": len(int8_model), "ms": result["curve"][0]["host_p50_ms"], "attempts": 0}
 
     def attempt(k: int) -> tuple[bool, list[str], bytes]:
         nodes = nodes_for(k)
-        write_status(status, phase="search", attempt=len(result["curve"]), units=k, max_units=n_max,
-                     best=_best_text(result["curve"], budget))
+        state["attempts"] += 1
+        write_status(status, phase="search", attempt=state["attempts"], max_attempts=_max_attempts(n_max), units=k,
+                     max_units=n_max, best=_best_text(result["curve"], budget))
         model = build(nodes)
         score = ev.score(model)
         size, ms = len(model), _time(model, ev.threads)
@@ -288,6 +289,12 @@ def search(req: dict[str, Any]) -> dict[str, Any]:
     result["kept"] = final_nodes
     Path(req["out"]).write_bytes(final_model)
     return result
+
+
+def _max_attempts(n_max: int) -> int:
+    """Most candidates _smallest_k can build for n_max units: doubling, the n_max try, bisection."""
+    doubling = max(1, n_max.bit_length())
+    return doubling + 1 + max(0, (n_max - 1).bit_length())
 
 
 def _best_text(curve: list[dict[str, Any]], budget: dict[str, Any]) -> str:
