@@ -46,6 +46,7 @@ from edgeport.validate.run import reference_outputs, run_tflite
 
 CALIBRATED_MODES = ("int8", "int16x8", "mixed")
 GENERATED_INPUTS = "seeded standard normal, seed 0"
+GENERATED_SOURCE = "<generated>"  # not a path anyone passes as --calib/--val
 
 
 @dataclass(frozen=True)
@@ -350,7 +351,7 @@ def _random_inputs(inputs: list[TensorSpec]) -> cal.Dataset:
         shape = (32, *s.shape[1:])
         arrays[s.name] = rng.standard_normal(shape).astype(np.float32) if "float" in s.dtype else np.zeros(shape, s.dtype)
     digest = hashlib.sha256(b"".join(a.tobytes() for a in arrays.values())).hexdigest()
-    return cal.Dataset(inputs=arrays, labels=None, source="generated", sha256=digest, preprocessing=None)
+    return cal.Dataset(inputs=arrays, labels=None, source=GENERATED_SOURCE, sha256=digest, preprocessing=None)
 
 
 def _convert(prepared: PreparedOnnx, calib: cal.Dataset | None, mode: str, prof: DeviceProfile, work: Path,
@@ -407,12 +408,12 @@ def _fill_report(report, prof, mode, prepared, loaded, conv, key, run, fp32_run,
         "calibration": None if calib is None else {"source": calib.source, "samples": calib.count, "sha256": calib.sha256,
                                                     "preprocessing": calib.preprocessing},
         "validation": {"source": val.source, "samples": val.count, "sha256": val.sha256, "labels": val.labels is not None,
-                       "preprocessing": val.preprocessing, "generated": val.source == "generated"},
+                       "preprocessing": val.preprocessing, "generated": val.source == GENERATED_SOURCE},
     }
     # One flag a script can test: every accuracy figure in this report comes from generated inputs,
     # not the user's data (float exports run without --calib/--val).
-    report["accuracy"]["on_generated_inputs"] = val.source == "generated"
-    if val.source == "generated":
+    report["accuracy"]["on_generated_inputs"] = val.source == GENERATED_SOURCE
+    if val.source == GENERATED_SOURCE:
         report["data"]["validation"]["generator"] = GENERATED_INPUTS
     report["options"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(req).items()}
     report["runtime_error"] = run.error

@@ -16,6 +16,7 @@ from PIL import Image
 from edgeport.cli import main
 
 from fixture_models import TinyCNN, seeded
+from stderr_lines import error_lines
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +69,6 @@ def _evil(path: Path, marker: Path) -> None:
 
     torch.save({"w": Evil()}, path)
 
-
-PROGRESS_LINE = re.compile(r"^\[\d\d:\d\d:\d\d\] ")
 
 CASES = [
     # (id, argv template, regex the message must match)
@@ -127,7 +126,7 @@ def test_bad_input(files, tmp_path, capsys, case_id, argv, pattern):
     captured = capsys.readouterr()
     # Progress lines ("[12:00:01] export: ...") announce stages that ran before the failure on a slow
     # machine; the error itself must still be a single line.
-    lines = [ln for ln in captured.err.splitlines() if ln.strip() and not PROGRESS_LINE.match(ln)]
+    lines = error_lines(captured.err)
     assert code == 2, captured.err
     assert len(lines) == 1 and lines[0].startswith("edgeport: error: "), captured.err
     assert "Traceback" not in captured.err + captured.out

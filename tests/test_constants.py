@@ -15,6 +15,7 @@ from edgeport.export.checkpoint import load_checkpoint
 from edgeport.export.constants import bind_constants, forward_params, parse_const_args
 
 from fixture_models import TinyVad, seeded
+from stderr_lines import error_lines
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,7 @@ def test_unbound_or_wrong_values_are_one_line_exit_2(vad, tmp_path, capsys, extr
     out = tmp_path / "out"
     code = main(["convert", str(vad["dir"] / "vad.ts"), "--profile", "host", "--quant", "fp32",
                  "--input-shape", "x=1x64", *extra, "--output", str(out)])
-    err = capsys.readouterr().err.strip().splitlines()
+    err = error_lines(capsys.readouterr().err)
     assert code == 2 and len(err) == 1, err
     assert re.search(expected, err[0]), err[0]
     assert not out.exists()

@@ -16,6 +16,7 @@ import torch
 from edgeport.cli import main
 
 from fixture_models import TinyCNN, TwoInTwoOut, image_data, seeded
+from stderr_lines import error_lines
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
@@ -323,6 +324,6 @@ def test_onnx2tf_failure_names_the_node(tmp_path, capsys):
     np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).standard_normal((20, 16)).astype(np.float32))
     code = main(["convert", str(tmp_path / "topk.ts"), "--profile", "host", "--quant", "fp32", "--calib",
                  str(tmp_path / "d.npz"), "--output", str(tmp_path / "o")])
-    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    err = error_lines(capsys.readouterr().err)
     assert code == 3 and len(err) == 1 and "ONNX node '/TopK' (TopK)" in err[0] and "\x1b[" not in err[0], err
     assert not (tmp_path / "o").exists()

@@ -77,38 +77,46 @@ def run_conversion(
     status_path = req_path.with_suffix(".status.json")
     req["status"] = str(status_path)
     req_path.write_text(json.dumps(req))
-    with open(log_path, "w") as log, progress.stage("convert", "onnx2tf: ONNX -> SavedModel" + (" with builtin replacements for Flex ops" if pseudo_ops else "")) as st:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "edgeport.export.tflite_worker", str(req_path), str(res_path)],
-            stdout=log, stderr=subprocess.STDOUT, env=_worker_env(),
-        )
-        try:
-            returncode = progress.follow(proc, status_path, st, lambda status: _show(st, status), timeout_s)
-        except subprocess.TimeoutExpired as exc:
-            raise ConversionError(f"ONNX->TFLite conversion did not finish within {timeout_s:.0f} s",
-                                  hint=f"see {log_path}; simplify the model or raise --timeout") from exc
-        except BaseException:
-            proc.kill()  # Ctrl-C or an error here must not leave the converter running
-            proc.wait()
-            raise
-    how = _exit_description(returncode)
-    if not res_path.exists():
-        raise ConversionError(f"onnx2tf {how} before producing a SavedModel",
-                              hint=f"rerun with --keep-work to keep the log; last lines: {_tail(log_path)}")
-    result = json.loads(res_path.read_text())
-    if returncode != 0 and result.get("running"):
-        raise ConversionError(
-            f"the TFLite converter {how} while converting to {result['running']}",
-            hint="that mode cannot be built for this model with this TensorFlow; try another --quant "
-                 "(fp16, dynamic or fp32), and rerun with --keep-work to keep the converter log")
-    if not result.get("ok"):
-        where = _failing_node(log_path, onnx_model)
-        # Only a failure onnx2tf pins on a node is about a layer; anything else (a crash in its own
-        # checks, a SavedModel that did not load) says nothing about the model's layers.
-        hint = ("rewrite that layer with ops onnx2tf supports, or give it static sizes; " if where else "") + \
-            "rerun with --keep-work to keep the full converter log"
-        raise ConversionError(f"onnx2tf could not convert {where or 'the model'}: {_clean(result.get('error', 'unknown error'))}",
-                              hint=hint)
+    what = "onnx2tf: ONNX -> SavedModel" + (" with builtin replacements for Flex ops" if pseudo_ops else "")
+    # The result is analysed inside the stage: a failed conversion must not be reported as "done".
+    with progress.stage("convert", what) as st:
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "edgeport.export.tflite_worker", str(req_path), str(res_path)],
+                stdout=log, stderr=subprocess.STDOUT, env=_worker_env(),
+            )
+            try:
+                returncode = progress.follow(proc, status_path, st, lambda status: _show(st, status), timeout_s)
+            except subprocess.TimeoutExpired as exc:
+                raise ConversionError(f"ONNX->TFLite conversion did not finish within {timeout_s:.0f} s",
+                                      hint=f"see {log_path}; simplify the model or raise --timeout") from exc
+            except BaseException:
+                proc.kill()  # Ctrl-C or an error here must not leave the converter running
+                proc.wait()
+                raise
+        how = _exit_description(returncode)
+        if not res_path.exists():
+            raise ConversionError(f"onnx2tf {how} before producing a SavedModel",
+                                  hint=f"rerun with --keep-work to keep the log; last lines: {_tail(log_path)}")
+        result = json.loads(res_path.read_text())
+        if returncode != 0 and result.get("running"):
+            raise ConversionError(
+                f"the TFLite converter {how} while converting to {result['running']}",
+                hint="that mode cannot be built for this model with this TensorFlow; try another --quant "
+                     "(fp16, dynamic or fp32), and rerun with --keep-work to keep the converter log")
+        if not result.get("ok"):
+            where = _failing_node(log_path, onnx_model)
+            # Only a failure onnx2tf pins on a node is about a layer; anything else (a crash in its own
+            # checks, a SavedModel that did not load) says nothing about the model's layers.
+            hint = ("rewrite that layer with ops onnx2tf supports, or give it static sizes; " if where else "") + \
+                "rerun with --keep-work to keep the full converter log"
+            raise ConversionError(f"onnx2tf could not convert {where or 'the model'}: {_clean(result.get('error', 'unknown error'))}",
+                                  hint=hint)
+        files, errors = _collect(jobs, result)
+    return ConversionResult(saved, files, errors, result.get("inputs", {}), log_path)
+
+
+def _collect(jobs: list[dict[str, Any]], result: dict[str, Any]) -> tuple[dict[str, Path], dict[str, str]]:
     files, errors = {}, {}
     for job, entry in zip(jobs, result["jobs"], strict=True):
         if entry.get("ok") and Path(entry["path"]).exists():
@@ -117,7 +125,7 @@ def run_conversion(
             # The TFLite converter can "succeed" with no file (a swallowed calibration failure):
             # a missing file is an error, never a silent skip.
             errors[job["key"]] = entry.get("error") or "converter reported success but wrote no file"
-    return ConversionResult(saved, files, errors, result.get("inputs", {}), log_path)
+    return files, errors
 
 
 def _show(st: progress.Stage, status: dict[str, Any]) -> None:
