@@ -145,3 +145,14 @@ class TinyVad(nn.Module):
         y = x[:, crop[0] : crop[1]]
         y = torch.nn.functional.pad(y[:, ::step], (0, self.fc.in_features - y[:, ::step].shape[1]))
         return self.fc(y) * gain
+
+
+class KeywordVad(nn.Module):
+    """A plain argument after `*`: it can only be passed by name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor, *, sr: int) -> torch.Tensor:
+        return self.fc(x) * (1.0 if sr == 16000 else 0.5)

@@ -115,3 +115,23 @@ def test_convert_with_bound_constants(vad, tmp_path, capsys, name, extra):
                                                                           "source": "default"}
     assert [i["name"] for i in rep["model"]["inputs"]] == ["x"]
     assert rep["accuracy"]["cosine_mean"] > 0.999
+
+
+@pytest.mark.parametrize("script", [False, True])
+def test_keyword_only_arguments_are_bound_by_name(tmp_path, script):
+    from fixture_models import KeywordVad
+
+    model = seeded(KeywordVad())
+    if script:
+        torch.jit.save(torch.jit.script(model), tmp_path / "kw.ts")
+        loaded = load_checkpoint(tmp_path / "kw.ts")
+    else:
+        torch.save(model.state_dict(), tmp_path / "kw.pt")
+        loaded = load_checkpoint(tmp_path / "kw.pt", "fixture_models:KeywordVad")
+    with pytest.raises(InputError, match=r"'sr' \(int\) is not a tensor and has no value"):
+        bind_constants(loaded, {}, [])
+    bound, bindings = bind_constants(loaded, {"sr": 8000}, [])
+    assert bound.input_names == ("x",) and bindings[0]["value"] == 8000
+    x = torch.randn(2, 16, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.allclose(bound.module(x), model(x, sr=8000))

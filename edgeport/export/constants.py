@@ -31,6 +31,7 @@ class Param:
     has_default: bool = False
     default: Any = None
     exported: bool = False  # a torch.export constant: its value is baked into the program
+    keyword_only: bool = False  # after `*` in forward(): passed by name
 
 
 def parse_const_args(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
@@ -74,7 +75,7 @@ def forward_params(loaded: LoadedModel) -> list[Param] | None:
             type_name = _script_type(str(arg.type))
             has_default = arg.has_default_value()
             out.append(Param(arg.name, _is_tensor_type(type_name), type_name, has_default,
-                             arg.default_value if has_default else None))
+                             arg.default_value if has_default else None, keyword_only=bool(arg.kwarg_only)))
         return out
     try:
         sig = inspect.signature(module.forward)
@@ -86,14 +87,14 @@ def forward_params(loaded: LoadedModel) -> list[Param] | None:
         hints = {}
     out = []
     for p in sig.parameters.values():
-        if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) or p.name == "self":
+        if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) or p.name == "self":
             continue
         ann = hints.get(p.name, p.annotation)
         type_name = "?" if ann is inspect.Parameter.empty else _py_type(ann)
         has_default = p.default is not inspect.Parameter.empty
         tensor = _is_tensor_type(type_name) or (type_name == "?" and not (has_default and _is_plain(p.default)))
         out.append(Param(p.name, tensor, type_name if type_name != "?" or tensor else type(p.default).__name__,
-                         has_default, p.default if has_default else None))
+                         has_default, p.default if has_default else None, keyword_only=p.kind == p.KEYWORD_ONLY))
     return out
 
 
@@ -147,7 +148,7 @@ def bind_constants(loaded: LoadedModel, consts: dict[str, Any], shape_names: lis
         values[p.name] = value
         bindings.append({"name": p.name, "type": p.type, "value": value, "source": source})
     tensor_names = tuple(p.name for p in params if p.tensor)
-    module = _bound_module(loaded.module, [p.name for p in params], values)
+    module = _bound_module(loaded.module, params, values)
     specs = loaded.example_inputs
     if specs is not None:
         specs = tuple(s for s in specs if s.name in tensor_names) or None
@@ -224,7 +225,7 @@ def _py_type(ann: Any) -> str:
     return str(ann).replace("typing.", "").replace("torch.", "")
 
 
-def _bound_module(inner: Any, order: list[str], values: dict[str, Any]) -> Any:
+def _bound_module(inner: Any, params: list[Param], values: dict[str, Any]) -> Any:
     import torch
 
     class BoundConstants(torch.nn.Module):
@@ -240,7 +241,8 @@ def _bound_module(inner: Any, order: list[str], values: dict[str, Any]) -> Any:
 
         def forward(self, *tensors: Any) -> Any:
             it = iter(tensors)
-            args = [values[name] if name in values else next(it) for name in order]
-            return self.inner(*args)
+            given = {p.name: values[p.name] if p.name in values else next(it) for p in params}
+            args = [given[p.name] for p in params if not p.keyword_only]
+            return self.inner(*args, **{p.name: given[p.name] for p in params if p.keyword_only})
 
     return BoundConstants().eval()
