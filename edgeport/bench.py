@@ -7,12 +7,11 @@ hide the others' results, and the exit code says whether any failed.
 from __future__ import annotations
 
 import os
-import sys
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from edgeport import options
+from edgeport import options, progress
 from edgeport.errors import DeviceError, EdgeportError
 from edgeport.inspect_tflite import inspect_model, load_model
 from edgeport.profiles import DeviceProfile, load_profile
@@ -55,16 +54,23 @@ def bench(model: Path, profile: str, *, targets: list[str] | None = None, runs: 
     if any(t.kind == "sim" for t in parsed):
         from edgeport.latency.host_fit import resolve
 
-        prof = resolve(prof, log=lambda line: print(line, file=sys.stderr, flush=True))
+        prof = resolve(prof, log=progress.note)
     results: dict[str, Any] = {}
-    with ThreadPoolExecutor(max_workers=max(1, len(parsed))) as pool:
-        futures = {str(t): pool.submit(measure, model, t, prof, runs=runs, timeout_s=timeout_s,
-                                       benchmark_binary=benchmark_binary, ssh_options=ssh_options) for t in parsed}
-        for name, fut in futures.items():
+    names = [str(t) for t in parsed]
+    with ThreadPoolExecutor(max_workers=max(1, len(parsed))) as pool, \
+            progress.stage("bench", f"{runs} runs on {', '.join(names)}", total=len(parsed)) as st:
+        futures = {pool.submit(measure, model, t, prof, runs=runs, timeout_s=timeout_s,
+                               benchmark_binary=benchmark_binary, ssh_options=ssh_options): str(t) for t in parsed}
+        for fut in as_completed(futures):
+            name = futures[fut]
             try:
                 results[name] = fut.result()
             except EdgeportError as exc:
                 results[name] = {"error": exc.one_line(), "exit_code": exc.exit_code}
+            waiting = [n for n in names if n not in results]
+            st.update(f"{name} {'failed' if 'error' in results[name] else 'done'}"
+                      + (f"; waiting for {', '.join(waiting)}" if waiting else ""), done=len(results))
+    results = {n: results[n] for n in names}  # the order the targets were given
     lines = [f"{model} on profile '{prof.name}'"]
     for name, res in results.items():
         if "error" in res:

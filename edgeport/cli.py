@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from edgeport import modes, options
+from edgeport import modes, options, progress
 from edgeport.errors import EdgeportError, InputError, cause_line
 from edgeport.types import plain
 
@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print the machine-readable result on stdout")
     common.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    common.add_argument("--quiet", "-q", action="store_true",
+                        help="no progress on stderr (errors are still printed); stdout keeps the result")
     parser = _Parser(prog="edgeport", description=__doc__, parents=[common])
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
@@ -41,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--input-shape", action="append", default=[], type=options.input_shape, metavar="[NAME=]1x3x224x224")
     conv.add_argument("--model-class", metavar="module:Class", help="class for a state_dict checkpoint")
     conv.add_argument("--model-kwargs", metavar="JSON", help="constructor kwargs for --model-class, as a JSON object")
+    conv.add_argument("--const", action="append", default=[], metavar="NAME=VALUE",
+                      help="bind a plain forward() argument for export: int, float, bool or a small list, e.g. --const sr=16000")
     conv.add_argument("--trust-pickle", action="store_true", help="allow unpickling a whole module (runs code from the file)")
     conv.add_argument("--output", "-o", type=Path, default=Path("edgeport-out"))
     conv.add_argument("--opset", type=options.opset, default=17)
@@ -55,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--benchmark-binary", help="host path of TFLite's benchmark_model for adb targets")
     conv.add_argument("--ssh-option", action="append", default=[], metavar="OPT", help="extra ssh/scp option for ssh targets")
 
-    bench = sub.add_parser("bench", parents=[common], help="time a .tflite on the host")
+    bench = sub.add_parser("bench", parents=[common],
+                           help="time a .tflite on the host, simulated from the profile, or on devices over adb/ssh",
+                           description="Time a .tflite on one or more targets at once: this host (local), the profile's "
+                                       "simulator (sim), an Android phone (adb://SERIAL) or a Linux board (ssh://user@host).")
     bench.add_argument("model", type=Path)
     bench.add_argument("--profile", default="host")
     bench.add_argument("--target", action="append", default=[], type=options.target,
@@ -95,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("name", nargs="?")
     prof.add_argument("--threads", type=options.threads,
                       help="fit-host: thread count to fit besides 1 (default: the host profile's)")
+
+    sub.add_parser("doctor", parents=[common],
+                   help="check the installation: Python packages vs the verified set, adb, ssh, edgetpu_compiler, profiles "
+                        "(exit 1 when something needed is missing)")
     return parser
 
 
@@ -102,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     want_json = "--json" in argv
+    progress.configure(quiet="--quiet" in argv or "-q" in argv)
     try:
         with _quiet_libraries(debug):
             try:
@@ -110,9 +122,9 @@ def main(argv: list[str] | None = None) -> int:
                 return int(exc.code or 0)
             if not args.command:
                 raise InputError("no command given",
-                                 hint="use one of: convert, bench, inspect, compress, ship, profiles (see --help)")
+                                 hint="use one of: convert, bench, inspect, compress, ship, profiles, doctor (see --help)")
             handler = {"convert": _convert, "bench": _bench, "inspect": _inspect, "profiles": _profiles,
-                       "compress": _compress, "ship": _ship}[args.command]
+                       "compress": _compress, "ship": _ship, "doctor": _doctor}[args.command]
             return handler(args)
     except EdgeportError as exc:
         if debug:
@@ -177,6 +189,7 @@ def _convert(args: argparse.Namespace) -> int:
         trust_pickle=args.trust_pickle, output=args.output, opset=args.opset, runs=args.runs,
         preprocessing=pre or None, keep_work=args.keep_work, targets=tuple(args.target),
         benchmark_binary=args.benchmark_binary, ssh_options=tuple(args.ssh_option), diagnose=args.diagnose,
+        constants=tuple(args.const),
     )
     report = run_convert(req)
     _emit(args, report.data, [*report.lines, f"  report     {report.path}"])
@@ -209,7 +222,7 @@ def _inspect(args: argparse.Namespace) -> int:
         from edgeport.profiles import load_profile
         from edgeport.report import fit_label
 
-        prof = resolve(load_profile(args.profile), log=_stderr_line)
+        prof = resolve(load_profile(args.profile), log=progress.note)
         tpu = edgetpu_report(args.model, data) if prof.runtime.delegate == "edgetpu" else None
         sim = simulate(data, prof, edgetpu_report=tpu) if tpu is not None else simulate(data, prof)
         data["simulated"] = sim.to_dict()
@@ -287,7 +300,7 @@ def _fit_host(args: argparse.Namespace) -> int:
     from edgeport.profiles import load_profile
 
     threads = args.threads if args.threads is not None else load_profile(args.name or "host").runtime.threads
-    fit = fit_host(threads, log=None if args.json else _stderr_line)
+    fit = fit_host(threads, log=progress.note)
     data = {**fit.summary(cached=False), "params": fit.params,
             "samples": [vars(s) for s in fit.samples]}
     lines = [f"host fit {fit.key}: {fit.machine['cpu_model']} ({fit.machine['cores']} cores), "
@@ -301,8 +314,12 @@ def _fit_host(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stderr_line(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+def _doctor(args: argparse.Namespace) -> int:
+    from edgeport.doctor import diagnose, summary
+
+    data = diagnose()
+    _emit(args, data, summary(data))
+    return int(data["exit_code"])
 
 
 def entry() -> None:

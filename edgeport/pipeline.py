@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -22,10 +21,11 @@ from typing import Any
 import numpy as np
 
 from edgeport import calibration as cal
-from edgeport import options
+from edgeport import options, progress
 from edgeport.errors import ConversionError, InputError
 from edgeport.export import memory
 from edgeport.export.checkpoint import LoadedModel, check_checkpoint_path, load_checkpoint
+from edgeport.export.constants import bind_constants, parse_const_args
 from edgeport.export.onnx_prep import PreparedOnnx, parse_shape, prepare_onnx
 from edgeport.export.to_tflite import (
     PSEUDO_OP_REMEDY,
@@ -46,6 +46,9 @@ from edgeport.types import Artifact, TensorSpec, file_sha256, plain
 from edgeport.validate import metrics, verdict
 from edgeport.validate.divergence import check_samples, float_conversion_check
 from edgeport.validate.run import reference_outputs, run_tflite
+
+GENERATED_INPUTS = "seeded standard normal, seed 0"
+GENERATED_SOURCE = "<generated>"  # not a path anyone passes as --calib/--val
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class ConvertRequest:
     benchmark_binary: str | None = None
     ssh_options: tuple[str, ...] = ()
     diagnose: bool = False  # per-layer int8 sensitivity table for --quant int8 (always built for mixed)
+    constants: tuple[str, ...] = ()  # NAME=VALUE bindings for plain (non-tensor) forward() arguments
 
 
 @dataclass
@@ -94,10 +98,15 @@ class _Timer:
         self.timings: dict[str, float] = {}
 
     @contextmanager
-    def stage(self, name: str):
+    def stage(self, name: str, show: str | None = None):
+        """show: also announce the stage on stderr (long stages only; see edgeport.progress)."""
         t0 = time.perf_counter()
         try:
-            yield
+            if show is None:
+                yield
+            else:
+                with progress.stage(name, show):
+                    yield
         finally:
             self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t0, 3)
 
@@ -127,8 +136,9 @@ def run_convert(req: ConvertRequest) -> Report:
             raise InputError(f"--diagnose analyses plain int8 models, not --quant {mode}",
                              hint="use --quant int8 --diagnose (--quant mixed always includes the per-layer table)")
         shapes = dict(parse_shape(s) for s in req.input_shapes)
+        consts = parse_const_args(req.constants)
     with timer.stage("host_fit"):  # the host profile's simulator: this machine's cached fit (a minute on first use)
-        prof = resolve_host_fit(prof, log=_stderr_line)
+        prof = resolve_host_fit(prof, log=progress.note)
     with timer.stage("setup"):
         created = not req.output.exists()
         out_dir = _prepare_output(req.output)
@@ -137,16 +147,17 @@ def run_convert(req: ConvertRequest) -> Report:
     try:
         with timer.stage("load"):
             loaded = load_checkpoint(req.checkpoint, req.model_class, req.model_kwargs, req.trust_pickle)
+            loaded, bindings = bind_constants(loaded, consts, [n for n in shapes if n is not None])
         if MODES[mode].calibrated and not req.calib:
             raise InputError(f"--quant {mode} needs calibration data", hint="pass --calib DATA (.npz, .npy, an image folder or builtin:NAME)")
-        with timer.stage("export"):
+        with timer.stage("export", f"{loaded.kind} -> ONNX" if loaded.kind != "onnx" else "normalising the ONNX graph"):
             prepared = _to_onnx(loaded, shapes, req, work, notes)
-        with timer.stage("data"):
+        with timer.stage("data", "loading calibration/validation data" if req.calib or req.val else None):
             calib_ds, val_ds = _load_datasets(req, list(prepared.inputs), list(prepared.outputs), notes)
-        with timer.stage("reference"):
+        with timer.stage("reference", f"float reference outputs on {val_ds.count} samples"):
             references = reference_outputs(loaded.module, prepared.path, list(prepared.inputs), val_ds.inputs)
         if mode == "mixed":
-            with timer.stage("equalize"):
+            with timer.stage("equalize", "cross-layer equalization"):
                 prepared = equalize_stage(prepared, val_ds, work, notes)
         with timer.stage("convert"):
             conv, artifact_key = _convert(prepared, calib_ds, mode, prof, work, notes)
@@ -158,7 +169,7 @@ def run_convert(req: ConvertRequest) -> Report:
         if mode == "mixed":
             with timer.stage("mixed_search"):
                 mixed_result = mixed_stage(conv, prepared, _calibration_arrays(calib_ds, prepared), val_ds, references, prof, work, notes)
-        with timer.stage("validate"):
+        with timer.stage("validate", f"TFLite vs reference on {val_ds.count} samples, then {req.runs} timed runs"):
             threads = min(prof.runtime.threads, os.cpu_count() or 1)
             run = run_tflite(conv.files[artifact_key], val_ds.inputs, conv.input_map, references, threads=threads, runs=req.runs)
             fp32_run = run
@@ -167,7 +178,7 @@ def run_convert(req: ConvertRequest) -> Report:
                 # samples) the check that the conversion itself matches the reference.
                 sample_inputs, sample_refs = check_samples(val_ds.inputs, references)
                 fp32_run = run_tflite(conv.files["fp32"], sample_inputs, conv.input_map, sample_refs, threads=threads, runs=req.runs)
-        with timer.stage("float_check"):
+        with timer.stage("float_check", "float32 TFLite vs the reference"):
             float_check = float_conversion_check(fp32_run, references, conv.files["fp32"], prepared.path, val_ds.inputs,
                                                  conv.input_map, prepared.original_node_names)
         with timer.stage("device"):
@@ -176,6 +187,7 @@ def run_convert(req: ConvertRequest) -> Report:
         _fill_report(report, prof, mode, prepared, loaded, conv, artifact_key, run,
                      None if fp32_run is run else fp32_run, references, val_ds, calib_ds, final, req)
         report["notes"] = notes
+        report["model"]["constants"] = bindings
         if diagnosis is not None:
             report["quantization"]["layers"] = diagnosis.layers
         report["latency"].update(device)
@@ -248,22 +260,17 @@ def _measure_targets(model: Path, prof: DeviceProfile, req: ConvertRequest) -> d
     from edgeport.runners.targets import parse_target
 
     found: dict[str, Any] = {}
-    for text in req.targets:
-        target = parse_target(text)
-        if target.kind == "local":
-            continue  # the host is always measured
-        result = measure(model, target, prof, runs=req.runs, benchmark_binary=req.benchmark_binary,
-                         ssh_options=req.ssh_options)
+    targets = [t for t in (parse_target(text) for text in req.targets) if t.kind != "local"]  # the host is always measured
+    for i, target in enumerate(targets):
+        with progress.stage(f"device {i + 1}/{len(targets)}", f"{target}: {req.runs} runs"):
+            result = measure(model, target, prof, runs=req.runs, benchmark_binary=req.benchmark_binary,
+                             ssh_options=req.ssh_options)
         if target.kind == "sim":
             found["simulated"] = result
         else:
             found.setdefault("device", result)
             found.setdefault("devices", []).append(result)
     return found
-
-
-def _stderr_line(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
 
 
 def _prepare_output(path: Path) -> Path:
@@ -342,7 +349,8 @@ def _load_datasets(req: ConvertRequest, inputs: list[TensorSpec], outputs: list[
         notes.append("--calib and --val are the same data: accuracy is measured on calibration samples")
     if val is None:
         val = _random_inputs(inputs)
-        notes.append("no data given: agreement is measured on 32 seeded random inputs, not real data")
+        notes.append(f"no data given: validated on {val.count} generated inputs ({GENERATED_INPUTS}), not real data; "
+                     "pass --val DATA to measure accuracy on real samples")
     if calib is not None and calib.count > req.max_calib_samples:
         calib = calib.take(np.arange(req.max_calib_samples))
         notes.append(f"calibration uses the first {req.max_calib_samples} samples")
@@ -358,7 +366,7 @@ def _random_inputs(inputs: list[TensorSpec]) -> cal.Dataset:
         shape = (32, *s.shape[1:])
         arrays[s.name] = rng.standard_normal(shape).astype(np.float32) if "float" in s.dtype else np.zeros(shape, s.dtype)
     digest = hashlib.sha256(b"".join(a.tobytes() for a in arrays.values())).hexdigest()
-    return cal.Dataset(inputs=arrays, labels=None, source="random", sha256=digest, preprocessing=None)
+    return cal.Dataset(inputs=arrays, labels=None, source=GENERATED_SOURCE, sha256=digest, preprocessing=None)
 
 
 def _convert(prepared: PreparedOnnx, calib: cal.Dataset | None, mode: str, prof: DeviceProfile, work: Path,
@@ -411,8 +419,14 @@ def _fill_report(report, prof, mode, prepared, loaded, conv, key, run, fp32_run,
                                                     "preprocessing": calib.preprocessing,
                                                     "class_names": _names(calib.class_names)},
         "validation": {"source": val.source, "samples": val.count, "sha256": val.sha256, "labels": val.labels is not None,
-                       "preprocessing": val.preprocessing, "class_names": _names(val.class_names)},
+                       "preprocessing": val.preprocessing, "class_names": _names(val.class_names),
+                       "generated": val.source == GENERATED_SOURCE},
     }
+    # One flag a script can test: every accuracy figure in this report comes from generated inputs,
+    # not the user's data (float exports run without --calib/--val).
+    report["accuracy"]["on_generated_inputs"] = val.source == GENERATED_SOURCE
+    if val.source == GENERATED_SOURCE:
+        report["data"]["validation"]["generator"] = GENERATED_INPUTS
     report["options"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(req).items()}
     report["runtime_error"] = run.error
     if run.outputs is not None:
@@ -443,8 +457,8 @@ def _structure_checks(prof: DeviceProfile, info: dict[str, Any], mode: str) -> l
                            f"needs {', '.join(custom)}: Flex/custom ops do not run on standard runtimes, Coral or GPU" if custom else "")]
     if mode == "int8":
         float_ops = [f"{info['ops'][i]['op']}#{i}" for i in info["float_ops"]]
-        checks.append(verdict.must("full_integer", not float_ops, len(float_ops),
-                                   f"float ops: {', '.join(float_ops[:5])}" if float_ops else ""))
+        checks.append(verdict.must("full_integer", not float_ops, not float_ops,
+                                   f"{len(float_ops)} float op(s): {', '.join(float_ops[:5])}" if float_ops else ""))
     return checks
 
 

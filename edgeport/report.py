@@ -60,6 +60,9 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         ref = report["reference"]["size_bytes"]
         ratio = f" ({art['size_bytes'] / ref:.0%} of fp32)" if ref else ""
         lines.append(f"  artifact   {art['path']}  {art['size_bytes'] / 1024:.1f} KiB{ratio}")
+    consts = (report.get("model") or {}).get("constants") or []
+    if consts:
+        lines.append("  constants  " + ", ".join(f"{c['name']}={c['value']!r} ({c['type']}, {c['source']})" for c in consts))
     if acc["reference"] is not None:
         lines.append(f"  accuracy   float {acc['reference']:.2%} -> tflite {acc['tflite']:.2%}  (drop {acc['drop_pp']:+.2f} pp)")
     if acc["top1_agreement"] is not None:
@@ -96,11 +99,29 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     for check in verdict["checks"]:
         mark = "ok  " if check["passed"] else "FAIL"
         detail = f"  ({check['detail']})" if check.get("detail") else ""
-        lines.append(f"    [{mark}] {check['name']}: {_f(check['value'])} vs budget {_f(check['budget'])}{detail}")
+        lines.append(f"    [{mark}] {check_text(check)}{detail}")
     return lines
 
 
+# What the number of a yes/no check measures, where it is not obvious.
+_MEASURED = {"float_conversion_matches_reference": "min cosine", "kept_layers_are_float": "verified float ops"}
+
+
+def check_text(check: dict[str, Any]) -> str:
+    """`name: value vs budget` for a budget; `name: yes|no` for a requirement (budget True), with
+    the number it was judged on when there is one, never a bare number where a yes/no is meant."""
+    if check["budget"] is True:
+        value = check["value"]
+        measured = ""
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            measured = f" ({_MEASURED.get(check['name'], 'value')} {_f(value)})"
+        return f"{check['name']}: {_f(bool(check['passed']))}{measured}"
+    return f"{check['name']}: {_f(check['value'])} vs budget {_f(check['budget'])}"
+
+
 def _f(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)

@@ -20,6 +20,8 @@ code{background:#f4f4f4;padding:0 3px}"""
 def _v(value: Any) -> str:
     if value is None:
         return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.4g}"
     return escape(str(value))

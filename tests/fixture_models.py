@@ -106,3 +106,92 @@ class GeluLayerNormMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.b(self.norm(self.act(self.a(x))))
+
+
+class _InvertedResidual(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, expand: int) -> None:
+        super().__init__()
+        hidden = cin * expand
+        layers: list[nn.Module] = []
+        if expand != 1:
+            layers += [nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6()]
+        layers += [nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(),
+                   nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        self.conv = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x) if self.residual else self.conv(x)
+
+
+class MobileNetV2Like(nn.Module):
+    """MobileNetV2's layout (stem, 17 inverted residuals, 1x1 head, pooling, classifier) built here,
+    without torchvision; `width` scales every channel count so tests can use a tiny one."""
+
+    SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+
+    def __init__(self, width: float = 1.0, classes: int = 1000) -> None:
+        super().__init__()
+
+        def ch(c: int) -> int:
+            return max(8, int(c * width + 4) // 8 * 8)
+
+        cin = ch(32)
+        layers: list[nn.Module] = [nn.Sequential(nn.Conv2d(3, cin, 3, 2, 1, bias=False), nn.BatchNorm2d(cin), nn.ReLU6())]
+        for t, c, n, s in self.SETTINGS:
+            for i in range(n):
+                layers.append(_InvertedResidual(cin, ch(c), s if i == 0 else 1, t))
+                cin = ch(c)
+        last = max(ch(1280), 1280) if width > 1.0 else ch(1280)
+        layers.append(nn.Sequential(nn.Conv2d(cin, last, 1, bias=False), nn.BatchNorm2d(last), nn.ReLU6()))
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(last, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.adaptive_avg_pool2d(self.features(x), 1)
+        return self.classifier(torch.flatten(x, 1))
+
+
+def mobilenet_v2_like(width: float = 1.0, classes: int = 1000, seed: int = 0) -> nn.Module:
+    """Seeded with He-style init so activations keep a sane range through 50+ layers (the std=0.3 of
+    `seeded` would blow up over this depth)."""
+    torch.manual_seed(seed)
+    model = MobileNetV2Like(width, classes)
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+        elif isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.05)
+            m.running_var.uniform_(0.8, 1.2)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.01)
+            nn.init.zeros_(m.bias)
+    return model.eval()
+
+
+class TinyVad(nn.Module):
+    """A voice-activity-detector-shaped model: a signal tensor plus plain Python arguments, as real
+    TorchScript VADs take `forward(x, sr: int)`."""
+
+    def __init__(self, frame: int = 64) -> None:
+        super().__init__()
+        self.fc = nn.Linear(frame, 4)
+
+    def forward(self, x: torch.Tensor, sr: int, gain: float = 1.0, crop: list[int] = (0, 64)) -> torch.Tensor:  # noqa: B006
+        if sr != 16000 and sr != 8000:
+            raise ValueError("sample rate must be 8000 or 16000")
+        step = 1 if sr == 16000 else 2
+        y = x[:, crop[0] : crop[1]]
+        y = torch.nn.functional.pad(y[:, ::step], (0, self.fc.in_features - y[:, ::step].shape[1]))
+        return self.fc(y) * gain
+
+
+class KeywordVad(nn.Module):
+    """A plain argument after `*`: it can only be passed by name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor, *, sr: int) -> torch.Tensor:
+        return self.fc(x) * (1.0 if sr == 16000 else 0.5)

@@ -16,6 +16,7 @@ import torch
 from edgeport.cli import main
 
 from fixture_models import TinyCNN, TwoInTwoOut, image_data, seeded
+from stderr_lines import error_lines
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
@@ -124,8 +125,8 @@ def _offline_prefix() -> list[str] | None:
     return None
 
 
-def test_conversion_runs_with_network_disabled(tiny, tmp_path):
-    """A 3-channel image input is exactly when onnx2tf 1.x downloads sample images; no network here."""
+def _offline_run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    """`python -m edgeport ARGS` in a network namespace (or, without unshare, with sockets refused)."""
     prefix = _offline_prefix()
     env = dict(os.environ)
     if prefix is None:
@@ -141,13 +142,46 @@ def test_conversion_runs_with_network_disabled(tiny, tmp_path):
     env["PYTHONPATH"] = f"{Path(__file__).parent}:{env.get('PYTHONPATH', '')}"
     cwd = tmp_path / "cwd"
     cwd.mkdir()
-    proc = subprocess.run([*prefix, sys.executable, "-m", "edgeport", "convert", str(tiny["dir"] / "tiny.ts"),
-                           "--quant", "int8", *_common(tiny, tmp_path / "out"), "--json"],
+    return subprocess.run([*prefix, sys.executable, "-m", "edgeport", *args],
                           capture_output=True, text=True, cwd=cwd, env=env, timeout=900)
+
+
+def test_conversion_runs_with_network_disabled(tiny, tmp_path):
+    """A 3-channel image input is exactly when onnx2tf 1.x downloads sample images; no network here."""
+    proc = _offline_run(["convert", str(tiny["dir"] / "tiny.ts"), "--quant", "int8", *_common(tiny, tmp_path / "out"),
+                         "--json"], tmp_path)
+    cwd = tmp_path / "cwd"
     assert proc.returncode == 0, proc.stderr[-2000:]
     rep = json.loads(proc.stdout)
     assert rep["accuracy"]["top1_agreement"] >= 0.9
     assert not list(cwd.glob("calibration_image_sample_data*")), "onnx2tf must not fetch or cache sample images"
+
+
+@pytest.mark.parametrize("mode", ["fp32", "fp16", "dynamic"])
+def test_float_export_of_rgb_model_needs_no_data_offline(tmp_path, mode):
+    """onnx2tf wants sample images for any all-RGB model; a float export must not need --calib, and
+    validation then runs on generated inputs, which the report and the summary say."""
+    from fixture_models import mobilenet_v2_like
+
+    model = mobilenet_v2_like(width=0.25, classes=10)
+    torch.jit.save(torch.jit.trace(model, torch.randn(1, 3, 32, 32)), tmp_path / "mnv2.ts")
+    out = tmp_path / "out"
+    proc = _offline_run(["convert", str(tmp_path / "mnv2.ts"), "--profile", "host", "--quant", mode,
+                         "--input-shape", "1x3x32x32", "--output", str(out), "--runs", "3"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:] + proc.stdout[-2000:]
+    assert "generated inputs" in proc.stdout, proc.stdout
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["accuracy"]["on_generated_inputs"] is True
+    assert rep["data"]["validation"]["generated"] is True and rep["data"]["calibration"] is None
+    assert rep["accuracy"]["cosine_mean"] > 0.99
+    assert Path(rep["artifact"]["path"]).name == f"mnv2_{mode}.tflite"
+    assert not list((tmp_path / "cwd").glob("calibration_image_sample_data*"))
+
+
+def test_real_data_is_not_reported_as_generated(tiny, tmp_path, capsys):
+    code, rep = _run(["convert", str(tiny["dir"] / "tiny.ts"), "--quant", "fp32", *_common(tiny, tmp_path)], capsys)
+    assert rep["accuracy"]["on_generated_inputs"] is False and rep["data"]["validation"]["generated"] is False
+    assert code == 0
 
 
 @pytest.fixture(scope="module")
@@ -290,6 +324,6 @@ def test_onnx2tf_failure_names_the_node(tmp_path, capsys):
     np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).standard_normal((20, 16)).astype(np.float32))
     code = main(["convert", str(tmp_path / "topk.ts"), "--profile", "host", "--quant", "fp32", "--calib",
                  str(tmp_path / "d.npz"), "--output", str(tmp_path / "o")])
-    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    err = error_lines(capsys.readouterr().err)
     assert code == 3 and len(err) == 1 and "ONNX node '/TopK' (TopK)" in err[0] and "\x1b[" not in err[0], err
     assert not (tmp_path / "o").exists()

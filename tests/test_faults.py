@@ -23,6 +23,7 @@ from edgeport.errors import InputError
 from edgeport.export.onnx_prep import parse_shape
 
 from fixture_models import TinyCNN, image_data, seeded
+from stderr_lines import error_lines
 
 TESTS = Path(__file__).resolve().parent
 
@@ -64,7 +65,7 @@ def test_disk_full_leaves_nothing(tiny, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(pipeline, "_copy_file", full)
     out = tmp_path / "out"
     code = main(_argv(tiny, out))
-    err = capsys.readouterr().err.strip().splitlines()
+    err = error_lines(capsys.readouterr().err)
     assert code == 2 and len(err) == 1 and "No space left on device" in err[0] and "Traceback" not in err[0]
     assert not out.exists() or not any(out.iterdir()), list(out.iterdir())
 
@@ -131,7 +132,7 @@ def test_unreachable_device_is_exit_3_with_one_line_and_no_output(tiny, tmp_path
         port = s.getsockname()[1]  # closed again when the block ends: connection refused
     out = tmp_path / "out"
     code = main([*_argv(tiny, out), "--target", f"ssh://nobody@127.0.0.1:{port}"])
-    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    err = error_lines(capsys.readouterr().err)
     assert code == 3 and len(err) == 1 and err[0].startswith("edgeport: error: "), err
     assert "127.0.0.1" in err[0] and "Traceback" not in err[0]
     assert not out.exists() or not any(out.iterdir())

@@ -27,6 +27,9 @@ class LoadedModel:
     module: Any = None  # a callable torch model for every kind but onnx
     input_names: tuple[str, ...] | None = None
     example_inputs: tuple[TensorSpec, ...] | None = None  # known shapes (exported programs)
+    # forward() arguments when the loader knows them better than the module's signature does
+    # (torch.export programs: which inputs are baked-in constants); see export/constants.py
+    params: tuple[Any, ...] | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -106,20 +109,28 @@ def _load_exported_program(p: Path, torch: Any) -> LoadedModel:
                 f"torch.export program '{p}' could not be loaded ({cause_line(exc, logged)})",
                 hint="re-save it with torch.export.save from the same torch version",
             ) from exc
+    from edgeport.export.constants import Param
+
     specs = []
     args, _ = program.example_inputs or ((), {})
     for i, arg in enumerate(args):
         if hasattr(arg, "shape"):
             specs.append(TensorSpec(f"input_{i}", tuple(int(d) for d in arg.shape), str(arg.dtype).replace("torch.", "")))
-    user_inputs = [s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
-    if len(user_inputs) == len(specs):
-        specs = [TensorSpec(n, s.shape, s.dtype) for n, s in zip(user_inputs, specs, strict=True)]
+    user = [s.arg for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+    # torch.export specialises plain arguments (an int sample rate) to the value it was exported
+    # with; the program still takes them, and rejects any other value.
+    params = tuple(Param(a.name, False, type(a.value).__name__, True, a.value, exported=True)
+                   if type(a).__name__ == "ConstantArgument" else Param(a.name, True, "Tensor") for a in user)
+    tensor_names = [p.name for p in params if p.tensor]
+    if len(tensor_names) == len(specs):
+        specs = [TensorSpec(n, s.shape, s.dtype) for n, s in zip(tensor_names, specs, strict=True)]
     return LoadedModel(
         kind="exported_program",
         path=p,
         module=_no_train_toggle(program.module()),
-        input_names=tuple(s.name for s in specs) or None,
+        input_names=tuple(p.name for p in params) or None,
         example_inputs=tuple(specs) or None,
+        params=params or None,
     )
 
 

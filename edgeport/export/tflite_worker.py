@@ -16,15 +16,28 @@ from typing import Any
 
 import numpy as np
 
-# onnx2tf 1.x downloads MS-COCO sample images when a model has image-like inputs; this process must
-# never touch the network, so the hook below hands it the user's calibration data instead.
+from edgeport.progress import write_status
+
+# onnx2tf 1.x downloads MS-COCO sample images when every input looks like an RGB image (NHWC, 3
+# channels); it only uses them for its own output check, not for the SavedModel itself. This process
+# must never touch the network, so the hook hands it the user's calibration data, or seeded generated
+# images when there is none (float exports need no data at all).
 _SAMPLE_IMAGES: np.ndarray | None = None
+_GENERATED_SHAPE: tuple[int, int] = (64, 64)
+SAMPLE_COUNT = 20  # what onnx2tf's own sample file holds; it slices the first `batch` of them
 
 
 def _offline_sample_images() -> np.ndarray:
-    if _SAMPLE_IMAGES is None:
-        raise RuntimeError("edgeport: onnx2tf asked for sample images but no image-like data was given")
-    return _SAMPLE_IMAGES
+    if _SAMPLE_IMAGES is not None:
+        return _SAMPLE_IMAGES
+    return generated_sample_images(*_GENERATED_SHAPE)
+
+
+def generated_sample_images(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """Seeded NHWC images in [0, 1] (onnx2tf's own samples are normalised the same way); onnx2tf
+    resizes them to each input's size."""
+    rng = np.random.default_rng(seed)
+    return rng.random((SAMPLE_COUNT, height, width, 3), dtype=np.float32)
 
 
 def _silence_tf() -> None:
@@ -34,7 +47,7 @@ def _silence_tf() -> None:
 
 def run_onnx2tf(req: dict[str, Any]) -> None:
     """Build the SavedModel that every TFLite variant is converted from."""
-    global _SAMPLE_IMAGES
+    global _SAMPLE_IMAGES, _GENERATED_SHAPE
     import onnx2tf.onnx2tf as o2t
     import onnx2tf.utils.common_functions as o2t_common
 
@@ -44,6 +57,9 @@ def run_onnx2tf(req: dict[str, Any]) -> None:
     if image:
         arr = np.load(image)
         _SAMPLE_IMAGES = apply(arr, channels_last_perm(arr.ndim)).astype(np.float32)
+    shapes = [s for s in (req.get("onnx_input_shapes") or {}).values() if len(s) == 4]
+    if shapes and all(d > 0 for d in shapes[0][2:]):
+        _GENERATED_SHAPE = (int(shapes[0][2]), int(shapes[0][3]))
     o2t.download_test_image_data = _offline_sample_images
     o2t_common.download_test_image_data = _offline_sample_images
     o2t.convert(
@@ -103,7 +119,8 @@ def _calibration_feed(req: dict[str, Any], sig: dict[str, tuple[int, ...]]) -> t
     return feed, mapping
 
 
-def convert_variant(saved_model: str, job: dict[str, Any], feed: list[dict[str, np.ndarray]]) -> bytes:
+def convert_variant(saved_model: str, job: dict[str, Any], feed: list[dict[str, np.ndarray]],
+                    status: str | None = None, position: tuple[int, int] = (0, 1)) -> bytes:
     """One TFLite flatbuffer for one quantization mode. Only builtin ops are allowed: Flex (Select TF)
     ops would run on no Coral/GPU/standard runtime, so their presence is an error, not a fallback."""
     import tensorflow as tf
@@ -113,8 +130,14 @@ def convert_variant(saved_model: str, job: dict[str, Any], feed: list[dict[str, 
     builtins = [tf.lite.OpsSet.TFLITE_BUILTINS]
 
     def representative():
-        for sample in feed:
+        every = max(1, len(feed) // 20)
+        for i, sample in enumerate(feed):
+            if i % every == 0:
+                write_status(status, phase="calibration", variant=mode, done=i, total=len(feed), index=position[0],
+                             count=position[1])
             yield {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in sample.items()}  # ids stay ints
+        write_status(status, phase="calibration", variant=mode, done=len(feed), total=len(feed), index=position[0],
+                     count=position[1])
 
     if mode == "fp16":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -182,17 +205,21 @@ def main(argv: list[str]) -> int:
         if not Path(req["saved_model"], "saved_model.pb").exists():
             run_onnx2tf(req)
         result["stage"] = "signature"
+        write_status(req.get("status"), phase="signature")
         sig = _signature_inputs(req["saved_model"])
         feed, mapping = _calibration_feed(req, sig)
         result["inputs"] = {k: {"shape": list(sig[k]), **v} for k, v in mapping.items()}
         result["stage"] = "tflite"
-        for job in req.get("jobs", []):
+        jobs = req.get("jobs", [])
+        for index, job in enumerate(jobs):
+            write_status(req.get("status"), phase="variant", variant=job["mode"], index=index, count=len(jobs))
             # If the converter crashes the process (it can segfault in calibration), the parent still
             # learns which variant did it and which ones were already written.
             out.write_text(json.dumps({**result, "running": job["mode"]}))
             entry: dict[str, Any] = {"mode": job["mode"], "path": job["out"]}
             try:
-                _atomic_write(Path(job["out"]), convert_variant(req["saved_model"], job, feed))
+                _atomic_write(Path(job["out"]), convert_variant(req["saved_model"], job, feed, req.get("status"),
+                                                                   (index, len(jobs))))
                 entry["ok"] = True
             except Exception as exc:  # noqa: BLE001 - reported per variant, the parent decides
                 entry.update(ok=False, error=_short(exc))

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeport import progress
 from edgeport.errors import ConversionError
 from edgeport.export.onnx_prep import PreparedOnnx
 
@@ -73,31 +74,49 @@ def run_conversion(
     req_path = workdir / f"convert_{tag}_{len(jobs)}_{os.getpid()}.json"
     res_path = req_path.with_suffix(".result.json")
     log_path = req_path.with_suffix(".log")
+    status_path = req_path.with_suffix(".status.json")
+    req["status"] = str(status_path)
     req_path.write_text(json.dumps(req))
-    with open(log_path, "w") as log:
-        try:
-            proc = subprocess.run(
+    what = "onnx2tf: ONNX -> SavedModel" + (" with builtin replacements for Flex ops" if pseudo_ops else "")
+    # The result is analysed inside the stage: a failed conversion must not be reported as "done".
+    with progress.stage("convert", what) as st:
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(
                 [sys.executable, "-m", "edgeport.export.tflite_worker", str(req_path), str(res_path)],
-                stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s, env=_worker_env(), check=False,
+                stdout=log, stderr=subprocess.STDOUT, env=_worker_env(),
             )
-        except subprocess.TimeoutExpired as exc:
-            raise ConversionError(f"ONNX->TFLite conversion did not finish within {timeout_s:.0f} s",
-                                  hint=f"see {log_path}; simplify the model or raise --timeout") from exc
-    how = _exit_description(proc.returncode)
-    if not res_path.exists():
-        raise ConversionError(f"onnx2tf {how} before producing a SavedModel",
-                              hint=f"rerun with --keep-work to keep the log; last lines: {_tail(log_path)}")
-    result = json.loads(res_path.read_text())
-    if proc.returncode != 0 and result.get("running"):
-        raise ConversionError(
-            f"the TFLite converter {how} while converting to {result['running']}",
-            hint="that mode cannot be built for this model with this TensorFlow; try another --quant "
-                 "(fp16, dynamic or fp32), and rerun with --keep-work to keep the converter log")
-    if not result.get("ok"):
-        where = _failing_node(log_path, onnx_model)
-        raise ConversionError(f"onnx2tf could not convert {where or 'the model'}: {_clean(result.get('error', 'unknown error'))}",
-                              hint="rewrite that layer with ops onnx2tf supports, or give it static sizes; "
-                                   "rerun with --keep-work to keep the full converter log")
+            try:
+                returncode = progress.follow(proc, status_path, st, lambda status: _show(st, status), timeout_s)
+            except subprocess.TimeoutExpired as exc:
+                raise ConversionError(f"ONNX->TFLite conversion did not finish within {timeout_s:.0f} s",
+                                      hint=f"see {log_path}; simplify the model or raise --timeout") from exc
+            except BaseException:
+                proc.kill()  # Ctrl-C or an error here must not leave the converter running
+                proc.wait()
+                raise
+        how = _exit_description(returncode)
+        if not res_path.exists():
+            raise ConversionError(f"onnx2tf {how} before producing a SavedModel",
+                                  hint=f"rerun with --keep-work to keep the log; last lines: {_tail(log_path)}")
+        result = json.loads(res_path.read_text())
+        if returncode != 0 and result.get("running"):
+            raise ConversionError(
+                f"the TFLite converter {how} while converting to {result['running']}",
+                hint="that mode cannot be built for this model with this TensorFlow; try another --quant "
+                     "(fp16, dynamic or fp32), and rerun with --keep-work to keep the converter log")
+        if not result.get("ok"):
+            where = _failing_node(log_path, onnx_model)
+            # Only a failure onnx2tf pins on a node is about a layer; anything else (a crash in its own
+            # checks, a SavedModel that did not load) says nothing about the model's layers.
+            hint = ("rewrite that layer with ops onnx2tf supports, or give it static sizes; " if where else "") + \
+                "rerun with --keep-work to keep the full converter log"
+            raise ConversionError(f"onnx2tf could not convert {where or 'the model'}: {_clean(result.get('error', 'unknown error'))}",
+                                  hint=hint)
+        files, errors = _collect(jobs, result)
+    return ConversionResult(saved, files, errors, result.get("inputs", {}), log_path)
+
+
+def _collect(jobs: list[dict[str, Any]], result: dict[str, Any]) -> tuple[dict[str, Path], dict[str, str]]:
     files, errors = {}, {}
     for job, entry in zip(jobs, result["jobs"], strict=True):
         if entry.get("ok") and Path(entry["path"]).exists():
@@ -106,7 +125,20 @@ def run_conversion(
             # The TFLite converter can "succeed" with no file (a swallowed calibration failure):
             # a missing file is an error, never a silent skip.
             errors[job["key"]] = entry.get("error") or "converter reported success but wrote no file"
-    return ConversionResult(saved, files, errors, result.get("inputs", {}), log_path)
+    return files, errors
+
+
+def _show(st: progress.Stage, status: dict[str, Any]) -> None:
+    """The worker's status file -> one progress update (see tflite_worker.main)."""
+    phase = status.get("phase")
+    if phase == "variant":
+        st.update(f"{status['variant']} TFLite", done=int(status["index"]), total=int(status["count"]))
+    elif phase == "calibration":
+        last = status["done"] == status["total"]
+        st.update(f"{status['variant']}: calibration sample {status['done']}/{status['total']}",
+                  done=int(status["index"]), total=int(status["count"]), throttle_s=0.0 if last else 10.0)
+    elif phase == "signature":
+        st.update("reading the SavedModel signature")
 
 
 def needs_flex(error: str) -> bool:

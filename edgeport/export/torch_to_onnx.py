@@ -45,6 +45,9 @@ def export_onnx(module: Any, inputs: list[TensorSpec], path: Path, opset: int = 
             hint="pass the model's real input shape(s) with --input-shape [NAME=]1x3x224x224",
         ) from exc
     n_out = len(flatten_outputs(sample))
+    if getattr(module, "trace_before_export", False):
+        with torch.no_grad():
+            module = torch.jit.trace(module, args, check_trace=False)
     output_names = ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
     try:
         with warnings.catch_warnings():

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeport import progress
 from edgeport.errors import ConversionError
 from edgeport.export.layout import apply
 from edgeport.quantize import trace_names
@@ -59,15 +60,23 @@ def run_mixed(*, saved_model: Path, input_map: dict[str, dict[str, Any]], calibr
         # kernels abort there would take the whole search down, so probe it in a throwaway process.
         probe = run_tflite(int8_model, None, {}, None, threads=1, runs=1, warmup=0, no_default_delegates=True)
         req["skip_local_stats"] = probe.latency is None
+    status_path = work / "mixed_status.json"
+    req["status"] = str(status_path)
     (work / "mixed_req.json").write_text(json.dumps(req))
     log = work / "mixed.log"
-    with open(log, "w") as fh:
+    title = "int8 diagnosis" if diagnose_only else "mixed search"
+    with open(log, "w") as fh, progress.stage(title, "int8 model and per-layer statistics") as st:
+        proc = subprocess.Popen([sys.executable, "-m", "edgeport.quantize.mixed_worker", str(work / "mixed_req.json"),
+                                 str(work / "mixed_result.json")], stdout=fh, stderr=subprocess.STDOUT)
         try:
-            subprocess.run([sys.executable, "-m", "edgeport.quantize.mixed_worker", str(work / "mixed_req.json"),
-                            str(work / "mixed_result.json")], stdout=fh, stderr=subprocess.STDOUT, timeout=timeout_s, check=False)
+            progress.follow(proc, status_path, st, lambda status: _show(st, status), timeout_s)
         except subprocess.TimeoutExpired as exc:
             raise ConversionError(f"mixed-precision search did not finish within {timeout_s:.0f} s",
                                   hint="use --quant int8, or fewer validation samples") from exc
+        except BaseException:
+            proc.kill()  # Ctrl-C or an error here must not leave the search running
+            proc.wait()
+            raise
     res_path = work / "mixed_result.json"
     if not res_path.exists():
         tail = " | ".join(ln.strip() for ln in log.read_text(errors="replace").splitlines()[-3:] if ln.strip())[-400:]
@@ -78,6 +87,21 @@ def run_mixed(*, saved_model: Path, input_map: dict[str, dict[str, Any]], calibr
         raise ConversionError(f"mixed-precision search failed: {res.get('error', '?')[:400]}", hint=f"see {log}")
     return MixedResult(work / "mixed.tflite", res["layers"], res["curve"], res["kept"] or [], res["int8"], res["stopped"],
                        list(res.get("notes") or []))
+
+
+def _show(st: progress.Stage, status: dict[str, Any]) -> None:
+    """The worker's status file -> one progress update (see mixed_worker)."""
+    phase = status.get("phase")
+    if phase == "scoring":
+        # one line per layer would flood a log on a fast model; the bar shows every step
+        st.update(f"scoring each layer kept in float; {status['best']}", done=int(status["done"]),
+                  total=int(status["total"]), throttle_s=10.0)
+    elif phase == "search":
+        st.update(f"candidate {status['attempt']} (at most {status['max_attempts']}): top {status['units']} of "
+                  f"{status['max_units']} units in float; {status['best']}", done=int(status["attempt"]),
+                  total=int(status["max_attempts"]))
+    elif phase == "shrink":
+        st.update(f"dropping unneeded float ops: trying {status['trial']} instead of {status['kept']}")
 
 
 def name_layers(result: MixedResult, float_tflite: Path, onnx_path: Path, sample: dict[str, np.ndarray],

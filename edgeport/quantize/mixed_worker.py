@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeport.progress import write_status
+
 
 def _as_input(value: np.ndarray) -> np.ndarray:
     return value.astype(np.float32) if value.dtype.kind == "f" else value  # token ids stay integers
@@ -182,6 +184,8 @@ def search(req: dict[str, Any]) -> dict[str, Any]:
     feed = [{k: calib[k][i : i + 1] for k in calib.files} for i in range(len(calib[calib.files[0]]))]
     conv = _converter(req["saved_model"], feed, req.get("io_dtype", "float32"))
     ev = Evaluator(req)
+    status = req.get("status")
+    write_status(status, phase="int8", detail="int8 model and per-layer statistics")
     debug_feed = feed[: min(len(feed), 32)]
     keys = list(feed[0])
     debugger = tf.lite.experimental.QuantizationDebugger(
@@ -229,7 +233,7 @@ def search(req: dict[str, Any]) -> dict[str, Any]:
                             "host_p50_ms": _time(int8_model, ev.threads)})
     if req.get("diagnose_only"):
         # `convert --quant int8 --diagnose`: the per-layer table for the plain int8 model, no search.
-        _score_units(rows, ev, build, base, limit)
+        _score_units(rows, ev, build, base, limit, status)
         result.update(final="int8", stopped="diagnosis only (no search)")
         Path(req["out"]).write_bytes(int8_model)
         return result
@@ -244,7 +248,7 @@ def search(req: dict[str, Any]) -> dict[str, Any]:
             return order[len(order) - k :]
         n_max = len(order)
     else:
-        _score_units(rows, ev, build, base, limit)
+        _score_units(rows, ev, build, base, limit, status)
         # Final-output effect first; when no single unit helps (error spread over many layers, as in
         # attention blocks) the local error orders the rest.
         ranked = sorted(rows, key=lambda r: (-r["gain"], -(r["snr_gain_db"] or 0), -(r["rmse_over_scale"] or 0)))
@@ -255,10 +259,13 @@ def search(req: dict[str, Any]) -> dict[str, Any]:
         def nodes_for(k: int) -> list[str]:
             return list(dict.fromkeys(n for unit in ranked_units[:k] for n in unit))
         n_max = len(ranked_units)
-    state = {"size": len(int8_model), "ms": result["curve"][0]["host_p50_ms"]}
+    state = {"size": len(int8_model), "ms": result["curve"][0]["host_p50_ms"], "attempts": 0}
 
     def attempt(k: int) -> tuple[bool, list[str], bytes]:
         nodes = nodes_for(k)
+        state["attempts"] += 1
+        write_status(status, phase="search", attempt=state["attempts"], max_attempts=_max_attempts(n_max), units=k,
+                     max_units=n_max, best=_best_text(result["curve"], budget))
         model = build(nodes)
         score = ev.score(model)
         size, ms = len(model), _time(model, ev.threads)
@@ -277,20 +284,45 @@ def search(req: dict[str, Any]) -> dict[str, Any]:
     else:
         final_nodes, final_model = found
         if policy != "tail":
-            final_nodes, final_model = _shrink(final_nodes, final_model, ranked_units, build, ev, budget, result)
+            final_nodes, final_model = _shrink(final_nodes, final_model, ranked_units, build, ev, budget, result, status)
         result.update(final="mixed", stopped="budget met")
     result["kept"] = final_nodes
     Path(req["out"]).write_bytes(final_model)
     return result
 
 
-def _score_units(rows: list[dict[str, Any]], ev: Evaluator, build: Any, base: dict[str, Any], limit: int) -> None:
+def _max_attempts(n_max: int) -> int:
+    """Most candidates _smallest_k can build for n_max units: doubling, the n_max try, bisection."""
+    doubling = max(1, n_max.bit_length())
+    return doubling + 1 + max(0, (n_max - 1).bit_length())
+
+
+def _best_text(curve: list[dict[str, Any]], budget: dict[str, Any]) -> str:
+    """The best candidate so far, for the progress line."""
+    fitting = [c for c in curve if _fits(c, budget)]
+    if fitting:
+        best = min(fitting, key=lambda c: c["float_ops"])
+        return f"best so far: {best['float_ops']} float op(s) meet the budget"
+    scored = [c for c in curve if c["ok"]]
+    if not scored:
+        return "no candidate has run yet"
+    best = max(scored, key=_metric)
+    return f"best so far: {_metric(best):.4f} with {best['float_ops']} float op(s), budget not met yet"
+
+
+def _score_units(rows: list[dict[str, Any]], ev: Evaluator, build: Any, base: dict[str, Any], limit: int,
+                 status: str | None = None) -> None:
     """Each row's effect on the final outputs when its unit alone is kept in float (in place)."""
-    for row in rows:
+    best: dict[str, Any] | None = None
+    for i, row in enumerate(rows):
+        lead = f"best so far: {best['op']} gain {best['gain']:+.4f}" if best else "no layer scored yet"
+        write_status(status, phase="scoring", done=i, total=len(rows), best=lead)
         cand = ev.score(build(row["unit"]), limit)
         row["float_effect"] = cand
         row["gain"] = round(_metric(cand) - _metric(base), 5)
         row["snr_gain_db"] = None if cand["snr_db"] is None or base["snr_db"] is None else round(cand["snr_db"] - base["snr_db"], 3)
+        if best is None or row["gain"] > best["gain"]:
+            best = row
 
 
 def _smallest_k(attempt: Any, n_max: int) -> tuple[list[str], bytes] | None:
@@ -320,13 +352,14 @@ def _smallest_k(attempt: Any, n_max: int) -> tuple[list[str], bytes] | None:
 
 
 def _shrink(nodes: list[str], model: bytes, units: list[list[str]], build: Any, ev: Evaluator,
-            budget: dict[str, Any], result: dict[str, Any]) -> tuple[list[str], bytes]:
+            budget: dict[str, Any], result: dict[str, Any], status: str | None = None) -> tuple[list[str], bytes]:
     """Greedy additions can overshoot: drop each added unit again (last first) while the budget holds."""
     used = [u for u in units if set(u) <= set(nodes)]
     for unit in list(reversed(used))[:16]:
         trial = [n for n in nodes if n not in unit or any(n in other for other in used if other is not unit)]
         if not trial or len(trial) == len(nodes):
             continue
+        write_status(status, phase="shrink", kept=len(nodes), trial=len(trial))
         candidate = build(trial)
         score = ev.score(candidate)
         if _fits(score, budget):
