@@ -52,17 +52,18 @@ def seeded(model: nn.Module, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
-def write_tiny_tflite(path: Path, signature: bool = False) -> Path:
-    """A one-op float model (y = x + x, 1x16) written with the TFLite flatbuffer schema: no TF import.
+def write_tiny_tflite(path: Path, signature: bool = False, size: int = 16) -> Path:
+    """A one-op float model (y = x + x, 1 x size) written with the TFLite flatbuffer schema: no TF import.
 
     `signature` adds a serving_default SignatureDef, as TF-converted models have (LiteRT's
-    signature runner, used for local timing, needs one)."""
+    signature runner, used for local timing, needs one). A large `size` makes each run take a while
+    (timeouts under test)."""
     import flatbuffers
     from ai_edge_litert import schema_py_generated as s
 
     def tensor(name: str, buffer: int) -> s.TensorT:
         t = s.TensorT()
-        t.shape, t.type, t.buffer, t.name = [1, 16], s.TensorType.FLOAT32, buffer, name
+        t.shape, t.type, t.buffer, t.name = [1, size], s.TensorType.FLOAT32, buffer, name
         return t
 
     code = s.OperatorCodeT()

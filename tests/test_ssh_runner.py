@@ -242,10 +242,12 @@ def test_remote_runtime_missing_names_the_packages(sshd: Sshd, tiny_model: Path,
     assert list(remote_tmp.iterdir()) == []
 
 
-def test_remote_timeout_stops_the_run_and_cleans_up(sshd: Sshd, tiny_model: Path, remote_tmp: Path) -> None:
+def test_remote_timeout_stops_the_run_and_cleans_up(sshd: Sshd, remote_tmp: Path, tmp_path: Path) -> None:
+    # 100000 runs (the most --runs allows) of a 16 MB add take minutes: far past the 4 s timeout
+    slow = write_tiny_tflite(tmp_path / "slow_add.tflite", size=4_000_000)
     t0 = time.monotonic()
     with pytest.raises(DeviceError, match=r"tim"):
-        _bench(sshd, tiny_model, remote_tmp, runs=10**9, timeout_s=4.0)
+        _bench(sshd, slow, remote_tmp, runs=100_000, timeout_s=4.0)
     assert time.monotonic() - t0 < 20
     assert list(remote_tmp.iterdir()) == []
     for _ in range(50):  # the remote python was killed through its pid file (or stopped at its own deadline)
