@@ -16,7 +16,8 @@ from edgeport.errors import DeviceError, EdgeportError
 from edgeport.inspect_tflite import inspect_model, load_model
 from edgeport.profiles import DeviceProfile, load_profile
 from edgeport.report import fit_label
-from edgeport.runners.targets import Target, parse_target, run_device
+from edgeport.runners.device import run_device
+from edgeport.runners.targets import Target, parse_target
 from edgeport.types import LatencyStats
 from edgeport.validate.run import run_tflite
 

@@ -18,7 +18,8 @@ import pytest
 from edgeport.errors import DeviceError, InputError
 from edgeport.profiles import DeviceProfile, load_profile
 from edgeport.runners.adb import parse_devices
-from edgeport.runners.targets import parse_target, run_device
+from edgeport.runners.device import run_device
+from edgeport.runners.targets import parse_target
 
 FIXTURES = Path(__file__).parent / "fixtures" / "benchmark_model"
 SERIAL = "R58M12ABCDE"

@@ -22,8 +22,10 @@ import pytest
 
 from edgeport.errors import DeviceError, InputError
 from edgeport.profiles import DeviceProfile, load_profile
+from edgeport.runners.common import Deadline, Target
+from edgeport.runners.device import run_device
 from edgeport.runners.ssh import SshSession, _remote_word, connect_failure_kind, ssh_error
-from edgeport.runners.targets import Deadline, Target, parse_target, run_device
+from edgeport.runners.targets import parse_target
 
 from fixture_models import write_tiny_tflite
 

@@ -22,9 +22,9 @@ from typing import Any
 from edgeport.errors import DeviceError, InputError
 from edgeport.profiles import DeviceProfile
 from edgeport.runners.benchmark_log import BenchmarkLog, parse_benchmark_log, to_latency_stats
-from edgeport.runners.targets import Deadline, Target
-from edgeport.runners.targets import last_line as _last_line
-from edgeport.runners.targets import show_text as _show
+from edgeport.runners.common import Deadline, Target
+from edgeport.runners.common import last_line as _last_line
+from edgeport.runners.common import show_text as _show
 from edgeport.types import LatencyStats, file_sha256
 
 REMOTE_BASE = "/data/local/tmp"

@@ -25,9 +25,9 @@ from typing import Any
 
 from edgeport.errors import DeviceError, InputError
 from edgeport.profiles import DeviceProfile
-from edgeport.runners.targets import Deadline, Target
-from edgeport.runners.targets import last_line as _last_line
-from edgeport.runners.targets import show_text as _show
+from edgeport.runners.common import Deadline, Target
+from edgeport.runners.common import last_line as _last_line
+from edgeport.runners.common import show_text as _show
 from edgeport.types import LatencyStats
 
 SCRIPT = Path(__file__).with_name("remote_bench.py")

@@ -1,4 +1,4 @@
-"""Where `edgeport bench --target` runs a model: parse the target text and dispatch to adb or ssh.
+"""Where `edgeport bench --target` runs a model: parse the target text (runners/device.py dispatches).
 
 Target text is user input that ends up in argv of `adb`/`ssh` and inside remote shell commands, so it
 is validated strictly here, once: a host, user or serial that starts with `-` would be read as a
@@ -9,19 +9,9 @@ host name. Everything downstream may then rely on a clean `Target`.
 from __future__ import annotations
 
 import re
-import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
 
-from edgeport import options
 from edgeport.errors import InputError
-
-if TYPE_CHECKING:  # only for annotations: keeps `parse_target` importable without the runner modules
-    from collections.abc import Sequence
-
-    from edgeport.profiles import DeviceProfile
-    from edgeport.types import LatencyStats
+from edgeport.runners.common import Deadline, Target, last_line, show_text
 
 KINDS = ("local", "sim", "adb", "ssh")
 _FORMS = "local, sim, adb://[SERIAL] or ssh://[user@]host[:port]"
@@ -32,31 +22,6 @@ _IPV6_RE = re.compile(r"^[0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.-]+)?$")
 _USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 # adb serials: USB serials, emulator-5554, 192.168.1.5:5555, mDNS names like adb-XYZ._adb-tls-connect._tcp
 _SERIAL_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._:-]*$")
-
-
-@dataclass(frozen=True)
-class Target:
-    """A validated measurement target; `str(target)` is its canonical text (LatencyStats.source)."""
-
-    kind: str
-    serial: str | None = None
-    user: str | None = None
-    host: str | None = None
-    port: int | None = None
-
-    def __str__(self) -> str:
-        if self.kind == "adb":
-            return f"adb://{self.serial or ''}"
-        if self.kind == "ssh":
-            host = f"[{self.host}]" if self.host and ":" in self.host else (self.host or "")
-            user = f"{self.user}@" if self.user else ""
-            port = f":{self.port}" if self.port is not None else ""
-            return f"ssh://{user}{host}{port}"
-        return self.kind
-
-    @property
-    def is_device(self) -> bool:
-        return self.kind in ("adb", "ssh")
 
 
 def parse_target(text: str) -> Target:
@@ -160,76 +125,4 @@ def _parse_port(text: str, port_text: str) -> int:
     return int(port_text)
 
 
-def show_text(text: str, limit: int = 80) -> str:
-    """Untrusted text (device output, hostile names) made printable and short for a one-line error."""
-    if not text.isprintable():
-        text = text.encode("unicode_escape").decode("ascii")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def last_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.replace("\r", "\n").splitlines() if ln.strip()]
-    return show_text(lines[-1], 200) if lines else ""
-
-
-
-# --------------------------------------------------------------------------------------- dispatch
-
-
-class Deadline:
-    """One overall time budget shared by every step of a device run (connect, copy, run)."""
-
-    def __init__(self, seconds: float) -> None:
-        self.total = float(seconds)
-        self._end = time.monotonic() + self.total
-
-    def remaining(self) -> float:
-        return self._end - time.monotonic()
-
-    def expired(self) -> bool:
-        return self.remaining() <= 0
-
-    def step(self, cap: float | None = None, *, floor: float = 0.05) -> float:
-        """Timeout for the next subprocess: what is left of the budget, optionally capped."""
-        left = max(self.remaining(), floor)
-        return min(left, cap) if cap is not None else left
-
-
-def run_device(
-    model: Path,
-    target: Target,
-    profile: DeviceProfile,
-    *,
-    runs: int,
-    warmup: int,
-    timeout_s: float,
-    benchmark_binary: str | None = None,
-    ssh_options: Sequence[str] = (),
-) -> LatencyStats:
-    """Time `model` on a real device; the device returns raw numbers, this host parses them.
-
-    `ssh_options` are extra ssh/scp options placed before edgeport's defaults, so an explicit option
-    (e.g. `-o UserKnownHostsFile=...`) takes precedence; edgeport never relaxes host-key checking itself.
-    """
-    options.runs(runs)
-    if warmup < 0:
-        raise InputError(f"warm-up runs {warmup} must be 0 or more", hint="e.g. 5")
-    if timeout_s <= 0:
-        raise InputError(f"timeout {timeout_s} s must be positive", hint="set connection.timeout_s in the profile")
-    model = Path(model)
-    if not model.is_file():
-        raise InputError(f"model file {show_text(str(model), 300)} does not exist", hint="check the path")
-    if target.kind == "adb":
-        from edgeport.runners.adb import run_adb
-
-        return run_adb(model, target, profile, runs=runs, warmup=warmup, timeout_s=timeout_s,
-                       benchmark_binary=benchmark_binary)
-    if target.kind == "ssh":
-        from edgeport.runners.ssh import run_ssh
-
-        return run_ssh(model, target, profile, runs=runs, warmup=warmup, timeout_s=timeout_s,
-                       ssh_options=ssh_options)
-    raise InputError(f"target '{target}' is not a device", hint="run_device measures adb:// and ssh:// targets")
-
-
-__all__ = ["KINDS", "Deadline", "Target", "parse_target", "run_device"]
+__all__ = ["KINDS", "Deadline", "Target", "last_line", "parse_target", "show_text"]
