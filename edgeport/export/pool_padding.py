@@ -148,8 +148,6 @@ def _is_tf_same(in_sp: list[int], kernel: list[int], strides: list[int], pads: t
 
 def lower_bound(tensor: str, producers: dict[str, Any], inits: dict[str, Any], depth: int = 0) -> float | None:
     """A value no element of `tensor` can be below, known from the ops that made it; None if unknown."""
-    from onnx import numpy_helper
-
     node = producers.get(tensor)
     if node is None or depth > 32:
         return None
@@ -158,8 +156,8 @@ def lower_bound(tensor: str, producers: dict[str, Any], inits: dict[str, Any], d
         return 0.0
     if op == "Clip":
         low = _attr(node, "min", None)  # opset < 11 keeps it as an attribute
-        if len(node.input) > 1 and node.input[1] in inits:
-            low = float(numpy_helper.to_array(inits[node.input[1]]).reshape(-1)[0])
+        if len(node.input) > 1 and node.input[1]:
+            low = _constant(node.input[1], producers, inits)
         return float(low) if low is not None and math.isfinite(low) else None
     if op in _PASS_THROUGH:
         return lower_bound(node.input[0], producers, inits, depth + 1)
@@ -169,6 +167,19 @@ def lower_bound(tensor: str, producers: dict[str, Any], inits: dict[str, Any], d
     if op == "Max":
         bounds = [b for b in (lower_bound(t, producers, inits, depth + 1) for t in node.input) if b is not None]
         return float(max(bounds)) if bounds else None
+    return None
+
+
+def _constant(name: str, producers: dict[str, Any], inits: dict[str, Any]) -> float | None:
+    """The scalar held by an initializer or a Constant node; None for a computed tensor."""
+    from onnx import numpy_helper
+
+    if name in inits:
+        return float(numpy_helper.to_array(inits[name]).reshape(-1)[0])
+    node = producers.get(name)
+    if node is not None and node.op_type == "Constant":
+        value = _attr(node, "value", None)
+        return float(numpy_helper.to_array(value).reshape(-1)[0]) if value is not None else None
     return None
 
 
