@@ -38,7 +38,7 @@ from edgeport.quantize.stage import equalize_stage, mixed_stage, record_mixed
 from edgeport.report import empty_report, summary_lines
 from edgeport.report_html import render as render_html
 from edgeport.types import Artifact, TensorSpec, plain
-from edgeport.validate import metrics, verdict
+from edgeport.validate import metrics, verdict, xnnpack
 from edgeport.validate.divergence import check_samples, float_conversion_check
 from edgeport.validate.run import reference_outputs, run_tflite
 
@@ -67,6 +67,7 @@ class ConvertRequest:
     benchmark_binary: str | None = None
     ssh_options: tuple[str, ...] = ()
     diagnose: bool = False  # per-layer int8 sensitivity table for --quant int8 (always built for mixed)
+    rewrite_pools: bool = True  # export/pool_padding.py; off only to study the unrewritten model (survey, tests)
 
 
 @dataclass
@@ -151,6 +152,8 @@ def run_convert(req: ConvertRequest) -> Report:
         with timer.stage("validate"):
             threads = min(prof.runtime.threads, os.cpu_count() or 1)
             run = run_tflite(conv.files[artifact_key], val_ds.inputs, conv.input_map, references, threads=threads, runs=req.runs)
+            run, xnn = xnnpack.fallback(run, conv.files[artifact_key], conv.files["fp32"], prepared, val_ds.inputs, conv.input_map,
+                                        references, threads, req.runs)
             fp32_run = run
             if artifact_key != "fp32":
                 # One float32 run serves twice: its host time beside the artifact's, and (on a few
@@ -166,6 +169,10 @@ def run_convert(req: ConvertRequest) -> Report:
         _fill_report(report, prof, mode, prepared, loaded, conv, artifact_key, run,
                      None if fp32_run is run else fp32_run, references, val_ds, calib_ds, final, req)
         report["notes"] = notes
+        report["xnnpack"] = xnn
+        report["accuracy"]["runtime"] = run.delegate
+        for row in report["accuracy"].get("outputs") or []:
+            row["runtime"] = run.delegate
         if diagnosis is not None:
             report["quantization"]["layers"] = diagnosis.layers
         report["latency"].update(device)
@@ -182,6 +189,7 @@ def run_convert(req: ConvertRequest) -> Report:
             extra_checks.append(edgetpu_check)
         report["float_conversion"] = float_check
         extra_checks.append(_float_check(float_check))
+        extra_checks.append(xnnpack.check(xnn))
         report["verdict"] = verdict.decide([*_structure_checks(prof, info, mode), *extra_checks, *_checks(prof, report, run, mode)])
         report["timings"] = timer.timings
         report_path = out_dir / "report.json"
@@ -269,7 +277,7 @@ def _stem(path: Path) -> str:
 
 def _to_onnx(loaded: LoadedModel, shapes: dict, req: ConvertRequest, work: Path, notes: list[str]) -> PreparedOnnx:
     if loaded.kind == "onnx":
-        return prepare_onnx(loaded.path, work / "model.onnx", shapes)
+        return prepare_onnx(loaded.path, work / "model.onnx", shapes, rewrite_pools=req.rewrite_pools)
     specs = _torch_input_specs(loaded, shapes, req)
     ints = cal.integer_arrays(req.calib or req.val or "")
     if ints:  # token ids / indices: export integer inputs, as the data is
@@ -277,7 +285,7 @@ def _to_onnx(loaded: LoadedModel, shapes: dict, req: ConvertRequest, work: Path,
     raw = work / "exported.onnx"
     export_onnx(loaded.module, specs, raw, opset=req.opset)
     notes.append(f"exported {loaded.kind} to ONNX opset {req.opset}")
-    return prepare_onnx(raw, work / "model.onnx", {})
+    return prepare_onnx(raw, work / "model.onnx", {}, rewrite_pools=req.rewrite_pools)
 
 
 def _torch_input_specs(loaded: LoadedModel, shapes: dict, req: ConvertRequest) -> list[TensorSpec]:
@@ -390,7 +398,8 @@ def _fill_report(report, prof, mode, prepared, loaded, conv, key, run, fp32_run,
                            "kind": loaded.kind, "onnx_opset": prepared.opset}
     report["quantization"] = {"mode": mode, "float_layers": [], "io_dtype": prof.runtime.io_dtype if mode in ("int8", "mixed") else "float32"}
     report["model"] = {"source": str(req.checkpoint), "inputs": [asdict(s) for s in prepared.inputs],
-                       "outputs": [asdict(s) for s in prepared.outputs], "normalization_notes": list(prepared.notes)}
+                       "outputs": [asdict(s) for s in prepared.outputs], "normalization_notes": list(prepared.notes),
+                       "pool_rewrites": list(prepared.pool_rewrites)}
     report["data"] = {
         "calibration": None if calib is None else {"source": calib.source, "samples": calib.count, "sha256": calib.sha256,
                                                     "preprocessing": calib.preprocessing},
