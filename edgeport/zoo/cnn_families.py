@@ -233,7 +233,40 @@ class FaceDetector(nn.Module):
         return torch.softmax(self.score(h), 1), self.box(h), self.landmarks(h)
 
 
+class ReproStem(nn.Module):
+    """Issue 14's first reproduction: 4 conv-BN-ReLU -> MaxPool2d(3, 2, 1) -> conv -> mean -> Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 3
+        for w in (8, 8, 16, 16):
+            layers.append(_cbr(cin, w, 3))
+            cin = w
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.MaxPool2d(3, 2, 1)
+        self.conv = nn.Conv2d(16, 16, 3, padding=1)
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(self.pool(self.features(x))).mean((2, 3)))
+
+
+class ReproCeil(nn.Module):
+    """Issue 14's second reproduction: Conv -> MaxPool2d(3, 2, ceil_mode=True) -> Linear (16x16 input)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.pool = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.fc = nn.Linear(8 * 7 * 7, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.conv(x)), 1))
+
+
 FAMILIES: dict[str, type[nn.Module]] = {
+    "repro_stem": ReproStem, "repro_ceil": ReproCeil,
     "resnet18": ResNet18, "squeezenet": SqueezeNet, "googlenet": GoogLeNet, "mobilenet_v2": MobileNet,
     "densenet": DenseNet, "vgg": VGG, "face_detector": FaceDetector,
 }
