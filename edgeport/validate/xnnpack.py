@@ -48,6 +48,13 @@ def scan(path: Path) -> dict[str, Any]:
         raw = sg.tensors[i].name
         return raw.decode() if isinstance(raw, bytes) else str(raw)
 
+    # A tensor read only by a (DE)QUANTIZE is known in the float model by that op's output name
+    # (e.g. a graph output: int8 "PartitionedCall:01" -> float "PartitionedCall:0").
+    alias: dict[int, str] = {}
+    for op in sg.operators:
+        code = model.operatorCodes[op.opcodeIndex]
+        if op_names.get(max(code.builtinCode, code.deprecatedBuiltinCode)) in ("DEQUANTIZE", "QUANTIZE") and op.inputs is not None:
+            alias[int(op.inputs[0])] = name(int(op.outputs[0]))
     rejected, causes = [], []
     for idx, op in enumerate(sg.operators):
         code = model.operatorCodes[op.opcodeIndex]
@@ -62,7 +69,8 @@ def scan(path: Path) -> dict[str, Any]:
             if s_in is not None and s_w is not None and out_scale is not None and out_scale[0] > 0:
                 requant = float(np.max(s_in[0] * s_w / out_scale[0]))
                 if requant >= XNNPACK_MAX_REQUANT_SCALE:
-                    rejected.append({"index": idx, "op": kind, "tensor": name(outs[0]), "input_tensor": name(ins[0]),
+                    rejected.append({"index": idx, "op": kind, "tensor": name(outs[0]), "alias": alias.get(outs[0]),
+                                     "input_tensor": name(ins[0]),
                                      "requant_scale": float(f"{requant:.4g}"),
                                      "reason": f"requantization scale {requant:.3g} >= {XNNPACK_MAX_REQUANT_SCALE:g} "
                                                f"(input scale {float(s_in[0]):.3g})"})
@@ -128,12 +136,12 @@ def diagnose(model: Path, float_model: Path, onnx_path: Path, sample: dict[str, 
     try:
         tfl = trace_names.tflite_intermediates(float_model, sample, input_map)
         onnx_vals = trace_names.onnx_intermediates(onnx_path, sample)
-        hits = trace_names.match(tfl, onnx_vals, [r["tensor"] for r in rows])
+        hits = trace_names.match(tfl, onnx_vals, [n for r in rows for n in (r["tensor"], r.get("alias")) if n])
     except Exception as exc:  # noqa: BLE001 - names are diagnostics; the finding stands without them
         found["trace_error"] = f"{type(exc).__name__}: {str(exc)[:160]}"
         hits = {}
     for row in rows:
-        hit = hits.get(row["tensor"])
+        hit = hits.get(row["tensor"]) or hits.get(row.get("alias") or "")
         node = original_names.get(hit["onnx_node"], hit["onnx_node"]) if hit else None
         row["onnx_node"] = node
         row["pytorch_module"] = trace_names.module_path(node) if node else None
