@@ -163,6 +163,11 @@ class MobileNet(nn.Module):
         return self.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(self.features(x), 1), 1))
 
 
+class MobileNetV3(MobileNet):
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__(version=3, classes=classes)
+
+
 class DenseLayer(nn.Module):
     def __init__(self, cin: int, growth: int) -> None:
         super().__init__()
@@ -267,7 +272,7 @@ class ReproCeil(nn.Module):
 
 FAMILIES: dict[str, type[nn.Module]] = {
     "repro_stem": ReproStem, "repro_ceil": ReproCeil,
-    "resnet18": ResNet18, "squeezenet": SqueezeNet, "googlenet": GoogLeNet, "mobilenet_v2": MobileNet,
+    "resnet18": ResNet18, "squeezenet": SqueezeNet, "googlenet": GoogLeNet, "mobilenet_v2": MobileNet, "mobilenet_v3": MobileNetV3,
     "densenet": DenseNet, "vgg": VGG, "face_detector": FaceDetector,
 }
 
@@ -275,10 +280,7 @@ FAMILIES: dict[str, type[nn.Module]] = {
 def build(name: str, seed: int = 0, **kwargs: object) -> nn.Module:
     """A seeded eval-mode member of a family; BatchNorm statistics are randomised so folding is real."""
     torch.manual_seed(seed)
-    if name == "mobilenet_v3":
-        model: nn.Module = MobileNet(version=3)
-    else:
-        model = FAMILIES[name](**kwargs)
+    model = FAMILIES[name](**kwargs)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.normal_(0, 0.1)
