@@ -132,6 +132,7 @@ def run_convert(req: ConvertRequest) -> Report:
             raise InputError(f"--quant {mode} needs calibration data", hint="pass --calib DATA (.npz, .npy, an image folder or builtin:NAME)")
         with timer.stage("export"):
             prepared = _to_onnx(loaded, shapes, req, work, notes)
+            notes.extend(n for n in prepared.notes if n.startswith("rewrote") and "max-pool" in n)
         with timer.stage("data"):
             calib_ds, val_ds = _load_datasets(req, list(prepared.inputs), notes)
         with timer.stage("reference"):
