@@ -174,6 +174,8 @@ def run_convert(req: ConvertRequest) -> Report:
         report["accuracy"]["runtime"] = run.delegate
         for row in report["accuracy"].get("outputs") or []:
             row["runtime"] = run.delegate
+        if run.latency is not None:
+            report["latency"]["host"]["delegate"] = run.delegate  # the host time comes from the same run
         if diagnosis is not None:
             report["quantization"]["layers"] = diagnosis.layers
         report["latency"].update(device)
