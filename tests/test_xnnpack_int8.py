@@ -54,6 +54,14 @@ def test_rewritten_ceil_pool_runs_under_xnnpack(tmp_path):
     assert rep["accuracy"]["outputs"][0]["cosine_min"] >= 0.99
 
 
+def test_edge_replicated_pool_runs_under_xnnpack(tmp_path):
+    rep = _convert(tmp_path, "prelu_padded_pool", 20)
+    assert [p["kind"] for p in rep["model"]["pool_rewrites"]] == ["edge"]
+    assert rep["xnnpack"]["accepted"] is True and rep["accuracy"]["runtime"] == "xnnpack"
+    assert "PADV2" not in rep["model"]["ops"] and "MIRROR_PAD" not in rep["model"]["ops"]
+    assert rep["accuracy"]["outputs"][0]["cosine_min"] >= 0.99
+
+
 def test_resnet18_shaped_net_runs_under_xnnpack(tmp_path):
     rep = _convert(tmp_path, "resnet18", 32)
     assert rep["model"]["pool_rewrites"][0]["kind"] == "bounded" and rep["model"]["pool_rewrites"][0]["pytorch_module"] == "maxpool"

@@ -223,7 +223,7 @@ def _edge_pad(node: Any, pads: tuple[int, ...], in_shape: list[int], graph: Any)
         if not begin and not end:
             continue
         axis, size = 2 + i, in_shape[2 + i]
-        parts: list[str] = []
+        copies: dict[str, list[str]] = {"lo": [], "hi": []}
         for side, count, (lo, hi) in (("lo", begin, (0, 1)), ("hi", end, (size - 1, size))):
             if not count:
                 continue
@@ -233,9 +233,8 @@ def _edge_pad(node: Any, pads: tuple[int, ...], in_shape: list[int], graph: Any)
             graph.initializer.extend(consts)
             sliced = _name(node, tag)
             nodes.append(helper.make_node("Slice", [current, *(c.name for c in consts)], [sliced], name=_name(node, f"{tag}_Slice")))
-            parts.append((side, count, sliced))
-        pieces = [s for side, c, s in parts if side == "lo" for _ in range(c)] + [current] + \
-                 [s for side, c, s in parts if side == "hi" for _ in range(c)]
+            copies[side] = [sliced] * count  # the border row/column repeated once per padded row/column
+        pieces = [*copies["lo"], current, *copies["hi"]]
         out = _name(node, f"edge{i}")
         nodes.append(helper.make_node("Concat", pieces, [out], name=_name(node, f"edge{i}_Concat"), axis=axis))
         current = out

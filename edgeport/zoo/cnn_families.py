@@ -270,8 +270,24 @@ class ReproCeil(nn.Module):
         return self.fc(torch.flatten(self.pool(self.conv(x)), 1))
 
 
+class PReLUPaddedPool(nn.Module):
+    """Conv -> PReLU -> MaxPool2d(3, 2, 1, ceil_mode=True): no lower bound and not SAME at 18x18, so
+    the rewrite must replicate the border (the `edge` form)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.act = nn.PReLU(8)
+        self.pool = nn.MaxPool2d(3, 2, 1, ceil_mode=True)
+        self.head = nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.head(self.pool(self.act(self.conv(x)))).mean((2, 3)))
+
+
 FAMILIES: dict[str, type[nn.Module]] = {
-    "repro_stem": ReproStem, "repro_ceil": ReproCeil,
+    "repro_stem": ReproStem, "repro_ceil": ReproCeil, "prelu_padded_pool": PReLUPaddedPool,
     "resnet18": ResNet18, "squeezenet": SqueezeNet, "googlenet": GoogLeNet, "mobilenet_v2": MobileNet, "mobilenet_v3": MobileNetV3,
     "densenet": DenseNet, "vgg": VGG, "face_detector": FaceDetector,
 }
