@@ -43,7 +43,7 @@ from edgeport.quantize.stage import equalize_stage, mixed_stage, record_mixed
 from edgeport.report import empty_report, summary_lines
 from edgeport.report_html import render as render_html
 from edgeport.types import Artifact, TensorSpec, file_sha256, plain
-from edgeport.validate import metrics, verdict
+from edgeport.validate import metrics, verdict, xnnpack
 from edgeport.validate.divergence import check_samples, float_conversion_check
 from edgeport.validate.run import reference_outputs, run_tflite
 
@@ -74,6 +74,7 @@ class ConvertRequest:
     ssh_options: tuple[str, ...] = ()
     diagnose: bool = False  # per-layer int8 sensitivity table for --quant int8 (always built for mixed)
     constants: tuple[str, ...] = ()  # NAME=VALUE bindings for plain (non-tensor) forward() arguments
+    rewrite_pools: bool = True  # export/pool_padding.py; off only to study the unrewritten model (survey, tests)
 
 
 @dataclass
@@ -152,6 +153,7 @@ def run_convert(req: ConvertRequest) -> Report:
             raise InputError(f"--quant {mode} needs calibration data", hint="pass --calib DATA (.npz, .npy, an image folder or builtin:NAME)")
         with timer.stage("export", f"{loaded.kind} -> ONNX" if loaded.kind != "onnx" else "normalising the ONNX graph"):
             prepared = _to_onnx(loaded, shapes, req, work, notes)
+            notes.extend(n for n in prepared.notes if n.startswith("rewrote") and "max-pool" in n)
         with timer.stage("data", "loading calibration/validation data" if req.calib or req.val else None):
             calib_ds, val_ds = _load_datasets(req, list(prepared.inputs), list(prepared.outputs), notes)
         with timer.stage("reference", f"float reference outputs on {val_ds.count} samples"):
@@ -172,6 +174,8 @@ def run_convert(req: ConvertRequest) -> Report:
         with timer.stage("validate", f"TFLite vs reference on {val_ds.count} samples, then {req.runs} timed runs"):
             threads = min(prof.runtime.threads, os.cpu_count() or 1)
             run = run_tflite(conv.files[artifact_key], val_ds.inputs, conv.input_map, references, threads=threads, runs=req.runs)
+            run, xnn = xnnpack.fallback(run, conv.files[artifact_key], conv.files["fp32"], prepared, val_ds.inputs, conv.input_map,
+                                        references, threads, req.runs)
             fp32_run = run
             if artifact_key != "fp32":
                 # One float32 run serves twice: its host time beside the artifact's, and (on a few
@@ -188,6 +192,12 @@ def run_convert(req: ConvertRequest) -> Report:
                      None if fp32_run is run else fp32_run, references, val_ds, calib_ds, final, req)
         report["notes"] = notes
         report["model"]["constants"] = bindings
+        report["xnnpack"] = xnn
+        report["accuracy"]["runtime"] = run.delegate
+        for row in report["accuracy"].get("outputs") or []:
+            row["runtime"] = run.delegate
+        if run.latency is not None:
+            report["latency"]["host"]["delegate"] = run.delegate  # the host time comes from the same run
         if diagnosis is not None:
             report["quantization"]["layers"] = diagnosis.layers
         report["latency"].update(device)
@@ -204,6 +214,7 @@ def run_convert(req: ConvertRequest) -> Report:
             extra_checks.append(edgetpu_check)
         report["float_conversion"] = float_check
         extra_checks.append(_float_check(float_check))
+        extra_checks.append(xnnpack.check(xnn))
         report["verdict"] = verdict.decide([*_structure_checks(prof, info, mode), *extra_checks, *_checks(prof, report, run, mode)])
         report["timings"] = timer.timings
         report_path = out_dir / "report.json"
@@ -290,7 +301,7 @@ def _stem(path: Path) -> str:
 
 def _to_onnx(loaded: LoadedModel, shapes: dict, req: ConvertRequest, work: Path, notes: list[str]) -> PreparedOnnx:
     if loaded.kind == "onnx":
-        prepared = prepare_onnx(loaded.path, work / "model.onnx", shapes)
+        prepared = prepare_onnx(loaded.path, work / "model.onnx", shapes, rewrite_pools=req.rewrite_pools)
         memory.check_fits(memory.estimate_onnx(prepared.path), prepared.inputs)
         return prepared
     specs = _torch_input_specs(loaded, shapes, req)
@@ -301,7 +312,7 @@ def _to_onnx(loaded: LoadedModel, shapes: dict, req: ConvertRequest, work: Path,
     raw = work / "exported.onnx"
     export_onnx(loaded.module, specs, raw, opset=req.opset)
     notes.append(f"exported {loaded.kind} to ONNX opset {req.opset}")
-    return prepare_onnx(raw, work / "model.onnx", {})
+    return prepare_onnx(raw, work / "model.onnx", {}, rewrite_pools=req.rewrite_pools)
 
 
 def _torch_input_specs(loaded: LoadedModel, shapes: dict, req: ConvertRequest) -> list[TensorSpec]:
@@ -413,7 +424,8 @@ def _fill_report(report, prof, mode, prepared, loaded, conv, key, run, fp32_run,
     # The checkpoint's hash lets `edgeport ship` prove which weights an app model came from.
     ckpt_sha = file_sha256(req.checkpoint) if req.checkpoint.is_file() else None
     report["model"] = {"source": str(req.checkpoint), "sha256": ckpt_sha, "inputs": [asdict(s) for s in prepared.inputs],
-                       "outputs": [asdict(s) for s in prepared.outputs], "normalization_notes": list(prepared.notes)}
+                       "outputs": [asdict(s) for s in prepared.outputs], "normalization_notes": list(prepared.notes),
+                       "pool_rewrites": list(prepared.pool_rewrites)}
     report["data"] = {
         "calibration": None if calib is None else {"source": calib.source, "samples": calib.count, "sha256": calib.sha256,
                                                     "preprocessing": calib.preprocessing,

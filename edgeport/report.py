@@ -50,6 +50,9 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+_RUNTIME_LABEL = {"xnnpack": "  [XNNPACK]", "builtin": "  [builtin kernels, no XNNPACK]", "default": "  [default delegates]"}
+
+
 def summary_lines(report: dict[str, Any]) -> list[str]:
     acc = report["accuracy"]
     art = report["artifact"]
@@ -63,12 +66,16 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     consts = (report.get("model") or {}).get("constants") or []
     if consts:
         lines.append("  constants  " + ", ".join(f"{c['name']}={c['value']!r} ({c['type']}, {c['source']})" for c in consts))
+    on = _RUNTIME_LABEL.get(acc.get("runtime") or "", "")
     if acc["reference"] is not None:
-        lines.append(f"  accuracy   float {acc['reference']:.2%} -> tflite {acc['tflite']:.2%}  (drop {acc['drop_pp']:+.2f} pp)")
+        lines.append(f"  accuracy   float {acc['reference']:.2%} -> tflite {acc['tflite']:.2%}  (drop {acc['drop_pp']:+.2f} pp){on}")
     if acc["top1_agreement"] is not None:
-        lines.append(f"  agreement  top-1 {acc['top1_agreement']:.2%}  cosine {_f(acc['cosine_mean'])}  SNR {_f(acc['snr_db'])} dB")
+        lines.append(f"  agreement  top-1 {acc['top1_agreement']:.2%}  cosine {_f(acc['cosine_mean'])}  SNR {_f(acc['snr_db'])} dB{on}")
     elif acc["cosine_mean"] is not None:
-        lines.append(f"  agreement  cosine {_f(acc['cosine_mean'])}  SNR {_f(acc['snr_db'])} dB")
+        lines.append(f"  agreement  cosine {_f(acc['cosine_mean'])}  SNR {_f(acc['snr_db'])} dB{on}")
+    xnn = report.get("xnnpack") or {}
+    if xnn.get("accepted") is False:
+        lines.append("  XNNPACK    refused this model (devices apply it by default); the figures above are from builtin kernels")
     host = lat["host"]
     if host["p50_ms"] is not None:
         lines.append(f"  latency    host p50 {host['p50_ms']:.3f} ms  p90 {host['p90_ms']:.3f} ms ({host.get('threads')} threads)")

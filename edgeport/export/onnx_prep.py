@@ -29,6 +29,7 @@ class PreparedOnnx:
     opset: int
     notes: tuple[str, ...] = ()
     original_node_names: dict[str, str] = field(default_factory=dict)  # new name -> name in the source file
+    pool_rewrites: tuple[dict, ...] = ()  # padded max-pools rewritten for int8 under XNNPACK (pool_padding.py)
 
 
 def parse_shape(text: str) -> tuple[str | None, tuple[int, ...]]:
@@ -50,7 +51,7 @@ def parse_shape(text: str) -> tuple[str | None, tuple[int, ...]]:
 
 
 def prepare_onnx(src: Path, dst: Path, input_shapes: dict[str | None, tuple[int, ...]] | None = None,
-                 simplify: bool = True) -> PreparedOnnx:
+                 simplify: bool = True, rewrite_pools: bool = True) -> PreparedOnnx:
     import onnx
 
     model = _load(src)
@@ -72,6 +73,7 @@ def prepare_onnx(src: Path, dst: Path, input_shapes: dict[str | None, tuple[int,
         model = onnx.shape_inference.infer_shapes(model)
     except Exception:  # noqa: BLE001 - shapes are a convenience for the report only
         notes.append("ONNX shape inference failed; output shapes are read from the converted model")
+    pools = _rewrite_pools(model, notes, renamed) if rewrite_pools else []
     dst.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(dst))
     return PreparedOnnx(
@@ -81,7 +83,33 @@ def prepare_onnx(src: Path, dst: Path, input_shapes: dict[str | None, tuple[int,
         opset=_opset(model),
         notes=tuple(notes),
         original_node_names=renamed,
+        pool_rewrites=tuple(pools),
     )
+
+
+def _rewrite_pools(model, notes: list[str], renamed: dict[str, str]) -> list[dict]:
+    """Padded / ceil-mode max-pools -> float-identical forms without the float32.min pad value that
+    ruins their int8 scales and makes XNNPACK refuse the model (see pool_padding.py)."""
+    import onnx
+
+    from edgeport.export.pool_padding import rewrite_padded_maxpools
+    from edgeport.quantize.trace_names import module_path
+
+    pools = []
+    for p in rewrite_padded_maxpools(model):
+        row = p.to_dict()
+        row["node"] = renamed.get(p.node, p.node)
+        row["pytorch_module"] = module_path(row["node"])
+        pools.append(row)
+    if pools:
+        kinds = ", ".join(f"{p['pytorch_module'] or p['node']} ({p['kind']})" for p in pools)
+        notes.append(f"rewrote {len(pools)} padded max-pool(s) so int8 keeps real scales and XNNPACK accepts them: {kinds}")
+        try:
+            inferred = onnx.shape_inference.infer_shapes(model)
+            model.CopyFrom(inferred)
+        except Exception:  # noqa: BLE001 - shapes of the helper nodes are a convenience
+            pass
+    return pools
 
 
 def _load(src: Path):

@@ -207,13 +207,15 @@ def search(req: dict[str, Any]) -> dict[str, Any]:
         return dbg.get_nondebug_quantized_model()
 
     int8_model = build([])
+    forced, forced_note = ([], None) if req.get("float_layers") == "tail" else _xnnpack_refused(int8_model, build, ev.threads)
     ops, consumers = _graph(int8_model)
     skip = {"QUANTIZE", "DEQUANTIZE"}
     order = [o["outputs"][0] for o in ops if o["outputs"] and o["op"] not in skip and (not stats or o["outputs"][0] in stats)]
     quantizable = set(order)
     op_type = {o["outputs"][0]: o["op"] for o in ops if o["outputs"]}
     limit = int(req.get("probe_samples", 200))
-    base = ev.score(int8_model, limit)
+    base_model = build(forced) if forced else int8_model
+    base = ev.score(base_model, limit)
     full_int8 = ev.score(int8_model)
     rows = []
     for name in order:
@@ -228,7 +230,7 @@ def search(req: dict[str, Any]) -> dict[str, Any]:
     policy = req.get("float_layers", "allow")
     budget = req["budget"]
     result: dict[str, Any] = {"int8": full_int8, "layers": rows, "curve": [], "kept": [], "policy": policy,
-                              "notes": [local_note] if local_note else []}
+                              "notes": [n for n in (local_note, forced_note) if n], "xnnpack_forced": forced}
     result["curve"].append({"float_ops": 0, "kept": [], **full_int8, "size_bytes": len(int8_model),
                             "host_p50_ms": _time(int8_model, ev.threads)})
     if req.get("diagnose_only"):
@@ -241,6 +243,15 @@ def search(req: dict[str, Any]) -> dict[str, Any]:
         result.update(final="int8", stopped="int8 already fits the accuracy budget")
         Path(req["out"]).write_bytes(int8_model)
         return result
+    if forced:
+        forced_score = ev.score(base_model)
+        result["curve"].append({"float_ops": len(forced), "kept": forced, **forced_score, "size_bytes": len(base_model),
+                                "host_p50_ms": _time(base_model, ev.threads), "note": "only the ops XNNPACK refuses in float"})
+        if _fits(forced_score, budget):
+            result.update(final="mixed", stopped="budget met with only the ops XNNPACK refuses kept in float", kept=forced)
+            _score_units(rows, ev, build, base, limit, status)
+            Path(req["out"]).write_bytes(base_model)
+            return result
     ranked_units: list[list[str]] = []
     if policy == "tail":
         # Edge TPU: one float island at the end of the graph (the CPU runs it after the TPU segment).
@@ -256,8 +267,8 @@ def search(req: dict[str, Any]) -> dict[str, Any]:
             row["rank"] = rank + 1
         ranked_units = [r["unit"] for r in ranked]
 
-        def nodes_for(k: int) -> list[str]:
-            return list(dict.fromkeys(n for unit in ranked_units[:k] for n in unit))
+        def nodes_for(k: int) -> list[str]:  # the ops XNNPACK refuses stay float in every candidate
+            return list(dict.fromkeys([*forced, *(n for unit in ranked_units[:k] for n in unit)]))
         n_max = len(ranked_units)
     state = {"size": len(int8_model), "ms": result["curve"][0]["host_p50_ms"], "attempts": 0}
 
@@ -308,6 +319,32 @@ def _best_text(curve: list[dict[str, Any]], budget: dict[str, Any]) -> str:
         return "no candidate has run yet"
     best = max(scored, key=_metric)
     return f"best so far: {_metric(best):.4f} with {best['float_ops']} float op(s), budget not met yet"
+
+
+def _xnnpack_refused(int8_model: bytes, build: Any, threads: int) -> tuple[list[str], str | None]:
+    """Ops to keep in float because XNNPACK refuses the int8 model otherwise (validate/xnnpack.py):
+    the ops it will not create plus the ops whose output scale caused that. Isolating these first
+    keeps the search from floating the trunk just to get past the delegate."""
+    from edgeport.validate import xnnpack
+    from edgeport.validate.run import run_tflite
+
+    with tempfile.TemporaryDirectory(prefix="edgeport-xnn-") as tmp:
+        path = Path(tmp, "int8.tflite")
+        path.write_bytes(int8_model)
+        run = run_tflite(path, None, {}, None, threads=threads, runs=1, warmup=0)
+        if not xnnpack.is_xnnpack_failure(run.error):
+            return [], None
+        found = xnnpack.scan(path)
+        nodes = list(dict.fromkeys([r["tensor"] for r in found["causes"] if r["op"] not in ("QUANTIZE", "DEQUANTIZE")]
+                                   + [r["tensor"] for r in found["rejected"]]))
+        if not nodes:
+            return [], "XNNPACK refuses the int8 model but no op breaks its known limits; searching without a forced float set"
+        path.write_bytes(build(nodes))
+        again = run_tflite(path, None, {}, None, threads=threads, runs=1, warmup=0)
+    where = ", ".join(f"{r['op']}#{r['index']}" for r in [*found["rejected"], *found["causes"]][:6])
+    if again.error:
+        return nodes, f"XNNPACK refuses the int8 model ({where}); keeping those {len(nodes)} op(s) in float did not satisfy it"
+    return nodes, f"XNNPACK refuses the int8 model ({where}): those {len(nodes)} op(s) stay float in every candidate"
 
 
 def _score_units(rows: list[dict[str, Any]], ev: Evaluator, build: Any, base: dict[str, Any], limit: int,

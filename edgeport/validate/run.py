@@ -26,6 +26,9 @@ class TfliteRun:
     runtime: str | None
     error: str | None = None
     io: dict[str, Any] = field(default_factory=dict)
+    # Which kernels produced the numbers: "xnnpack" (the delegate was created, as on devices by
+    # default) or "builtin" (TFLite's reference/optimized kernels without any delegate).
+    delegate: str | None = None
 
 
 def reference_outputs(module: Any, onnx_path: Path, inputs: list[TensorSpec], data: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -93,8 +96,10 @@ def run_tflite(
                                   capture_output=True, text=True, timeout=timeout_s, check=False)
         except subprocess.TimeoutExpired:
             return TfliteRun(None, None, None, error=f"the TFLite model did not finish within {timeout_s:.0f} s")
+        # "default": LiteRT's default delegates were allowed but its XNNPACK line was not seen.
+        delegate = "builtin" if no_default_delegates else ("xnnpack" if _XNNPACK_CREATED in (proc.stderr or "") else "default")
         if proc.returncode != 0 or not out.exists():
-            return TfliteRun(None, None, None, error=_describe_failure(proc))
+            return TfliteRun(None, None, None, error=_describe_failure(proc), delegate=delegate)
         res = np.load(out)
         meta = json.loads(bytes(res["meta"]).decode())
         latency = None
@@ -109,7 +114,10 @@ def run_tflite(
                 ref = references[i] if references is not None else None
                 perm = output_perm(ref.shape, got, ref) if ref is not None else None
                 outputs.append(undo(got, perm))
-        return TfliteRun(outputs, latency, meta["runtime"], io=meta)
+        return TfliteRun(outputs, latency, meta["runtime"], io=meta, delegate=delegate)
+
+
+_XNNPACK_CREATED = "Created TensorFlow Lite XNNPACK delegate"  # LiteRT's INFO line when it applies XNNPACK
 
 
 def _order_output_keys(keys: list[str], references: list[np.ndarray] | None) -> list[str]:
