@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from edgeport.errors import InputError
-    from edgeport.sweep.run import run_sweep, summary_lines
+    from edgeport.sweep.driver import run_sweep, summary_lines
     from edgeport.types import plain
 
     if args.workers is not None and args.workers < 1:

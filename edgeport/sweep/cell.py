@@ -16,16 +16,20 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 CELL_RECORD = "cell.json"  # written last: its presence with a matching key marks a finished cell
 _LIVE: set[subprocess.Popen] = set()  # running convert children, so an interrupted driver can stop them
+_STOPPING = threading.Event()
 
 
 def stop_running() -> None:
-    """Kill every convert child this process started (Ctrl-C in the driver of a local sweep)."""
+    """Kill every convert child this process started (Ctrl-C in the driver of a local sweep); the
+    cells they ran are left as they were, not recorded as crashed."""
+    _STOPPING.set()
     for proc in list(_LIVE):
         proc.kill()
 
@@ -95,6 +99,8 @@ def run_cell(spec: dict[str, Any], files: dict[str, bytes] | None = None) -> dic
             record.update(status="crashed", reason=_reason(code) + (f"; last output: {tail}" if tail else ""))
         record["seconds"] = round(time.time() - t0, 2)
         produced = {p.name: p for p in out.iterdir() if p.is_file() and not p.name.startswith(".")} if out.is_dir() else {}
+        if _STOPPING.is_set():
+            return {**record, "status": "not run", "reason": "interrupted"}
         if spec.get("install_root"):
             install(Path(spec["install_root"]), spec["id"], produced, record)
             return record

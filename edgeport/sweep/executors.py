@@ -86,7 +86,7 @@ class RayExecutor:
 
     def run(self, specs: list[dict[str, Any]], done: Done) -> None:
         ray = self.connect()
-        task = ray.remote(run_cell).options(num_cpus=self.cpus, memory=self.memory, max_retries=0)
+        task = ray.remote(num_cpus=self.cpus, memory=self.memory, max_retries=0)(run_cell)
         shipped: dict[str, Any] = {}
         refs = {}
         for spec in specs:
