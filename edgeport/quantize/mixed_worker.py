@@ -175,12 +175,28 @@ def _stats_by_tensor(debugger: Any) -> dict[str, dict[str, float]]:
     return out
 
 
-def search(req: dict[str, Any]) -> dict[str, Any]:
+def setup(req: dict[str, Any]) -> tuple[Any, list[dict[str, np.ndarray]], Any]:
+    """Converter (calibration feed attached) and the function that builds a candidate from it: the
+    search and each candidate-scoring process (edgeport.quantize.fanout) start from the same request."""
     import tensorflow as tf
 
     calib = np.load(req["calibration"])
     feed = [{k: calib[k][i : i + 1] for k in calib.files} for i in range(len(calib[calib.files[0]]))]
     conv = _converter(req["saved_model"], feed, req.get("io_dtype", "float32"))
+
+    def build(nodes: list[str]) -> bytes:
+        opts = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(nodes))
+        dbg = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=conv.representative_dataset,
+                                                        debug_options=opts)
+        return dbg.get_nondebug_quantized_model()
+
+    return conv, feed, build
+
+
+def search(req: dict[str, Any]) -> dict[str, Any]:
+    import tensorflow as tf
+
+    conv, feed, build = setup(req)
     ev = Evaluator(req)
     debug_feed = feed[: min(len(feed), 32)]
     keys = list(feed[0])
@@ -195,12 +211,6 @@ def search(req: dict[str, Any]) -> dict[str, Any]:
     except RuntimeError as exc:
         # The debug model itself can abort (e.g. an int8 DIV at its zero point): rank by final effect only.
         stats, local_note = {}, f"local per-layer statistics unavailable: {str(exc).splitlines()[0][:160]}"
-
-    def build(nodes: list[str]) -> bytes:
-        opts = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(nodes))
-        dbg = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=conv.representative_dataset,
-                                                        debug_options=opts)
-        return dbg.get_nondebug_quantized_model()
 
     int8_model = build([])
     ops, consumers = _graph(int8_model)
@@ -229,7 +239,7 @@ def search(req: dict[str, Any]) -> dict[str, Any]:
                             "host_p50_ms": _time(int8_model, ev.threads)})
     if req.get("diagnose_only"):
         # `convert --quant int8 --diagnose`: the per-layer table for the plain int8 model, no search.
-        _score_units(rows, ev, build, base, limit)
+        _score_units(rows, ev, build, base, limit, req, result["notes"])
         result.update(final="int8", stopped="diagnosis only (no search)")
         Path(req["out"]).write_bytes(int8_model)
         return result
@@ -244,7 +254,7 @@ def search(req: dict[str, Any]) -> dict[str, Any]:
             return order[len(order) - k :]
         n_max = len(order)
     else:
-        _score_units(rows, ev, build, base, limit)
+        _score_units(rows, ev, build, base, limit, req, result["notes"])
         # Final-output effect first; when no single unit helps (error spread over many layers, as in
         # attention blocks) the local error orders the rest.
         ranked = sorted(rows, key=lambda r: (-r["gain"], -(r["snr_gain_db"] or 0), -(r["rmse_over_scale"] or 0)))
@@ -284,10 +294,14 @@ def search(req: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _score_units(rows: list[dict[str, Any]], ev: Evaluator, build: Any, base: dict[str, Any], limit: int) -> None:
-    """Each row's effect on the final outputs when its unit alone is kept in float (in place)."""
-    for row in rows:
-        cand = ev.score(build(row["unit"]), limit)
+def _score_units(rows: list[dict[str, Any]], ev: Evaluator, build: Any, base: dict[str, Any], limit: int,
+                 req: dict[str, Any], notes: list[str]) -> None:
+    """Each row's effect on the final outputs when its unit alone is kept in float (in place). The
+    candidates are independent, so they fan out over processes when EDGEPORT_MIXED_WORKERS > 1."""
+    from edgeport.quantize.fanout import score_units
+
+    scores = score_units(req, [row["unit"] for row in rows], limit, lambda unit: ev.score(build(unit), limit), notes)
+    for row, cand in zip(rows, scores, strict=True):
         row["float_effect"] = cand
         row["gain"] = round(_metric(cand) - _metric(base), 5)
         row["snr_gain_db"] = None if cand["snr_db"] is None or base["snr_db"] is None else round(cand["snr_db"] - base["snr_db"], 3)

@@ -25,7 +25,7 @@ MODEL_KEYS = {"name", "checkpoint", "model_class", "model_kwargs", "input_shapes
               "profiles", "modes", "trust_pickle", "opset"}
 # Variables a cell's worker process must see as the driver does: the host-fit mode and cache decide the
 # simulated latency, PYTHONPATH decides where --model-class modules are found.
-FORWARDED_ENV = ("EDGEPORT_HOST_FIT", "EDGEPORT_CACHE_DIR", "EDGEPORT_PROFILES_DIR", "PYTHONPATH")
+FORWARDED_ENV = ("EDGEPORT_HOST_FIT", "EDGEPORT_CACHE_DIR", "EDGEPORT_PROFILES_DIR", "EDGEPORT_MIXED_WORKERS", "PYTHONPATH")
 _ID_RE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -115,9 +115,13 @@ def load_plan(path: Path, *, output: Path | None = None) -> Plan:
     if shared is not None and not isinstance(shared, str):
         raise _bad("sweep.shared_dir", "must be a path string", 'e.g. shared_dir = "/mnt/shared/sweep"')
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+    cpus = _number(sweep, "cpus_per_cell", 1, "sweep", minimum=0.1)
+    # A mixed-search cell scores its candidates on as many processes as the CPUs it declared (the
+    # pool or Ray reserved them for it); see edgeport/quantize/fanout.py.
+    env.setdefault("EDGEPORT_MIXED_WORKERS", str(max(1, int(cpus))))
     return Plan(path=path, cells=cells, output=out, shared_dir=Path(base, shared) if shared else None,
                 timeout_s=_number(sweep, "timeout_s", 3600, "sweep", minimum=1),
-                cpus_per_cell=_number(sweep, "cpus_per_cell", 1, "sweep", minimum=0.1),
+                cpus_per_cell=cpus,
                 memory_gb_per_cell=_number(sweep, "memory_gb_per_cell", 2.0, "sweep", minimum=0.1),
                 workers=workers, env=env)
 
