@@ -162,8 +162,11 @@ def test_segfault_costs_its_cell_and_ctrl_c_keeps_finished_cells(plan):
     """One slot, three cells in order: the first finishes, the second's converter gets SIGSEGV, Ctrl-C
     arrives during the third."""
     d = plan.parent
-    (d / "plan3.toml").write_text(PLAN.format(modes='["fp32", "fp16", "int8"]').split("[[models]]\nname")[0])
+    # One model only; cells go to a shared_dir (as Ray workers on a shared file system would write them).
+    text = PLAN.format(modes='["fp32", "fp16", "int8"]').split("[[models]]\nname")[0]
+    (d / "plan3.toml").write_text(text.replace("[sweep]\n", '[sweep]\nshared_dir = "shared3"\n'))
     out = d / "interrupted"
+    shared = d / "shared3" / "cells"
     env = {**os.environ, "PYTHONPATH": f"{Path(__file__).parent}:{os.environ.get('PYTHONPATH', '')}"}
     proc = subprocess.Popen([sys.executable, "-m", "edgeport", "sweep", str(d / "plan3.toml"), "-o", str(out), "--workers", "1"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
@@ -180,9 +183,11 @@ def test_segfault_costs_its_cell_and_ctrl_c_keeps_finished_cells(plan):
     assert "sweep interrupted" in err and "Traceback" not in err
     cells = _by_id(json.loads((out / "results.json").read_text()))
     assert cells["tiny__host__fp32"]["status"] in ("passed", "failed")
-    assert (out / "cells" / "tiny__host__fp32" / "cell.json").is_file()
+    assert (shared / "tiny__host__fp32" / "cell.json").is_file() and (shared / "tiny__host__fp32" / "tiny_fp32.tflite").is_file()
+    assert (out / cells["tiny__host__fp32"]["report_link"]).resolve() == (shared / "tiny__host__fp32" / "report.html").resolve()
     assert cells["tiny__host__fp16"]["status"] == "crashed" and "SIGSEGV" in cells["tiny__host__fp16"]["reason"]
     assert cells["tiny__host__int8"]["status"] == "not run"
-    assert not (out / "cells" / "tiny__host__int8").exists()
-    assert not [p for p in (out / "cells").iterdir() if p.name.startswith(".")], "no staging folders left"
+    assert not (shared / "tiny__host__int8").exists()
+    assert not [p for p in shared.iterdir() if p.name.startswith(".")], "no staging folders left"
+    assert not (out / "cells").exists(), "with a shared_dir the cells live there only"
     assert "SIGSEGV" in (out / "results.html").read_text()
