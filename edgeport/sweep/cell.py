@@ -99,7 +99,8 @@ def run_cell(spec: dict[str, Any], files: dict[str, bytes] | None = None) -> dic
             record.update(status="crashed", reason=_reason(code) + (f"; last output: {tail}" if tail else ""))
         record["seconds"] = round(time.time() - t0, 2)
         produced = {p.name: p for p in out.iterdir() if p.is_file() and not p.name.startswith(".")} if out.is_dir() else {}
-        if _STOPPING.is_set():
+        if _STOPPING.is_set() or code in (130, -signal.SIGINT) or record.get("exit_code") == 130:
+            # Ctrl-C reaches the convert before the driver has stopped: the cell did not fail, it did not run.
             return {**record, "status": "not run", "reason": "interrupted"}
         if spec.get("install_root"):
             install(Path(spec["install_root"]), spec["id"], produced, record)
@@ -161,6 +162,8 @@ def _child(spec_path: str, result_path: str) -> int:
         runs=int(r.get("runs", 20)), preprocessing=r.get("preprocessing"))
     try:
         report = run_convert(req)
+    except KeyboardInterrupt:
+        return 130
     except EdgeportError as exc:
         out = {"status": "error", "exit_code": exc.exit_code, "reason": exc.one_line()}
     except Exception as exc:  # noqa: BLE001 - recorded as the cell's reason; the sweep goes on

@@ -15,7 +15,7 @@ from typing import Any
 
 from edgeport.errors import InputError, Interrupted
 from edgeport.sweep import table
-from edgeport.sweep.cell import CELL_RECORD, finished_record, install
+from edgeport.sweep.cell import finished_record, install
 from edgeport.sweep.executors import LocalExecutor, RayExecutor, local_workers
 from edgeport.sweep.plan import Plan, load_plan, with_keys
 
@@ -116,4 +116,4 @@ def summary_lines(result: SweepResult) -> list[str]:
     return lines
 
 
-__all__ = ["CELL_RECORD", "SweepResult", "run_sweep", "summary_lines"]
+__all__ = ["SweepResult", "run_sweep", "summary_lines"]
