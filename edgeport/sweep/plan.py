@@ -119,6 +119,9 @@ def load_plan(path: Path, *, output: Path | None = None) -> Plan:
     # A mixed-search cell scores its candidates on as many processes as the CPUs it declared (the
     # pool or Ray reserved them for it); see edgeport/quantize/fanout.py.
     env.setdefault("EDGEPORT_MIXED_WORKERS", str(max(1, int(cpus))))
+    # Each convert uses the CPUs it declared, as Ray already enforces for its tasks: without this a
+    # local pool of N cells runs N x cores threads (torch, oneDNN) and every cell slows down.
+    env["OMP_NUM_THREADS"] = str(max(1, int(cpus)))
     return Plan(path=path, cells=cells, output=out, shared_dir=Path(base, shared) if shared else None,
                 timeout_s=_number(sweep, "timeout_s", 3600, "sweep", minimum=1),
                 cpus_per_cell=cpus,
