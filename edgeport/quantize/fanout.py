@@ -36,6 +36,13 @@ def score_units(req: dict[str, Any], units: list[list[str]], limit: int,
     if n <= 1:
         return [serial(u) for u in units]
     scores: list[dict[str, Any] | None] = [None] * len(units)
+    # N processes share the cores this search had: each gets its part of the threads, or N copies of
+    # TensorFlow's and oneDNN's full-width pools would fight over the same cores.
+    try:
+        cores = int(os.environ.get("OMP_NUM_THREADS", "")) or os.cpu_count() or 1
+    except ValueError:
+        cores = os.cpu_count() or 1
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // n))}
     with tempfile.TemporaryDirectory(prefix="edgeport-fanout-") as tmp:
         (Path(tmp) / "req.json").write_text(json.dumps(req))
         procs = []
@@ -45,7 +52,8 @@ def score_units(req: dict[str, Any], units: list[list[str]], limit: int,
             log = open(Path(tmp) / f"log{k}.txt", "w")  # noqa: SIM115 - closed below
             procs.append((idx, log, subprocess.Popen(
                 [sys.executable, "-m", "edgeport.quantize.fanout", str(Path(tmp) / "req.json"),
-                 str(Path(tmp) / f"units{k}.json"), str(Path(tmp) / f"out{k}.json")], stdout=log, stderr=subprocess.STDOUT)))
+                 str(Path(tmp) / f"units{k}.json"), str(Path(tmp) / f"out{k}.json")], stdout=log, stderr=subprocess.STDOUT,
+                env=env)))
         for k, (idx, log, proc) in enumerate(procs):
             try:
                 proc.wait(timeout=float(req.get("fanout_timeout_s", 3600)))
