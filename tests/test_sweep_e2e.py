@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -72,7 +73,7 @@ def _convert_child(cell_id: str) -> psutil.Process | None:
     """The throwaway convert process of one cell (its scratch folder carries the cell id)."""
     for p in psutil.process_iter(["cmdline"]):
         cmd = p.info["cmdline"] or []
-        if "edgeport.sweep.cell" in cmd and any(f"edgeport-cell-{cell_id}-" in a for a in cmd):
+        if "edgeport.sweep.cell" in cmd and any("/edgeport-cell-" in a and f"-{cell_id}-" in a for a in cmd):
             return p
     return None
 
@@ -151,6 +152,8 @@ def test_ray_matches_local_and_a_lost_worker_costs_only_its_cell(local_run, plan
                 assert _sha(out / "cells" / cid / cell["summary"]["artifact"]) == local[cid]["summary"]["sha256"]
 
         again = run_sweep(plan, output=out, ray=address)  # resume: only the lost cell runs
+    leftovers = list(Path(tempfile.gettempdir()).glob(f"edgeport-cell-*-{victim}-*"))
+    assert not leftovers, "the next cell removed the lost worker's scratch folder"
     cells = _by_id(again.data)
     assert [cid for cid, c in cells.items() if not c.get("resumed")] == [victim]
     assert {cid: (c["status"], c["summary"]["sha256"]) for cid, c in cells.items()} == \

@@ -24,6 +24,7 @@ from typing import Any
 CELL_RECORD = "cell.json"  # written last: its presence with a matching key marks a finished cell
 _LIVE: set[subprocess.Popen] = set()  # running convert children, so an interrupted driver can stop them
 _STOPPING = threading.Event()
+_SCRATCH = "edgeport-cell-"  # + "<pid of the process running the cell>-<cell id>-<random>"
 
 
 def stop_running() -> None:
@@ -60,7 +61,8 @@ def run_cell(spec: dict[str, Any], files: dict[str, bytes] | None = None) -> dic
 
     `files` carries the checkpoint and data bytes when the worker cannot see the driver's paths."""
     t0 = time.time()
-    scratch = Path(tempfile.mkdtemp(prefix=f"edgeport-cell-{spec['id']}-"))
+    _remove_stale_scratch()
+    scratch = Path(tempfile.mkdtemp(prefix=f"{_SCRATCH}{os.getpid()}-{spec['id']}-"))
     try:
         request = dict(spec["request"])
         if files:
@@ -108,6 +110,20 @@ def run_cell(spec: dict[str, Any], files: dict[str, bytes] | None = None) -> dic
         return {**record, "_files": {n: p.read_bytes() for n, p in produced.items()}}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _remove_stale_scratch() -> None:
+    """A worker killed mid-cell (a lost Ray worker, an OOM kill) never ran its cleanup: the next cell
+    on that machine removes scratch folders whose owning process is gone."""
+    import psutil
+
+    for d in Path(tempfile.gettempdir()).glob(f"{_SCRATCH}*"):
+        try:
+            pid = int(d.name[len(_SCRATCH):].split("-", 1)[0])
+            if d.is_dir() and d.stat().st_uid == os.getuid() and not psutil.pid_exists(pid):
+                shutil.rmtree(d, ignore_errors=True)
+        except (ValueError, OSError):
+            continue
 
 
 def install(root: Path, cell_id: str, files: dict[str, Path | bytes], record: dict[str, Any]) -> Path:
