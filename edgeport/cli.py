@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     compress_command.add_parser(sub, [common])
 
+    from edgeport import sweep
+
+    sweep.add_parser(sub, [common])
+
     prof = sub.add_parser("profiles", parents=[common],
                           help="list or show device profiles; fit-host measures this machine for the 'host' profile")
     prof.add_argument("action", nargs="?", default="list", choices=("list", "show", "fit-host"))
@@ -122,9 +126,10 @@ def main(argv: list[str] | None = None) -> int:
                 return int(exc.code or 0)
             if not args.command:
                 raise InputError("no command given",
-                                 hint="use one of: convert, bench, inspect, compress, ship, profiles, doctor (see --help)")
+                                 hint="use one of: convert, bench, inspect, compress, ship, sweep, profiles, doctor (see --help)")
             handler = {"convert": _convert, "bench": _bench, "inspect": _inspect, "profiles": _profiles,
-                       "compress": _compress, "ship": _ship, "doctor": _doctor}[args.command]
+                       "compress": _compress, "ship": _ship, "doctor": _doctor,
+                       "sweep": _sweep}[args.command]
             return handler(args)
     except EdgeportError as exc:
         if debug:
@@ -241,6 +246,12 @@ def _compress(args: argparse.Namespace) -> int:
     from edgeport.compress import command as compress_command
 
     return compress_command.run(args)
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from edgeport import sweep
+
+    return sweep.run(args)
 
 
 def _ship(args: argparse.Namespace) -> int:

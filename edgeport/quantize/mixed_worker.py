@@ -177,12 +177,28 @@ def _stats_by_tensor(debugger: Any) -> dict[str, dict[str, float]]:
     return out
 
 
-def search(req: dict[str, Any]) -> dict[str, Any]:
+def setup(req: dict[str, Any]) -> tuple[Any, list[dict[str, np.ndarray]], Any]:
+    """Converter (calibration feed attached) and the function that builds a candidate from it: the
+    search and each candidate-scoring process (edgeport.quantize.fanout) start from the same request."""
     import tensorflow as tf
 
     calib = np.load(req["calibration"])
     feed = [{k: calib[k][i : i + 1] for k in calib.files} for i in range(len(calib[calib.files[0]]))]
     conv = _converter(req["saved_model"], feed, req.get("io_dtype", "float32"))
+
+    def build(nodes: list[str]) -> bytes:
+        opts = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(nodes))
+        dbg = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=conv.representative_dataset,
+                                                        debug_options=opts)
+        return dbg.get_nondebug_quantized_model()
+
+    return conv, feed, build
+
+
+def search(req: dict[str, Any]) -> dict[str, Any]:
+    import tensorflow as tf
+
+    conv, feed, build = setup(req)
     ev = Evaluator(req)
     status = req.get("status")
     write_status(status, phase="int8", detail="int8 model and per-layer statistics")
@@ -199,12 +215,6 @@ def search(req: dict[str, Any]) -> dict[str, Any]:
     except RuntimeError as exc:
         # The debug model itself can abort (e.g. an int8 DIV at its zero point): rank by final effect only.
         stats, local_note = {}, f"local per-layer statistics unavailable: {str(exc).splitlines()[0][:160]}"
-
-    def build(nodes: list[str]) -> bytes:
-        opts = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(nodes))
-        dbg = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=conv.representative_dataset,
-                                                        debug_options=opts)
-        return dbg.get_nondebug_quantized_model()
 
     int8_model = build([])
     forced, forced_note = ([], None) if req.get("float_layers") == "tail" else _xnnpack_refused(int8_model, build, ev.threads)
@@ -235,7 +245,7 @@ def search(req: dict[str, Any]) -> dict[str, Any]:
                             "host_p50_ms": _time(int8_model, ev.threads)})
     if req.get("diagnose_only"):
         # `convert --quant int8 --diagnose`: the per-layer table for the plain int8 model, no search.
-        _score_units(rows, ev, build, base, limit, status)
+        _score_units(rows, ev, build, base, limit, req, result["notes"], status)
         result.update(final="int8", stopped="diagnosis only (no search)")
         Path(req["out"]).write_bytes(int8_model)
         return result
@@ -249,7 +259,7 @@ def search(req: dict[str, Any]) -> dict[str, Any]:
                                 "host_p50_ms": _time(base_model, ev.threads), "note": "only the ops XNNPACK refuses in float"})
         if _fits(forced_score, budget):
             result.update(final="mixed", stopped="budget met with only the ops XNNPACK refuses kept in float", kept=forced)
-            _score_units(rows, ev, build, base, limit, status)
+            _score_units(rows, ev, build, base, limit, req, result["notes"], status)
             Path(req["out"]).write_bytes(base_model)
             return result
     ranked_units: list[list[str]] = []
@@ -259,7 +269,7 @@ def search(req: dict[str, Any]) -> dict[str, Any]:
             return order[len(order) - k :]
         n_max = len(order)
     else:
-        _score_units(rows, ev, build, base, limit, status)
+        _score_units(rows, ev, build, base, limit, req, result["notes"], status)
         # Final-output effect first; when no single unit helps (error spread over many layers, as in
         # attention blocks) the local error orders the rest.
         ranked = sorted(rows, key=lambda r: (-r["gain"], -(r["snr_gain_db"] or 0), -(r["rmse_over_scale"] or 0)))
@@ -348,18 +358,24 @@ def _xnnpack_refused(int8_model: bytes, build: Any, threads: int) -> tuple[list[
 
 
 def _score_units(rows: list[dict[str, Any]], ev: Evaluator, build: Any, base: dict[str, Any], limit: int,
-                 status: str | None = None) -> None:
-    """Each row's effect on the final outputs when its unit alone is kept in float (in place)."""
-    best: dict[str, Any] | None = None
-    for i, row in enumerate(rows):
-        lead = f"best so far: {best['op']} gain {best['gain']:+.4f}" if best else "no layer scored yet"
-        write_status(status, phase="scoring", done=i, total=len(rows), best=lead)
-        cand = ev.score(build(row["unit"]), limit)
+                 req: dict[str, Any], notes: list[str], status: str | None = None) -> None:
+    """Each row's effect on the final outputs when its unit alone is kept in float (in place). The
+    candidates are independent, so they fan out over processes when EDGEPORT_MIXED_WORKERS > 1."""
+    from edgeport.quantize.fanout import score_units
+
+    done = [0]
+
+    def score(unit: list[str]) -> dict[str, Any]:
+        # in this process (serial scoring) every candidate moves the progress line on
+        write_status(status, phase="scoring", done=done[0], total=len(rows), best="")
+        done[0] += 1
+        return ev.score(build(unit), limit)
+
+    scores = score_units(req, [row["unit"] for row in rows], limit, score, notes)
+    for row, cand in zip(rows, scores, strict=True):
         row["float_effect"] = cand
         row["gain"] = round(_metric(cand) - _metric(base), 5)
         row["snr_gain_db"] = None if cand["snr_db"] is None or base["snr_db"] is None else round(cand["snr_db"] - base["snr_db"], 3)
-        if best is None or row["gain"] > best["gain"]:
-            best = row
 
 
 def _smallest_k(attempt: Any, n_max: int) -> tuple[list[str], bytes] | None:
