@@ -92,9 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     ship.add_argument("--force", action="store_true", help="ship a model whose verdict failed (recorded in the manifest)")
     ship.add_argument("--replace", action="store_true", help="overwrite a different model of the same name in DIR")
 
-    from edgeport.compress import command as compress_command
+    from edgeport.compress.arguments import add_parser as add_compress_parser
 
-    compress_command.add_parser(sub, [common])
+    add_compress_parser(sub, [common])
 
     from edgeport import sweep
 
