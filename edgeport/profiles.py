@@ -119,12 +119,15 @@ _SCHEMA: dict[str, tuple[str, ...]] = {
 _ALL_FIELDS = tuple(f"{t}.{k}" if t else k for t, keys in _SCHEMA.items() for k in keys)
 
 
+SHIPPED_PROFILES_DIR = Path(__file__).resolve().parent.parent / "device_profiles"
+
+
 def profiles_dir() -> Path:
     """Folder of shipped profiles; EDGEPORT_PROFILES_DIR overrides it (tests, site-specific fleets)."""
     override = os.environ.get(_ENV_DIR)
     if override:
         return Path(override).expanduser()
-    return Path(__file__).resolve().parent.parent / "device_profiles"
+    return SHIPPED_PROFILES_DIR
 
 
 def list_profiles() -> list[DeviceProfile]:

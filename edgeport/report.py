@@ -41,13 +41,18 @@ def empty_report() -> dict[str, Any]:
     }
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
+    """A temp file beside `path`, then a rename: readers see the old file or the new one, never half."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(json.dumps(plain(data), indent=2, sort_keys=False) + "\n")
+        tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    write_text_atomic(path, json.dumps(plain(data), indent=2, sort_keys=False) + "\n")
 
 
 _RUNTIME_LABEL = {"xnnpack": "  [XNNPACK]", "builtin": "  [builtin kernels, no XNNPACK]", "default": "  [default delegates]"}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
@@ -31,6 +32,7 @@ from typing import Any
 from edgeport.errors import DeviceError, InputError
 from edgeport.latency.host_machine import INT8_DOT_GAIN, HostMachine, detect, fit_key, runtime_version
 from edgeport.profiles import DeviceProfile
+from edgeport.report import write_json_atomic
 
 FIT_SET_ARCHIVE = Path(__file__).with_name("fit_set.tar.xz")
 MODE_ENV, CACHE_ENV = "EDGEPORT_HOST_FIT", "EDGEPORT_CACHE_DIR"
@@ -116,7 +118,9 @@ def cache_root() -> Path:
     return Path(base) / "edgeport"
 
 
+@functools.cache
 def fit_set_version() -> str:
+    """The shipped archive does not change while edgeport runs: hash its 1.2 MB once per process."""
     return hashlib.sha256(FIT_SET_ARCHIVE.read_bytes()).hexdigest()[:12]
 
 
@@ -137,9 +141,7 @@ def _store(fit: HostFit) -> HostFit:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{fit.key}.json"
     stored = dataclasses.replace(fit, path=str(path))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    tmp.write_text(json.dumps(stored.to_json(), indent=1))
-    tmp.replace(path)  # concurrent first uses both fit; the last rename wins, each file is whole
+    write_json_atomic(path, stored.to_json())  # concurrent first uses both fit; the last rename wins
     return stored
 
 
@@ -163,21 +165,17 @@ def fit_host(threads: int | None = None, *, repeats: int = 9, runs: int = 25, st
         measured = measure([m["path"] for m in models], thread_counts, repeats=repeats, runs=runs,
                            budget_s=TIMING_BUDGET_S)
         infos = {m["path"]: inspect_model(Path(m["path"])) for m in models}
-    cases, rows = [], []
+    cases, labels = [], []
     for m in models:
         for t in thread_counts:
-            ms = measured[f"{m['path']}@{t}"]
-            cases.append((infos[m["path"]], t, ms, False))
-            rows.append((m["name"], m["quant"], t, ms))
-    base = start_params(machine)
+            cases.append((infos[m["path"]], t, measured[f"{m['path']}@{t}"], False))
+            labels.append((m["name"], m["quant"]))
     say(f"fitting {len(FREE)} parameters to {len(cases)} timings")
-    # The cache a single core streams weights from at cache speed lies between its L2 and the last level:
-    # on AMD's L3 a core reads fast, on Intel's mesh L3 barely faster than DRAM. The timings decide.
-    upper = {**UPPER, "cache_mb": max(machine.cache_mb, machine.l2_mb, 0.01)}
-    fitted = fit_params(cases, base, FREE, cores=machine.cores, linear=LINEAR, upper=upper, robust=ROBUST)
+    fitted = fit_params(cases, start_params(machine), FREE, cores=machine.cores, linear=LINEAR,
+                        upper=upper_bounds(machine), robust=ROBUST)
     samples = tuple(Sample(name, quant, t, round(ms, 5),
                            round(simulate_params(info, fitted, threads=t, cores=machine.cores).p50_ms, 5))
-                    for (name, quant, t, ms), (info, *_rest) in zip(rows, cases, strict=True))
+                    for (name, quant), (info, t, ms, _tpu) in zip(labels, cases, strict=True))
     fit = HostFit(key=key_for(machine, n), machine=machine.to_dict(), threads=n, runtime=runtime_version(),
                   fit_set=fit_set_version(), fitted_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                   seconds=time.monotonic() - start, params={k: float(v) for k, v in fitted.items()}, samples=samples)
@@ -228,16 +226,24 @@ def time_models(paths: list[str], threads: list[int], *, repeats: int, runs: int
 def start_params(machine: HostMachine) -> dict[str, float]:
     """Where the fit starts: the shipped fallback carried to this machine, inside the fit's bounds."""
     from edgeport.latency.simulator import DEFAULTS
-    from edgeport.profiles import load_profile
+    from edgeport.profiles import SHIPPED_PROFILES_DIR, load_profile
 
     # The shipped file by path: EDGEPORT_PROFILES_DIR may point at a fleet's folder without a host profile.
-    shipped = load_profile(Path(__file__).resolve().parents[2] / "device_profiles" / "host.toml")
+    shipped = load_profile(SHIPPED_PROFILES_DIR / "host.toml")
     base = {**DEFAULTS, **carry_to(shipped.simulator, shipped.hardware.int8_dot, machine), "cpu_eff_depthwise": 1.0}
     base.setdefault("act_bw_gbps", base.get("cache_bw_gbps", base["mem_bw_gbps"]))
+    upper = upper_bounds(machine)
     for key in FREE:
-        lo, hi = LINEAR.get(key, (1e-3, 0.9 * UPPER.get(key, max(machine.cache_mb, 1e-3) if key == "cache_mb" else 1e6)))
+        lo, hi = LINEAR.get(key, (1e-3, 0.9 * upper.get(key, 1e6)))
         base[key] = min(max(float(base.get(key, 1.0)), lo), hi)
     return base
+
+
+def upper_bounds(machine: HostMachine) -> dict[str, float]:
+    """UPPER plus this machine's cache: the cache a single core streams weights from at cache speed lies
+    between its L2 and the last level (on AMD's L3 a core reads fast, on Intel's mesh L3 barely faster
+    than DRAM), so the timings decide, up to the largest cache there is."""
+    return {**UPPER, "cache_mb": max(machine.cache_mb, machine.l2_mb, 0.01)}
 
 
 def carry_to(simulator: Mapping[str, float], int8_dot: str | None, machine: HostMachine) -> dict[str, float]:

@@ -7,6 +7,7 @@ a profile's `hardware.int8_dot` names the int8 path the simulator assumes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -107,6 +108,7 @@ def detect(cpuinfo: str | None = None) -> HostMachine:
     )
 
 
+@functools.cache
 def runtime_version() -> str:
     """The TFLite interpreter package and version that times models here (part of the fit key)."""
     from importlib import metadata

@@ -7,11 +7,11 @@ row links to its cell's own report.html.
 from __future__ import annotations
 
 import json
-import os
 from html import escape
 from pathlib import Path
 from typing import Any
 
+from edgeport.report import write_text_atomic
 from edgeport.report_html import _CSS
 from edgeport.types import plain
 
@@ -81,10 +81,5 @@ def write(out: Path, results: dict[str, Any]) -> dict[str, Path]:
     paths = {"json": out / "results.json", "md": out / "results.md", "html": out / "results.html"}
     texts = {"json": json.dumps(plain(results), indent=2) + "\n", "md": markdown(results), "html": html(results)}
     for kind, path in paths.items():
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_text(texts[kind], encoding="utf-8")
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_text_atomic(path, texts[kind])
     return paths
