@@ -16,15 +16,14 @@ from edgeport.errors import DeviceError, EdgeportError
 from edgeport.inspect_tflite import inspect_model, load_model
 from edgeport.profiles import DeviceProfile, load_profile
 from edgeport.report import fit_label
+from edgeport.runners.common import RunOptions
 from edgeport.runners.device import run_device
 from edgeport.runners.targets import Target, parse_target
 from edgeport.types import LatencyStats
 from edgeport.validate.run import run_tflite
 
 
-def measure(model: Path, target: Target, prof: DeviceProfile, *, runs: int, warmup: int = 5,
-            timeout_s: float | None = None, benchmark_binary: str | None = None,
-            ssh_options: tuple[str, ...] = ()) -> dict[str, Any]:
+def measure(model: Path, target: Target, prof: DeviceProfile, opts: RunOptions) -> dict[str, Any]:
     """One target's latency as a report dict ({p50_ms, p90_ms, ..., target})."""
     if target.kind == "sim":
         from edgeport.latency.simulator import simulate
@@ -33,24 +32,21 @@ def measure(model: Path, target: Target, prof: DeviceProfile, *, runs: int, warm
         return {"p50_ms": round(sim.p50_ms, 4), "target": "sim", "profile": prof.name, "fit": prof.fit}
     if target.kind == "local":
         threads = min(prof.runtime.threads, os.cpu_count() or 1)
-        run = run_tflite(model, None, {}, None, threads=threads, runs=runs, warmup=warmup)
+        run = run_tflite(model, None, {}, None, threads=threads, runs=opts.runs, warmup=opts.warmup)
         if run.latency is None:
             raise DeviceError(run.error or "the model did not run on this host", hint="check it with 'edgeport inspect'")
         return {**run.latency.to_dict(), "target": "local", "runtime": run.runtime}
-    stats: LatencyStats = run_device(model, target, prof, runs=runs, warmup=warmup,
-                                     timeout_s=timeout_s or prof.connection.timeout_s, benchmark_binary=benchmark_binary,
-                                     ssh_options=ssh_options)
+    stats: LatencyStats = run_device(model, target, prof, opts)
     return stats.to_dict()
 
 
-def bench(model: Path, profile: str, *, targets: list[str] | None = None, runs: int = 100,
-          timeout_s: float | None = None, benchmark_binary: str | None = None,
-          ssh_options: tuple[str, ...] = ()) -> dict[str, Any]:
+def bench(model: Path, profile: str, *, targets: list[str] | None = None, opts: RunOptions | None = None) -> dict[str, Any]:
+    opts = opts or RunOptions(runs=100)
     load_model(model)  # a clear error for a non-TFLite file before anything runs
     prof = load_profile(profile)
-    options.runs(runs)
-    if timeout_s is not None:
-        options.timeout(timeout_s)
+    runs = options.runs(opts.runs)
+    if opts.timeout_s is not None:
+        options.timeout(opts.timeout_s)
     parsed = [parse_target(t) for t in (targets or ["local"])]
     if any(t.kind == "sim" for t in parsed):
         from edgeport.latency.host_fit import resolve
@@ -60,8 +56,7 @@ def bench(model: Path, profile: str, *, targets: list[str] | None = None, runs: 
     names = [str(t) for t in parsed]
     with ThreadPoolExecutor(max_workers=max(1, len(parsed))) as pool, \
             progress.stage("bench", f"{runs} runs on {', '.join(names)}", total=len(parsed)) as st:
-        futures = {pool.submit(measure, model, t, prof, runs=runs, timeout_s=timeout_s,
-                               benchmark_binary=benchmark_binary, ssh_options=ssh_options): str(t) for t in parsed}
+        futures = {pool.submit(measure, model, t, prof, opts): str(t) for t in parsed}
         for fut in as_completed(futures):
             name = futures[fut]
             try:

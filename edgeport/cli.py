@@ -203,9 +203,11 @@ def _convert(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     from edgeport.bench import bench
+    from edgeport.runners.common import RunOptions
 
-    result = bench(args.model, args.profile, targets=args.target, runs=args.runs, timeout_s=args.timeout,
-                   benchmark_binary=args.benchmark_binary, ssh_options=tuple(args.ssh_option))
+    opts = RunOptions(runs=args.runs, timeout_s=args.timeout, benchmark_binary=args.benchmark_binary,
+                      ssh_options=tuple(args.ssh_option))
+    result = bench(args.model, args.profile, targets=args.target, opts=opts)
     _emit(args, result, result.pop("_lines", []))
     failed = [(name, r) for name, r in result["results"].items() if "error" in r]
     if failed:  # the table went to stdout; the exit code still owes one line on stderr saying why

@@ -42,6 +42,7 @@ from edgeport.profiles import DeviceProfile, check_quant_allowed, load_profile
 from edgeport.quantize.stage import equalize_stage, mixed_stage, record_mixed
 from edgeport.report import empty_report, summary_lines
 from edgeport.report_html import render as render_html
+from edgeport.runners.common import RunOptions
 from edgeport.types import Artifact, TensorSpec, file_sha256, plain
 from edgeport.validate import metrics, verdict, xnnpack
 from edgeport.validate.divergence import check_samples, float_conversion_check
@@ -75,6 +76,10 @@ class ConvertRequest:
     diagnose: bool = False  # per-layer int8 sensitivity table for --quant int8 (always built for mixed)
     constants: tuple[str, ...] = ()  # NAME=VALUE bindings for plain (non-tensor) forward() arguments
     rewrite_pools: bool = True  # export/pool_padding.py; off only to study the unrewritten model (survey, tests)
+
+    @property
+    def run_options(self) -> RunOptions:
+        return RunOptions(runs=self.runs, benchmark_binary=self.benchmark_binary, ssh_options=self.ssh_options)
 
 
 @dataclass
@@ -274,8 +279,7 @@ def _measure_targets(model: Path, prof: DeviceProfile, req: ConvertRequest) -> d
     targets = [t for t in (parse_target(text) for text in req.targets) if t.kind != "local"]  # the host is always measured
     for i, target in enumerate(targets):
         with progress.stage(f"device {i + 1}/{len(targets)}", f"{target}: {req.runs} runs"):
-            result = measure(model, target, prof, runs=req.runs, benchmark_binary=req.benchmark_binary,
-                             ssh_options=req.ssh_options)
+            result = measure(model, target, prof, req.run_options)
         if target.kind == "sim":
             found["simulated"] = result
         else:

@@ -18,6 +18,7 @@ import pytest
 from edgeport.errors import DeviceError, InputError
 from edgeport.profiles import DeviceProfile, load_profile
 from edgeport.runners.adb import parse_devices
+from edgeport.runners.common import RunOptions
 from edgeport.runners.device import run_device
 from edgeport.runners.targets import parse_target
 
@@ -134,7 +135,7 @@ def pixel() -> DeviceProfile:
 def _run(fake: FakeAdb, profile: DeviceProfile, target: str = f"adb://{SERIAL}", **kw: object):
     args = {"runs": 50, "warmup": 3, "timeout_s": 20.0, "benchmark_binary": str(fake.binary)}
     args.update(kw)
-    return run_device(fake.model, parse_target(target), profile, **args)  # type: ignore[arg-type]
+    return run_device(fake.model, parse_target(target), profile, RunOptions(**args))  # type: ignore[arg-type]
 
 
 def test_exact_commands_fingerprint_and_cleanup(fake: FakeAdb, pixel: DeviceProfile) -> None:
@@ -259,7 +260,7 @@ def test_adb_not_installed(pixel: DeviceProfile, tmp_path: Path, monkeypatch: py
     model.write_bytes(b"x")
     binary.write_bytes(b"x")
     with pytest.raises(DeviceError, match="adb is not installed"):
-        run_device(model, parse_target("adb://"), pixel, runs=1, warmup=0, timeout_s=5, benchmark_binary=str(binary))
+        run_device(model, parse_target("adb://"), pixel, RunOptions(runs=1, warmup=0, timeout_s=5, benchmark_binary=str(binary)))
 
 
 def test_missing_benchmark_binary_is_an_input_error(fake: FakeAdb, pixel: DeviceProfile) -> None:

@@ -262,16 +262,17 @@ def test_python_api_gives_the_same_option_errors_as_the_cli(files, tmp_path):
     from edgeport.bench import bench
     from edgeport.compress.command import compress
     from edgeport.pipeline import convert
+    from edgeport.runners.common import RunOptions
 
     with pytest.raises(InputError) as from_convert:
         convert(files["two.ts"], "host", runs=0, output=tmp_path / "o")
     with pytest.raises(InputError) as from_bench:
-        bench(Path(files["tiny.tflite"]), "host", runs=0)
+        bench(Path(files["tiny.tflite"]), "host", opts=RunOptions(runs=0))
     assert from_convert.value.one_line() == from_bench.value.one_line() == "--runs 0 must be at least 1 — e.g. --runs 50"
     with pytest.raises(InputError, match="--opset 99 must be at most"):
         convert(files["two.ts"], "host", opset=99, output=tmp_path / "o")
     with pytest.raises(InputError, match="--timeout -1 must be a positive"):
-        bench(Path(files["tiny.tflite"]), "host", timeout_s=-1)
+        bench(Path(files["tiny.tflite"]), "host", opts=RunOptions(timeout_s=-1))
     with pytest.raises(InputError, match="--latency-runs 0 must be at least 1"):
         compress(files["sd.pt"], files["recipe.toml"], files["yok.npz"], tmp_path / "c", latency_runs=0)
     assert not (tmp_path / "o").exists() and not (tmp_path / "c").exists()

@@ -22,7 +22,7 @@ import pytest
 
 from edgeport.errors import DeviceError, InputError
 from edgeport.profiles import DeviceProfile, load_profile
-from edgeport.runners.common import Deadline, Target
+from edgeport.runners.common import Deadline, RunOptions, Target
 from edgeport.runners.device import run_device
 from edgeport.runners.ssh import SshSession, _remote_word, connect_failure_kind, ssh_error
 from edgeport.runners.targets import parse_target
@@ -133,8 +133,8 @@ def _profile(remote_python: str = sys.executable, threads: int = 1) -> DevicePro
 
 def _bench(sshd: Sshd, model: Path, remote_tmp: Path, *, profile: DeviceProfile | None = None, runs: int = 20,
            timeout_s: float = 30.0, target: Target | None = None, **opts: Path) -> object:
-    return run_device(model, target or sshd.target, profile or _profile(), runs=runs, warmup=2, timeout_s=timeout_s,
-                      ssh_options=sshd.options(remote_tmp=remote_tmp, **opts))
+    return run_device(model, target or sshd.target, profile or _profile(),
+                      RunOptions(runs=runs, warmup=2, timeout_s=timeout_s, ssh_options=tuple(sshd.options(remote_tmp=remote_tmp, **opts))))
 
 
 def _python_processes_in(path: Path) -> list[int]:
@@ -272,7 +272,7 @@ def test_gpu_delegate_is_refused_before_connecting(tiny_model: Path) -> None:
     profile = _profile()
     profile = replace(profile, runtime=replace(profile.runtime, delegate="gpu"))
     with pytest.raises(InputError, match="adb://"):
-        run_device(tiny_model, parse_target("ssh://pi@127.0.0.1:1"), profile, runs=1, warmup=0, timeout_s=5)
+        run_device(tiny_model, parse_target("ssh://pi@127.0.0.1:1"), profile, RunOptions(runs=1, warmup=0, timeout_s=5))
 
 
 @pytest.mark.parametrize(

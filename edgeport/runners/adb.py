@@ -22,7 +22,7 @@ from typing import Any
 from edgeport.errors import DeviceError, InputError
 from edgeport.profiles import DeviceProfile
 from edgeport.runners.benchmark_log import BenchmarkLog, parse_benchmark_log, to_latency_stats
-from edgeport.runners.common import Deadline, Target
+from edgeport.runners.common import Deadline, RunOptions, Target
 from edgeport.runners.common import last_line as _last_line
 from edgeport.runners.common import show_text as _show
 from edgeport.types import LatencyStats, file_sha256
@@ -51,24 +51,15 @@ class AdbDevice:
     state: str
 
 
-def run_adb(
-    model: Path,
-    target: Target,
-    profile: DeviceProfile,
-    *,
-    runs: int,
-    warmup: int,
-    timeout_s: float,
-    benchmark_binary: str | None = None,
-) -> LatencyStats:
+def run_adb(model: Path, target: Target, profile: DeviceProfile, opts: RunOptions) -> LatencyStats:
     """Push model + benchmark_model, run it pinned with taskset, parse its output, always clean up."""
-    binary = _resolve_binary(benchmark_binary, profile)
+    binary = _resolve_binary(opts.benchmark_binary, profile)
     delegate_flags = _delegate_flags(profile)
     adb = shutil.which("adb")
     if adb is None:
         raise DeviceError("adb is not installed or not on PATH",
                           hint="install Android platform-tools (https://developer.android.com/tools/releases/platform-tools) and add it to PATH")
-    deadline = Deadline(timeout_s)
+    deadline = Deadline(opts.timeout_s or profile.connection.timeout_s)
     serial = pick_device(list_devices(adb, deadline), target)
     client = AdbClient(adb, serial, target, deadline)
     fingerprint = client.fingerprint()
@@ -79,7 +70,7 @@ def run_adb(
         client.push(binary, f"{remote}/benchmark_model")
         client.shell_ok(f"chmod 755 {shlex.quote(remote + '/benchmark_model')}", "making benchmark_model executable",
                         hint=f"the pushed benchmark_model is missing on the device; check free space in {REMOTE_BASE} and run again")
-        args = benchmark_args(remote, profile, runs=runs, warmup=warmup, delegate_flags=delegate_flags)
+        args = benchmark_args(remote, profile, runs=opts.runs, warmup=opts.warmup, delegate_flags=delegate_flags)
         rc, output = client.shell(bench_command(remote, args, profile.runtime.taskset), "running benchmark_model")
     finally:
         client.cleanup(remote)
@@ -90,7 +81,7 @@ def run_adb(
         "runtime": {"name": "benchmark_model", "binary": binary.name, "sha256": file_sha256(binary)},
         "delegate": profile.runtime.delegate,
         "taskset": profile.runtime.taskset,
-        "warmup_runs": warmup,
+        "warmup_runs": opts.warmup,
         "measured_by": "TFLite benchmark_model over adb",
         "delegate_log": list(log.delegate_lines),
     }

@@ -46,6 +46,23 @@ def last_line(text: str) -> str:
     return show_text(lines[-1], 200) if lines else ""
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How to time a model, as one object that travels from the CLI to whichever runner measures it.
+
+    Each runner reads what it needs (adb: `benchmark_binary`; ssh: `ssh_options`), so adding a runner
+    setting never changes the signature of every function in between.
+    """
+
+    runs: int = 50
+    warmup: int = 5
+    timeout_s: float | None = None  # None: the profile's connection.timeout_s
+    benchmark_binary: str | None = None  # adb: the benchmark_model built for the device
+    # ssh: extra ssh/scp options placed before edgeport's defaults, so an explicit option (e.g.
+    # `-o UserKnownHostsFile=...`) takes precedence; edgeport never relaxes host-key checking itself.
+    ssh_options: tuple[str, ...] = ()
+
+
 class Deadline:
     """One overall time budget shared by every step of a device run (connect, copy, run)."""
 

@@ -18,14 +18,13 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgeport.errors import DeviceError, InputError
 from edgeport.profiles import DeviceProfile
-from edgeport.runners.common import Deadline, Target
+from edgeport.runners.common import Deadline, RunOptions, Target
 from edgeport.runners.common import last_line as _last_line
 from edgeport.runners.common import show_text as _show
 from edgeport.types import LatencyStats
@@ -58,17 +57,7 @@ class SshResult:
     stderr: str
 
 
-def run_ssh(
-    model: Path,
-    target: Target,
-    profile: DeviceProfile,
-    *,
-    runs: int,
-    warmup: int,
-    timeout_s: float,
-    ssh_options: Sequence[str] = (),
-    retries: int = 2,
-) -> LatencyStats:
+def run_ssh(model: Path, target: Target, profile: DeviceProfile, opts: RunOptions, *, retries: int = 2) -> LatencyStats:
     """Measure `model` on `target`; the device returns raw per-run times, this host builds the stats."""
     if target.kind != "ssh" or not target.host:
         raise InputError(f"'{target}' is not an ssh target", hint="use ssh://[user@]host[:port]")
@@ -77,16 +66,16 @@ def run_ssh(
         if shutil.which(tool) is None:
             raise DeviceError(f"'{tool}' is not installed on this machine",
                               hint="install the OpenSSH client (e.g. apt-get install openssh-client)")
-    session = SshSession(target, list(ssh_options), Deadline(timeout_s), retries=retries)
+    session = SshSession(target, list(opts.ssh_options), Deadline(opts.timeout_s or profile.connection.timeout_s), retries=retries)
     token = secrets.token_hex(8)  # names this run's remote dir, so cleanup finds it even if mktemp's reply is lost
     try:
         remote_dir = session.make_temp_dir(token)
         session.upload(remote_dir, model)
-        result = session.bench(remote_dir, profile, runs=runs, warmup=warmup, delegate=delegate)
+        result = session.bench(remote_dir, profile, runs=opts.runs, warmup=opts.warmup, delegate=delegate)
     finally:
         if session.reached:  # an unreachable host has nothing to clean, and would only stall here again
             session.cleanup(token)
-    return _to_stats(result, target, profile, warmup)
+    return _to_stats(result, target, profile, opts.warmup)
 
 
 def _delegate(profile: DeviceProfile) -> str:
