@@ -82,6 +82,15 @@ def input_shape(value: str) -> str:
     return value
 
 
+EXPORTERS = ("auto", "onnx2tf", "litert-torch")  # export/select.py tries them in this order under auto
+
+
+def exporter(value: str) -> str:
+    if value not in EXPORTERS:
+        raise InputError(f"--exporter '{value}' is not one of {', '.join(EXPORTERS)}",
+                         hint="use auto (onnx2tf, then LiteRT Torch when onnx2tf fails), onnx2tf or litert-torch")
+    return value
+
 
 def target(value: str) -> str:
     """Parsed up front so `convert --target ftp://x` fails before the conversion, not after it."""

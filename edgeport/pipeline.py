@@ -7,49 +7,41 @@ directory inside the output directory and only finished files are renamed into p
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgeport import calibration as cal
 from edgeport import options, progress
 from edgeport.errors import ConversionError, InputError
-from edgeport.export import memory
+from edgeport.export import select
+from edgeport.export.backend import Conversion, ExportRequest, Job
 from edgeport.export.checkpoint import LoadedModel, check_checkpoint_path, load_checkpoint
 from edgeport.export.constants import bind_constants, parse_const_args
-from edgeport.export.onnx_prep import PreparedOnnx, parse_shape, prepare_onnx
-from edgeport.export.to_tflite import (
-    PSEUDO_OP_REMEDY,
-    ConversionResult,
-    needs_flex,
-    run_conversion,
-    unsupported_tf_ops,
-)
-from edgeport.export.torch_to_onnx import DEFAULT_OPSET, export_onnx
+from edgeport.export.onnx_prep import parse_shape
+from edgeport.export.torch_to_onnx import DEFAULT_OPSET
 from edgeport.inspect_tflite import inspect_model
 from edgeport.latency.host_fit import resolve as resolve_host_fit
+from edgeport.model_io import Data, ModelIO, load_data, model_io
 from edgeport.modes import MODES
 from edgeport.profiles import DeviceProfile, check_quant_allowed, load_profile
-from edgeport.quantize.stage import equalize_stage, mixed_stage, record_mixed
-from edgeport.report import empty_report, summary_lines
+from edgeport.quantize.stage import mixed_stage
+from edgeport.report import summary_lines
+from edgeport.report_build import ConvertResults, build_report, evidence
 from edgeport.report_html import render as render_html
 from edgeport.runners.common import RunOptions
-from edgeport.types import Artifact, TensorSpec, file_sha256, plain
-from edgeport.validate import metrics, verdict, xnnpack
+from edgeport.types import plain
+from edgeport.validate import xnnpack
 from edgeport.validate.divergence import check_samples, float_conversion_check
+from edgeport.validate.judge import judge
 from edgeport.validate.run import reference_outputs, run_tflite
-
-GENERATED_INPUTS = "seeded standard normal, seed 0"
-GENERATED_SOURCE = "<generated>"  # not a path anyone passes as --calib/--val
 
 
 @dataclass(frozen=True)
@@ -76,6 +68,7 @@ class ConvertRequest:
     diagnose: bool = False  # per-layer int8 sensitivity table for --quant int8 (always built for mixed)
     constants: tuple[str, ...] = ()  # NAME=VALUE bindings for plain (non-tensor) forward() arguments
     rewrite_pools: bool = True  # export/pool_padding.py; off only to study the unrewritten model (survey, tests)
+    exporter: str = "auto"  # auto | onnx2tf | litert-torch (export/select.py)
 
     @property
     def run_options(self) -> RunOptions:
@@ -127,12 +120,12 @@ def convert(checkpoint: str | Path, profile: str, **options: Any) -> Report:
 
 def run_convert(req: ConvertRequest) -> Report:
     timer = _Timer()
-    report = empty_report()
     notes: list[str] = []
     with timer.stage("setup"):
         check_checkpoint_path(req.checkpoint)
         options.runs(req.runs)
         options.opset(req.opset)
+        options.exporter(req.exporter)
         for text in req.targets:
             options.target(text)
         prof = load_profile(req.profile)
@@ -154,76 +147,51 @@ def run_convert(req: ConvertRequest) -> Report:
         with timer.stage("load"):
             loaded = load_checkpoint(req.checkpoint, req.model_class, req.model_kwargs, req.trust_pickle)
             loaded, bindings = bind_constants(loaded, consts, [n for n in shapes if n is not None])
+            select.candidates(req.exporter, loaded.kind, mode)  # an exporter that cannot take this model: exit 2 now
         if MODES[mode].calibrated and not req.calib:
             raise InputError(f"--quant {mode} needs calibration data", hint="pass --calib DATA (.npz, .npy, an image folder or builtin:NAME)")
-        with timer.stage("export", f"{loaded.kind} -> ONNX" if loaded.kind != "onnx" else "normalising the ONNX graph"):
-            prepared = _to_onnx(loaded, shapes, req, work, notes)
-            notes.extend(n for n in prepared.notes if n.startswith("rewrote") and "max-pool" in n)
+        with timer.stage("export", "normalising the ONNX graph" if loaded.kind == "onnx" else None):
+            io = model_io(loaded, shapes, req.calib or req.val, work, req.rewrite_pools)
         with timer.stage("data", "loading calibration/validation data" if req.calib or req.val else None):
-            calib_ds, val_ds = _load_datasets(req, list(prepared.inputs), list(prepared.outputs), notes)
-        with timer.stage("reference", f"float reference outputs on {val_ds.count} samples"):
-            references = reference_outputs(loaded.module, prepared.path, list(prepared.inputs), val_ds.inputs)
-        if mode == "mixed":
-            with timer.stage("equalize", "cross-layer equalization"):
-                prepared = equalize_stage(prepared, val_ds, work, notes)
+            data = load_data(io, req.calib, req.val, req.preprocessing, req.max_calib_samples, req.max_val_samples, notes)
+        with timer.stage("reference", f"float reference outputs on {data.val.count} samples"):
+            references = reference_outputs(loaded.module, io.onnx.path if io.onnx else None, list(io.inputs), data.val.inputs)
+        threads = min(prof.runtime.threads, os.cpu_count() or 1)
         with timer.stage("convert"):
-            conv, artifact_key = _convert(prepared, calib_ds, mode, prof, work, notes)
+            choice = _export(req, loaded, io, data, references, mode, prof, work, threads, notes)
+        conv = choice.conversion
+        artifact_key = mode
         mixed_result = diagnosis = None
-        if req.diagnose and mode == "int8":
-            with timer.stage("diagnose"):
-                diagnosis = mixed_stage(conv, prepared, _calibration_arrays(calib_ds, prepared), val_ds, references, prof,
-                                        work, notes, diagnose_only=True)
-        if mode == "mixed":
-            with timer.stage("mixed_search"):
-                mixed_result = mixed_stage(conv, prepared, _calibration_arrays(calib_ds, prepared), val_ds, references, prof, work, notes)
-        with timer.stage("validate", f"TFLite vs reference on {val_ds.count} samples, then {req.runs} timed runs"):
-            threads = min(prof.runtime.threads, os.cpu_count() or 1)
-            run = run_tflite(conv.files[artifact_key], val_ds.inputs, conv.input_map, references, threads=threads, runs=req.runs)
-            run, xnn = xnnpack.fallback(run, conv.files[artifact_key], conv.files["fp32"], prepared, val_ds.inputs, conv.input_map,
+        if req.diagnose or mode == "mixed":
+            with timer.stage("mixed_search" if mode == "mixed" else "diagnose"):
+                found = _per_layer(conv, data, io, references, prof, work, notes, diagnose_only=mode != "mixed")
+            mixed_result, diagnosis = (found, None) if mode == "mixed" else (None, found)
+        with timer.stage("validate", f"TFLite vs reference on {data.val.count} samples, then {req.runs} timed runs"):
+            model = conv.files[artifact_key]
+            run = run_tflite(model, data.val.inputs, conv.input_map, references, threads=threads, runs=req.runs)
+            run, xnn = xnnpack.fallback(run, model, conv.files["fp32"], conv.onnx, data.val.inputs, conv.input_map,
                                         references, threads, req.runs)
-            fp32_run = run
-            if artifact_key != "fp32":
-                # One float32 run serves twice: its host time beside the artifact's, and (on a few
-                # samples) the check that the conversion itself matches the reference.
-                sample_inputs, sample_refs = check_samples(val_ds.inputs, references)
-                fp32_run = run_tflite(conv.files["fp32"], sample_inputs, conv.input_map, sample_refs, threads=threads, runs=req.runs)
         with timer.stage("float_check", "float32 TFLite vs the reference"):
-            float_check = float_conversion_check(fp32_run, references, conv.files["fp32"], prepared.path, val_ds.inputs,
-                                                 conv.input_map, prepared.original_node_names)
+            float_check = choice.float_check.result
+            if artifact_key == "fp32":  # the artifact's own run covers every validation sample
+                float_check = float_conversion_check(run, references, model, _onnx_path(conv), data.val.inputs,
+                                                     conv.input_map, _node_names(conv))
         with timer.stage("device"):
-            device = _measure_targets(conv.files[artifact_key], prof, req)
-        final = out_dir / f"{_stem(req.checkpoint)}_{mode}.tflite"
-        _fill_report(report, prof, mode, prepared, loaded, conv, artifact_key, run,
-                     None if fp32_run is run else fp32_run, references, val_ds, calib_ds, final, req)
-        report["notes"] = notes
-        report["model"]["constants"] = bindings
-        report["xnnpack"] = xnn
-        report["accuracy"]["runtime"] = run.delegate
-        for row in report["accuracy"].get("outputs") or []:
-            row["runtime"] = run.delegate
-        if run.latency is not None:
-            report["latency"]["host"]["delegate"] = run.delegate  # the host time comes from the same run
-        if diagnosis is not None:
-            report["quantization"]["layers"] = diagnosis.layers
-        report["latency"].update(device)
-        info = inspect_model(conv.files[artifact_key])
-        edgetpu_check = _simulate(report, info, prof, conv.files[artifact_key], work, notes)
-        report["quantization"]["float_layers"] = [info["ops"][i]["output_name"] for i in info["float_ops"]] if mode in ("int8", "int16x8") else []
-        report["model"]["ops"] = info["op_counts"]
-        report["model"]["macs"] = info["total_macs"]
-        report["quantization"]["weight_bytes"] = info["weight_bytes"]
-        extra_checks = []
-        if mixed_result is not None:
-            extra_checks.append(record_mixed(report, mixed_result, info, prof))
-        if edgetpu_check is not None:
-            extra_checks.append(edgetpu_check)
-        report["float_conversion"] = float_check
-        extra_checks.append(_float_check(float_check))
-        extra_checks.append(xnnpack.check(xnn))
-        report["verdict"] = verdict.decide([*_structure_checks(prof, info, mode), *extra_checks, *_checks(prof, report, run, mode)])
+            device = _measure_targets(model, prof, req)
+        info = inspect_model(model)
+        simulated, tpu = _simulate(info, prof, model, work, notes)
+        results = ConvertResults(
+            options={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(req).items()},
+            checkpoint=req.checkpoint, profile=prof, mode=mode, loaded=loaded, io=io, data=data, references=references,
+            choice=choice, artifact_key=artifact_key, final=out_dir / f"{_stem(req.checkpoint)}_{mode}.tflite", run=run,
+            fp32_run=None if artifact_key == "fp32" else choice.float_check.run, float_check=float_check, xnnpack=xnn,
+            info=info, device=device, simulated=simulated, edgetpu=tpu, mixed=mixed_result, diagnosis=diagnosis,
+            bindings=bindings, notes=[*conv.notes, *notes])
+        report = build_report(results)
+        report["verdict"] = judge(evidence(results, report), prof.budgets)
         report["timings"] = timer.timings
         report_path = out_dir / "report.json"
-        _publish(conv.files[artifact_key], final, report, report_path)
+        _publish(model, results.final, report, report_path)
         finished = True
         return Report(report, report_path, summary_lines(report))
     finally:
@@ -233,40 +201,63 @@ def run_convert(req: ConvertRequest) -> Report:
             out_dir.rmdir()  # a failed run leaves nothing behind, not even the directory it made
 
 
-def _float_check(result: dict[str, Any]):
-    """Separates converter errors from quantization errors: the float32 TFLite must match the reference."""
-    where = result.get("first_divergent")
-    detail = ""
-    if not result["matches"]:
-        detail = result.get("error") or "the float32 TFLite already disagrees with the reference: a conversion error, not quantization"
-        if where:
-            module = f" (PyTorch module {where['pytorch_module']})" if where.get("pytorch_module") else ""
-            detail += f"; first divergent ONNX node: {where['onnx_node']} [{where['op']}]{module}"
-    return verdict.must("float_conversion_matches_reference", result["matches"], result.get("cosine_min"), detail)
+def _export(req: ConvertRequest, loaded: LoadedModel, io: ModelIO, data: Data, references: list[np.ndarray], mode: str,
+            prof: DeviceProfile, work: Path, threads: int, notes: list[str]) -> select.ExportChoice:
+    """Every file the mode needs, from the backend --exporter picks (see export/select.py)."""
+    io_dtype = prof.runtime.io_dtype if MODES[mode].integer_io else "float32"
+    jobs = [Job("fp32", "fp32")]
+    if mode == "mixed":  # plain int8 first; the search starts from it
+        jobs.append(Job("int8", "int8", io_dtype))
+    elif mode != "fp32":
+        jobs.append(Job(mode, mode, io_dtype))
+    ereq = ExportRequest(loaded=loaded, inputs=io.inputs, outputs=io.outputs, jobs=tuple(jobs),
+                         calibration=data.calibration_arrays(io.inputs), work=work, opset=req.opset, onnx=io.onnx,
+                         equalize_sample=data.val.inputs if mode == "mixed" else None, rewrite_pools=req.rewrite_pools)
+    sample_inputs, sample_refs = check_samples(data.val.inputs, references)
+
+    def check(conv: Conversion) -> select.FloatCheck:
+        # One float32 run serves twice: the check that the conversion itself matches the reference
+        # (on a few samples), and its host time beside the artifact's.
+        fp32 = conv.files["fp32"]
+        run = run_tflite(fp32, sample_inputs, conv.input_map, sample_refs, threads=threads, runs=req.runs if mode != "fp32" else 1)
+        found = float_conversion_check(run, references, fp32, _onnx_path(conv), data.val.inputs, conv.input_map, _node_names(conv))
+        return select.FloatCheck(bool(found["matches"]), found, run)
+
+    return select.export(ereq, req.exporter, loaded.kind, mode, check, note=notes.append)
 
 
-def _simulate(report: dict[str, Any], info: dict[str, Any], prof: DeviceProfile, model: Path, work: Path,
-              notes: list[str]):
+def _onnx_path(conv: Conversion) -> Path | None:
+    return conv.onnx.path if conv.onnx is not None else None
+
+
+def _node_names(conv: Conversion) -> dict[str, str]:
+    return conv.onnx.original_node_names if conv.onnx is not None else {}
+
+
+def _per_layer(conv: Conversion, data: Data, io: ModelIO, references: list[np.ndarray], prof: DeviceProfile, work: Path,
+               notes: list[str], *, diagnose_only: bool):
+    """The per-layer int8 table (--diagnose) or the mixed search: both trace TFLite ops to ONNX nodes."""
+    if conv.onnx is None or conv.saved_model is None:
+        raise ConversionError(f"the per-layer int8 analysis runs on the ONNX path, but {conv.backend} converted this model",
+                              hint="rerun with --exporter onnx2tf, or use --quant int8 without --diagnose")
+    return mixed_stage(conv, conv.onnx, data.calibration_arrays(io.inputs), data.val, references, prof, work, notes,
+                       diagnose_only=diagnose_only)
+
+
+def _simulate(info: dict[str, Any], prof: DeviceProfile, model: Path, work: Path, notes: list[str]):
     """Simulated device latency from the profile (always, it is cheap) and, for Edge TPU profiles,
     which ops the TPU runs: the compiler's own answer when edgetpu_compiler is installed."""
     from edgeport.latency.edgetpu import edgetpu_report
     from edgeport.latency.simulator import simulate
 
-    tpu = None
-    if prof.runtime.delegate == "edgetpu":
-        tpu = edgetpu_report(model, info, out_dir=work / "edgetpu")
-        report["edgetpu"] = tpu.to_dict()
+    tpu = edgetpu_report(model, info, out_dir=work / "edgetpu") if prof.runtime.delegate == "edgetpu" else None
     try:
         sim = simulate(info, prof, edgetpu_report=tpu) if tpu is not None else simulate(info, prof)
     except Exception as exc:  # noqa: BLE001 - a missing estimate must not hide measured results
         notes.append(f"latency simulation unavailable: {type(exc).__name__}: {str(exc)[:160]}")
-    else:
-        report["latency"]["simulated"] = {"p50_ms": round(sim.p50_ms, 4), "profile": sim.profile, "threads": sim.threads,
-                                          "edgetpu": sim.edgetpu, "fit": prof.fit}
-    if tpu is None:
-        return None
-    return verdict.at_least("edgetpu_op_share", round(tpu.share_on_tpu, 4), prof.budgets.min_edgetpu_op_share,
-                            f"first op on the CPU: {tpu.first_unsupported}" if tpu.first_unsupported else "")
+        return None, tpu
+    return {"p50_ms": round(sim.p50_ms, 4), "profile": sim.profile, "threads": sim.threads, "edgetpu": sim.edgetpu,
+            "fit": prof.fit}, tpu
 
 
 def _measure_targets(model: Path, prof: DeviceProfile, req: ConvertRequest) -> dict[str, Any]:
@@ -301,207 +292,6 @@ def _prepare_output(path: Path) -> Path:
 
 def _stem(path: Path) -> str:
     return path.name.split(".")[0] or "model"
-
-
-def _to_onnx(loaded: LoadedModel, shapes: dict, req: ConvertRequest, work: Path, notes: list[str]) -> PreparedOnnx:
-    if loaded.kind == "onnx":
-        prepared = prepare_onnx(loaded.path, work / "model.onnx", shapes, rewrite_pools=req.rewrite_pools)
-        memory.check_fits(memory.estimate_onnx(prepared.path), prepared.inputs)
-        return prepared
-    specs = _torch_input_specs(loaded, shapes, req)
-    ints = cal.integer_arrays(req.calib or req.val or "")
-    if ints:  # token ids / indices: export integer inputs, as the data is
-        specs = [replace(s, dtype=ints.get(s.name, ints.get("x") if len(specs) == 1 else None) or s.dtype) for s in specs]
-    memory.check_fits(memory.estimate_torch(loaded.module, specs), specs)
-    raw = work / "exported.onnx"
-    export_onnx(loaded.module, specs, raw, opset=req.opset)
-    notes.append(f"exported {loaded.kind} to ONNX opset {req.opset}")
-    return prepare_onnx(raw, work / "model.onnx", {}, rewrite_pools=req.rewrite_pools)
-
-
-def _torch_input_specs(loaded: LoadedModel, shapes: dict, req: ConvertRequest) -> list[TensorSpec]:
-    names = list(loaded.input_names or [])
-    if shapes:
-        if None in shapes:
-            if len(shapes) > 1 or len(names) > 1:
-                raise InputError("--input-shape without a name, but the model takes several inputs",
-                                 hint=f"name each: --input-shape {names[0] if names else 'x'}=1x3x224x224")
-            return [TensorSpec(names[0] if names else "input", shapes[None])]
-        if names:
-            unknown = [n for n in shapes if n not in names]
-            if unknown:
-                raise InputError(f"--input-shape names unknown input '{unknown[0]}'", hint=f"the model's inputs are: {', '.join(names)}")
-            missing = [n for n in names if n not in shapes]
-            if missing:
-                raise InputError(f"no --input-shape for input '{missing[0]}'", hint=f"give one for each of: {', '.join(names)}")
-            return [TensorSpec(n, shapes[n]) for n in names]
-        return [TensorSpec(n, s) for n, s in shapes.items()]
-    if loaded.example_inputs:
-        return list(loaded.example_inputs)
-    guessed = cal.sample_shape(req.calib or req.val) if (req.calib or req.val) else None
-    if guessed and len(names) <= 1:
-        return [TensorSpec(names[0] if names else "input", (1, *guessed))]
-    raise InputError("the input shape of this torch model is unknown",
-                     hint="pass --input-shape [NAME=]1x3x224x224 (one per input)")
-
-
-def _load_datasets(req: ConvertRequest, inputs: list[TensorSpec], outputs: list[TensorSpec],
-                   notes: list[str]) -> tuple[cal.Dataset | None, cal.Dataset]:
-    pre = cal.parse_preprocessing(req.preprocessing) if req.preprocessing else None
-    calib = cal.load_data(req.calib, inputs, pre, outputs=outputs) if req.calib else None
-    val = cal.load_data(req.val, inputs, pre, outputs=outputs) if req.val else None
-    if len(outputs) > 1 and any(ds is not None and ds.labels is not None for ds in (calib, val)):
-        notes.append(f"labels score the first output '{outputs[0].name}' of {len(outputs)}")
-    for ds, role in ((calib, "calibration"), (val, "validation")):
-        if ds is not None:
-            for warning in cal.check_data(ds, inputs, role=role):
-                notes.append(warning)
-    if calib is not None and val is None:
-        calib, val = cal.split_holdout(calib, val_fraction=0.3, seed=0)
-        notes.append(f"no --val given: held out {val.count} of {calib.count + val.count} calibration samples for validation "
-                     "(never used for calibration)")
-    if calib is not None and val is not None and calib.sha256 == val.sha256:
-        notes.append("--calib and --val are the same data: accuracy is measured on calibration samples")
-    if val is None:
-        val = _random_inputs(inputs)
-        notes.append(f"no data given: validated on {val.count} generated inputs ({GENERATED_INPUTS}), not real data; "
-                     "pass --val DATA to measure accuracy on real samples")
-    if calib is not None and calib.count > req.max_calib_samples:
-        calib = calib.take(np.arange(req.max_calib_samples))
-        notes.append(f"calibration uses the first {req.max_calib_samples} samples")
-    if val.count > req.max_val_samples:
-        val = val.take(np.arange(req.max_val_samples))
-    return calib, val
-
-
-def _random_inputs(inputs: list[TensorSpec]) -> cal.Dataset:
-    rng = np.random.default_rng(0)
-    arrays = {}
-    for s in inputs:
-        shape = (32, *s.shape[1:])
-        arrays[s.name] = rng.standard_normal(shape).astype(np.float32) if "float" in s.dtype else np.zeros(shape, s.dtype)
-    digest = hashlib.sha256(b"".join(a.tobytes() for a in arrays.values())).hexdigest()
-    return cal.Dataset(inputs=arrays, labels=None, source=GENERATED_SOURCE, sha256=digest, preprocessing=None)
-
-
-def _convert(prepared: PreparedOnnx, calib: cal.Dataset | None, mode: str, prof: DeviceProfile, work: Path,
-             notes: list[str]) -> tuple[ConversionResult, str]:
-    io_dtype = prof.runtime.io_dtype if mode in ("int8", "mixed") else "float32"
-    jobs = [{"key": "fp32", "mode": "fp32"}]
-    if mode == "mixed":  # plain int8 first; the search starts from it (see _mixed)
-        jobs.append({"key": "int8", "mode": "int8", "io_dtype": io_dtype})
-    elif mode != "fp32":
-        jobs.append({"key": mode, "mode": mode, "io_dtype": io_dtype})
-    arrays = _calibration_arrays(calib, prepared)
-    conv = run_conversion(prepared, work, arrays, jobs)
-    if conv.errors and any(needs_flex(e) for e in conv.errors.values()):
-        notes.append(f"plain conversion needed Flex (Select TF) ops; retried with builtin replacements for {', '.join(PSEUDO_OP_REMEDY)}")
-        conv = run_conversion(prepared, work, arrays, jobs, pseudo_ops=PSEUDO_OP_REMEDY)
-    failed = [k for k in (mode, "int8" if mode == "mixed" else mode, "fp32") if k in conv.errors]
-    if failed:
-        key = failed[0]
-        ops = unsupported_tf_ops(conv.errors[key])
-        if ops:
-            raise ConversionError(f"TFLite conversion to {key} failed: TensorFlow ops {', '.join(ops)} have no builtin TFLite kernel "
-                                  "(they would need Flex/Select TF ops, which Coral, GPU delegates and standard runtimes cannot run)",
-                                  hint="replace those layers in the model (e.g. nn.GELU(approximate='tanh') for Erf)")
-        err = " ".join(conv.errors[key].split())[:600]
-        raise ConversionError(f"TFLite conversion to {key} failed: {err}", hint="run with --keep-work and see the converter log")
-    return conv, mode
-
-
-def _calibration_arrays(calib: cal.Dataset | None, prepared: PreparedOnnx) -> dict[str, np.ndarray] | None:
-    if calib is None:
-        return None
-    return {s.name: calib.inputs[s.name].astype(np.float32) if "float" in s.dtype else calib.inputs[s.name]
-            for s in prepared.inputs}
-
-
-
-def _fill_report(report, prof, mode, prepared, loaded, conv, key, run, fp32_run, refs, val, calib, final, req) -> None:
-    path = conv.files[key]
-    report["profile"] = prof.to_dict()
-    report["artifact"] = Artifact(final, file_sha256(path), path.stat().st_size).to_dict()
-    report["reference"] = {"size_bytes": conv.files["fp32"].stat().st_size if "fp32" in conv.files else None,
-                           "kind": loaded.kind, "onnx_opset": prepared.opset}
-    report["quantization"] = {"mode": mode, "float_layers": [], "io_dtype": prof.runtime.io_dtype if MODES[mode].integer_io else "float32"}
-    # The checkpoint's hash lets `edgeport ship` prove which weights an app model came from.
-    ckpt_sha = file_sha256(req.checkpoint) if req.checkpoint.is_file() else None
-    report["model"] = {"source": str(req.checkpoint), "sha256": ckpt_sha, "inputs": [asdict(s) for s in prepared.inputs],
-                       "outputs": [asdict(s) for s in prepared.outputs], "normalization_notes": list(prepared.notes),
-                       "pool_rewrites": list(prepared.pool_rewrites)}
-    report["data"] = {
-        "calibration": None if calib is None else {"source": calib.source, "samples": calib.count, "sha256": calib.sha256,
-                                                    "preprocessing": calib.preprocessing,
-                                                    "class_names": _names(calib.class_names)},
-        "validation": {"source": val.source, "samples": val.count, "sha256": val.sha256, "labels": val.labels is not None,
-                       "preprocessing": val.preprocessing, "class_names": _names(val.class_names),
-                       "generated": val.source == GENERATED_SOURCE},
-    }
-    # One flag a script can test: every accuracy figure in this report comes from generated inputs,
-    # not the user's data (float exports run without --calib/--val).
-    report["accuracy"]["on_generated_inputs"] = val.source == GENERATED_SOURCE
-    if val.source == GENERATED_SOURCE:
-        report["data"]["validation"]["generator"] = GENERATED_INPUTS
-    report["options"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(req).items()}
-    report["runtime_error"] = run.error
-    if run.outputs is not None:
-        per_output = [metrics.compare_output(spec.name, ref, got) for spec, ref, got in zip(prepared.outputs, refs, run.outputs, strict=True)]
-        report["accuracy"]["outputs"] = [m.to_dict() for m in per_output]
-        first = per_output[0]
-        report["accuracy"].update(cosine_mean=first.cosine_mean, snr_db=first.snr_db, top1_agreement=first.top1_agreement)
-        if val.labels is not None:
-            ref_acc = metrics.label_accuracy(refs[0], val.labels)
-            tfl_acc = metrics.label_accuracy(run.outputs[0], val.labels)
-            if ref_acc is not None and tfl_acc is not None:
-                report["accuracy"].update(reference=ref_acc, tflite=tfl_acc, drop_pp=round((ref_acc - tfl_acc) * 100, 4))
-    if run.latency is not None:
-        report["latency"]["host"] = run.latency.to_dict()
-        report["latency"]["host"]["runtime"] = run.runtime
-    if fp32_run is not None and fp32_run.latency is not None:
-        report["latency"]["host_fp32"] = fp32_run.latency.to_dict()
-
-
-def _names(names: tuple[str, ...] | None) -> list[str] | None:
-    return None if names is None else list(names)
-
-
-def _structure_checks(prof: DeviceProfile, info: dict[str, Any], mode: str) -> list:
-    """What the written file really contains, read back from the flatbuffer, not what was asked."""
-    custom = sorted({op["op"] for op in info["ops"] if op["op"].startswith("CUSTOM")})
-    checks = [verdict.must("builtin_ops_only", not custom, custom or True,
-                           f"needs {', '.join(custom)}: Flex/custom ops do not run on standard runtimes, Coral or GPU" if custom else "")]
-    if mode == "int8":
-        float_ops = [f"{info['ops'][i]['op']}#{i}" for i in info["float_ops"]]
-        checks.append(verdict.must("full_integer", not float_ops, not float_ops,
-                                   f"{len(float_ops)} float op(s): {', '.join(float_ops[:5])}" if float_ops else ""))
-    return checks
-
-
-def _checks(prof: DeviceProfile, report: dict[str, Any], run, mode: str) -> list:
-    b = prof.budgets
-    acc = report["accuracy"]
-    outputs = acc.get("outputs") or []
-    finite = run.outputs is not None and all(o["nonfinite"] == 0 for o in outputs)
-    detail = run.error or ("; ".join(f"{o['name']}: {o['nonfinite']} non-finite values" for o in outputs if o["nonfinite"]))
-    checks = [verdict.must("runs_on_validation_data", finite, finite, detail)]
-    size_mb = report["artifact"]["size_bytes"] / 1e6
-    checks.append(verdict.at_most("model_size_mb", round(size_mb, 4), b.model_size_mb))
-    if acc["drop_pp"] is not None:
-        checks.append(verdict.at_most("accuracy_drop_pp", acc["drop_pp"], b.accuracy_drop_pp))
-    elif acc["top1_agreement"] is not None or not finite:
-        checks.append(verdict.at_least("top1_agreement", acc["top1_agreement"], b.min_top1_agreement, "no labels: agreement with the float model"))
-    if b.min_snr_db is not None and (acc["snr_db"] is not None or not finite):
-        checks.append(verdict.at_least("snr_db", acc["snr_db"], b.min_snr_db))
-    lat = report["latency"]
-    for source in ("device", "simulated", "host"):
-        value = lat.get(source, {}).get("p50_ms")
-        if value is not None:
-            break
-    detail = {"device": f"measured on {lat['device'].get('target')}", "simulated": "simulated from the profile",
-              "host": "host measurement stands in: no device or simulated latency"}.get(source, "")
-    checks.append(verdict.at_most("latency_p50_ms", value, b.latency_p50_ms, detail if value is not None else ""))
-    return checks
 
 
 def _publish(src: Path, final: Path, report: dict[str, Any], report_path: Path) -> None:

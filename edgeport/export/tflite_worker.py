@@ -115,7 +115,7 @@ def _calibration_feed(req: dict[str, Any], sig: dict[str, tuple[int, ...]]) -> t
         count = len(data[req["onnx_inputs"][0]])
         for i in range(count):
             feed.append({key: apply(data[names[key]][i : i + 1], perms[key]) for key in names})
-    mapping = {key: {"onnx_name": names[key], "perm": perms[key]} for key in names}
+    mapping = {key: {"source": names[key], "perm": perms[key]} for key in names}
     return feed, mapping
 
 

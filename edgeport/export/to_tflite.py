@@ -29,7 +29,7 @@ class ConversionResult:
     saved_model: Path
     files: dict[str, Path]  # job key -> written tflite
     errors: dict[str, str]  # job key -> converter error
-    input_map: dict[str, dict[str, Any]]  # signature key -> {onnx_name, perm, shape}
+    input_map: dict[str, dict[str, Any]]  # signature key -> {source, perm, shape} (see export/backend.py)
     log_path: Path
     notes: tuple[str, ...] = field(default_factory=tuple)
 

@@ -34,7 +34,7 @@ class MixedResult:
 
 
 def _tflite_layout(arrays: dict[str, np.ndarray], input_map: dict[str, dict[str, Any]]) -> dict[str, np.ndarray]:
-    return {key: apply(arrays[spec["onnx_name"]], tuple(spec["perm"]) if spec.get("perm") is not None else None)
+    return {key: apply(arrays[spec["source"]], tuple(spec["perm"]) if spec.get("perm") is not None else None)
             for key, spec in input_map.items()}
 
 

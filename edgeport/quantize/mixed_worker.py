@@ -61,7 +61,7 @@ class Evaluator:
         with tempfile.TemporaryDirectory(prefix="edgeport-cand-") as tmp:
             path = Path(tmp, "candidate.tflite")
             path.write_bytes(model)
-            run = run_tflite(path, data, {k: {"onnx_name": k, "perm": None} for k in data},
+            run = run_tflite(path, data, {k: {"source": k, "perm": None} for k in data},
                              [r[:n] for r in self.refs], threads=self.threads, runs=0)
         return run.outputs
 

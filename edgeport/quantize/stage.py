@@ -5,22 +5,20 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from edgeport import calibration as cal
+from edgeport.export.backend import Conversion
 from edgeport.export.onnx_prep import PreparedOnnx
-from edgeport.export.to_tflite import ConversionResult
 from edgeport.profiles import DeviceProfile
 from edgeport.quantize import mixed
 from edgeport.quantize.equalize import equalize
-from edgeport.validate import verdict
 
 
-def equalize_stage(prepared: PreparedOnnx, val: cal.Dataset, work: Path, notes: list[str]) -> PreparedOnnx:
+def equalize_stage(prepared: PreparedOnnx, sample: dict[str, np.ndarray], work: Path, notes: list[str]) -> PreparedOnnx:
     """Cross-layer equalization first: a float-equivalent rewrite is free, a float layer is not."""
-    sample = {s.name: val.inputs[s.name][:1] for s in prepared.inputs}
+    sample = {s.name: sample[s.name][:1] for s in prepared.inputs}
     result = equalize(prepared.path, work / "model_equalized.onnx", sample)
     if result.pairs == 0:
         return prepared
@@ -32,7 +30,7 @@ def equalize_stage(prepared: PreparedOnnx, val: cal.Dataset, work: Path, notes: 
     return replace(prepared, path=result.path)
 
 
-def mixed_stage(conv: ConversionResult, prepared: PreparedOnnx, calibration: dict[str, np.ndarray], val: cal.Dataset, references: list[np.ndarray],
+def mixed_stage(conv: Conversion, prepared: PreparedOnnx, calibration: dict[str, np.ndarray], val: cal.Dataset, references: list[np.ndarray],
            prof: DeviceProfile, work: Path, notes: list[str], *, diagnose_only: bool = False) -> mixed.MixedResult:
     """Search the smallest float set that meets the accuracy budget; the result becomes the artifact.
     With diagnose_only the plain int8 model stays the artifact and only the per-layer table is built."""
@@ -55,17 +53,3 @@ def mixed_stage(conv: ConversionResult, prepared: PreparedOnnx, calibration: dic
         notes.append("the float ops sit at the graph's tail: on the Edge TPU they split the graph and run on the CPU")
     notes.extend(result.notes)
     return result
-
-
-def record_mixed(report: dict[str, Any], result: mixed.MixedResult, info: dict[str, Any], prof: DeviceProfile):
-    by_tensor = {r["tensor"]: r for r in result.layers}
-    q = report["quantization"]
-    q["float_layers"] = [{"tensor": t, "op": by_tensor.get(t, {}).get("op"), "onnx_node": by_tensor.get(t, {}).get("onnx_node"),
-                          "pytorch_module": by_tensor.get(t, {}).get("pytorch_module")} for t in result.kept]
-    q["layers"] = result.layers
-    q["curve"] = result.curve
-    q["int8_only"] = result.int8
-    q["search"] = {"stopped": result.stopped, "policy": prof.runtime.float_layers}
-    missing = mixed.verify_kept_float(info, result.kept)
-    return verdict.must("kept_layers_are_float", not missing, len(result.kept) - len(missing),
-                        f"not float in the written model: {', '.join(missing[:3])}" if missing else "")

@@ -64,7 +64,7 @@ def tflite_intermediates(tflite_path: Path, feed: dict[str, np.ndarray], input_m
         interp = Interpreter(model_path=str(tflite_path), experimental_preserve_all_tensors=True)
     runner = interp.get_signature_runner()
     details = runner.get_input_details()
-    runner(**{k: quantize_input(apply(feed[spec["onnx_name"]], _perm(spec)), details[k]) for k, spec in input_map.items()})
+    runner(**{k: quantize_input(apply(feed[spec["source"]], _perm(spec)), details[k]) for k, spec in input_map.items()})
     out = {}
     for t in interp.get_tensor_details():
         try:

@@ -108,7 +108,7 @@ def _load_feeds(req: dict[str, Any], in_details: dict[str, Any]) -> dict[str, np
         data = np.load(req["inputs"])
         from edgeport.export.layout import apply
 
-        return {key: apply(data[spec["onnx_name"]], spec.get("perm")) for key, spec in req["input_map"].items()}
+        return {key: apply(data[spec["source"]], spec.get("perm")) for key, spec in req["input_map"].items()}
     rng = np.random.default_rng(0)
     feeds = {}
     for key, d in in_details.items():

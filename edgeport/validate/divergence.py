@@ -22,7 +22,7 @@ def check_samples(inputs: dict[str, np.ndarray], references: list[np.ndarray], s
     return {k: v[:samples] for k, v in inputs.items()}, [r[:samples] for r in references]
 
 
-def float_conversion_check(fp32_run: TfliteRun, references: list[np.ndarray], fp32_model: Path, onnx_path: Path,
+def float_conversion_check(fp32_run: TfliteRun, references: list[np.ndarray], fp32_model: Path, onnx_path: Path | None,
                            inputs: dict[str, np.ndarray], input_map: dict[str, dict[str, Any]],
                            original_names: dict[str, str]) -> dict[str, Any]:
     """Judge an existing run of the float32 model (any number of samples) against the reference."""
@@ -32,7 +32,7 @@ def float_conversion_check(fp32_run: TfliteRun, references: list[np.ndarray], fp
     cos = min(compare_output("out", r, o).cosine_min for r, o in zip(refs, fp32_run.outputs, strict=True))
     result: dict[str, Any] = {"matches": bool(cos >= FLOAT_MATCH_COSINE), "cosine_min": round(float(cos), 6),
                               "first_divergent": None}
-    if not result["matches"]:
+    if not result["matches"] and onnx_path is not None:  # only the ONNX path can point at a node
         result["first_divergent"] = first_divergent_node(fp32_model, onnx_path, {k: v[:1] for k, v in inputs.items()},
                                                           input_map, original_names)
     return result

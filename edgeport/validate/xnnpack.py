@@ -124,7 +124,7 @@ def _where(row: dict[str, Any]) -> str:
     return f"({row['tensor'][:60]})"
 
 
-def diagnose(model: Path, float_model: Path, onnx_path: Path, sample: dict[str, np.ndarray],
+def diagnose(model: Path, float_model: Path, onnx_path: Path | None, sample: dict[str, np.ndarray],
              input_map: dict[str, dict[str, Any]], original_names: dict[str, str]) -> dict[str, Any]:
     """scan() plus, for every row, the ONNX node and PyTorch module it came from (matched by values
     on the float TFLite model, as the mixed search does). An op with no ONNX counterpart (the PADV2
@@ -134,6 +134,8 @@ def diagnose(model: Path, float_model: Path, onnx_path: Path, sample: dict[str, 
     found = scan(model)
     rows = [*found["rejected"], *found["causes"]]
     try:
+        if onnx_path is None:
+            raise LookupError("this export path has no ONNX graph to trace names to")
         tfl = trace_names.tflite_intermediates(float_model, sample, input_map)
         onnx_vals = trace_names.onnx_intermediates(onnx_path, sample)
         hits = trace_names.match(tfl, onnx_vals, [n for r in rows for n in (r["tensor"], r.get("alias")) if n])
@@ -167,7 +169,7 @@ def check(found: dict[str, Any]):
     return verdict.must("runs_under_xnnpack", accepted, accepted, detail)
 
 
-def fallback(run: Any, model: Path, float_model: Path, prepared: Any, inputs: dict[str, np.ndarray],
+def fallback(run: Any, model: Path, float_model: Path, onnx: Any, inputs: dict[str, np.ndarray],
              input_map: dict[str, dict[str, Any]], references: list[np.ndarray], threads: int, runs: int) -> tuple[Any, dict]:
     """Validation runs as devices run: with XNNPACK. When XNNPACK refuses the model, name the ops it
     refuses (traced to ONNX/PyTorch) and measure on builtin kernels, labelled so, never as a pass.
@@ -178,6 +180,6 @@ def fallback(run: Any, model: Path, float_model: Path, prepared: Any, inputs: di
         accepted = None if run.error else run.delegate in ("xnnpack", "default")
         return run, {"accepted": accepted, "delegate": run.delegate}
     sample = {k: v[:1] for k, v in inputs.items()}
-    found = diagnose(model, float_model, prepared.path, sample, input_map, prepared.original_node_names)
+    found = diagnose(model, float_model, onnx.path if onnx else None, sample, input_map, onnx.original_node_names if onnx else {})
     builtin = run_tflite(model, inputs, input_map, references, threads=threads, runs=runs, no_default_delegates=True)
     return builtin, {"accepted": False, "delegate": "builtin", "error": run.error, **found}

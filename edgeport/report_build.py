@@ -1,0 +1,182 @@
+"""report.json from the typed results of a `convert` run: the one place that knows its layout.
+
+Stages return records (`ConvertResults` collects them); this module turns them into the contract's
+keys, and `evidence()` extracts what the verdict (validate/judge.py) needs. Neither runs anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeport.export.checkpoint import LoadedModel
+from edgeport.export.select import ExportChoice
+from edgeport.model_io import GENERATED_INPUTS, Data, ModelIO
+from edgeport.modes import MODES
+from edgeport.profiles import DeviceProfile
+from edgeport.report import empty_report
+from edgeport.types import Artifact, file_sha256
+from edgeport.validate import metrics
+from edgeport.validate.judge import Evidence
+from edgeport.validate.run import TfliteRun
+
+
+@dataclass
+class ConvertResults:
+    options: dict[str, Any]  # the request as given (report.options)
+    checkpoint: Path
+    profile: DeviceProfile
+    mode: str
+    loaded: LoadedModel
+    io: ModelIO
+    data: Data
+    references: list[np.ndarray]
+    choice: ExportChoice
+    artifact_key: str
+    final: Path  # where the artifact is published
+    run: TfliteRun  # the artifact on the validation data (and its host timing)
+    fp32_run: TfliteRun | None  # the float32 model's host timing when the artifact is not float32
+    float_check: dict[str, Any]
+    xnnpack: dict[str, Any]
+    info: dict[str, Any]  # inspect_model() of the artifact
+    device: dict[str, Any] = field(default_factory=dict)  # "simulated"/"device"/"devices" from --target
+    simulated: dict[str, Any] | None = None
+    edgetpu: Any = None  # latency.edgetpu report (Edge TPU profiles)
+    mixed: Any = None  # quantize.mixed.MixedResult for --quant mixed
+    diagnosis: Any = None  # the per-layer table of --diagnose
+    bindings: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def artifact_path(self) -> Path:
+        return self.choice.conversion.files[self.artifact_key]
+
+
+def build_report(r: ConvertResults) -> dict[str, Any]:
+    report = empty_report()
+    conv = r.choice.conversion
+    prof = r.profile
+    path = r.artifact_path
+    onnx = conv.onnx or r.io.onnx
+    report["profile"] = prof.to_dict()
+    report["artifact"] = Artifact(r.final, file_sha256(path), path.stat().st_size).to_dict()
+    report["reference"] = {"size_bytes": conv.files["fp32"].stat().st_size if "fp32" in conv.files else None,
+                           "kind": r.loaded.kind, "onnx_opset": onnx.opset if onnx else None}
+    report["export"] = r.choice.to_dict()
+    report["quantization"] = {"mode": r.mode, "float_layers": _float_layers(r),
+                              "io_dtype": prof.runtime.io_dtype if MODES[r.mode].integer_io else "float32"}
+    # The checkpoint's hash lets `edgeport ship` prove which weights an app model came from.
+    ckpt_sha = file_sha256(r.checkpoint) if r.checkpoint.is_file() else None
+    report["model"] = {"source": str(r.checkpoint), "sha256": ckpt_sha, "inputs": [asdict(s) for s in r.io.inputs],
+                       "outputs": [asdict(s) for s in r.io.outputs],
+                       "normalization_notes": list(onnx.notes) if onnx else [],
+                       "pool_rewrites": list(onnx.pool_rewrites) if onnx else [],
+                       "constants": r.bindings, "ops": r.info["op_counts"], "macs": r.info["total_macs"]}
+    report["data"] = _data_section(r.data)
+    # One flag a script can test: every accuracy figure in this report comes from generated inputs,
+    # not the user's data (float exports run without --calib/--val).
+    report["accuracy"]["on_generated_inputs"] = r.data.generated
+    report["options"] = r.options
+    report["runtime_error"] = r.run.error
+    _accuracy(report["accuracy"], r)
+    _latency(report["latency"], r)
+    report["notes"] = r.notes
+    report["xnnpack"] = r.xnnpack
+    if r.diagnosis is not None:
+        report["quantization"]["layers"] = r.diagnosis.layers
+    report["quantization"]["weight_bytes"] = r.info["weight_bytes"]
+    if r.mixed is not None:
+        report["quantization"].update(_mixed_section(r.mixed, prof))
+    if r.edgetpu is not None:
+        report["edgetpu"] = r.edgetpu.to_dict()
+    report["float_conversion"] = r.float_check
+    return report
+
+
+def _float_layers(r: ConvertResults) -> list[Any]:
+    if r.mode not in ("int8", "int16x8"):
+        return []
+    return [r.info["ops"][i]["output_name"] for i in r.info["float_ops"]]
+
+
+def _data_section(data: Data) -> dict[str, Any]:
+    calib, val = data.calib, data.val
+    section = {
+        "calibration": None if calib is None else {"source": calib.source, "samples": calib.count, "sha256": calib.sha256,
+                                                    "preprocessing": calib.preprocessing,
+                                                    "class_names": _names(calib.class_names)},
+        "validation": {"source": val.source, "samples": val.count, "sha256": val.sha256, "labels": val.labels is not None,
+                       "preprocessing": val.preprocessing, "class_names": _names(val.class_names),
+                       "generated": data.generated},
+    }
+    if data.generated:
+        section["validation"]["generator"] = GENERATED_INPUTS
+    return section
+
+
+def _accuracy(acc: dict[str, Any], r: ConvertResults) -> None:
+    run = r.run
+    if run.outputs is not None:
+        per_output = [metrics.compare_output(spec.name, ref, got)
+                      for spec, ref, got in zip(r.io.outputs, r.references, run.outputs, strict=True)]
+        acc["outputs"] = [{**m.to_dict(), "runtime": run.delegate} for m in per_output]
+        first = per_output[0]
+        acc.update(cosine_mean=first.cosine_mean, snr_db=first.snr_db, top1_agreement=first.top1_agreement)
+        labels = r.data.val.labels
+        if labels is not None:
+            ref_acc = metrics.label_accuracy(r.references[0], labels)
+            tfl_acc = metrics.label_accuracy(run.outputs[0], labels)
+            if ref_acc is not None and tfl_acc is not None:
+                acc.update(reference=ref_acc, tflite=tfl_acc, drop_pp=round((ref_acc - tfl_acc) * 100, 4))
+    acc["runtime"] = run.delegate
+
+
+def _latency(lat: dict[str, Any], r: ConvertResults) -> None:
+    if r.run.latency is not None:
+        lat["host"] = {**r.run.latency.to_dict(), "runtime": r.run.runtime, "delegate": r.run.delegate}
+    if r.fp32_run is not None and r.fp32_run.latency is not None:
+        lat["host_fp32"] = r.fp32_run.latency.to_dict()
+    lat.update(r.device)
+    if r.simulated is not None:
+        lat["simulated"] = r.simulated
+
+
+def _mixed_section(result: Any, prof: DeviceProfile) -> dict[str, Any]:
+    by_tensor = {row["tensor"]: row for row in result.layers}
+    return {
+        "float_layers": [{"tensor": t, "op": by_tensor.get(t, {}).get("op"), "onnx_node": by_tensor.get(t, {}).get("onnx_node"),
+                          "pytorch_module": by_tensor.get(t, {}).get("pytorch_module")} for t in result.kept],
+        "layers": result.layers, "curve": result.curve, "int8_only": result.int8,
+        "search": {"stopped": result.stopped, "policy": prof.runtime.float_layers},
+    }
+
+
+def _names(names: tuple[str, ...] | None) -> list[str] | None:
+    return None if names is None else list(names)
+
+
+def evidence(r: ConvertResults, report: dict[str, Any]) -> Evidence:
+    """The facts the verdict judges; `report` supplies the figures build_report already derived."""
+    from edgeport.quantize.mixed import verify_kept_float
+
+    acc = report["accuracy"]
+    lat = report["latency"]
+    info = r.info
+    kept = tuple(r.mixed.kept) if r.mixed is not None else None
+    return Evidence(
+        mode=r.mode, size_bytes=report["artifact"]["size_bytes"],
+        custom_ops=tuple(sorted({op["op"] for op in info["ops"] if op["op"].startswith("CUSTOM")})),
+        float_ops=tuple(f"{info['ops'][i]['op']}#{i}" for i in info["float_ops"]),
+        ran=r.run.outputs is not None, run_error=r.run.error,
+        nonfinite=tuple((o["name"], o["nonfinite"]) for o in acc.get("outputs") or []),
+        drop_pp=acc["drop_pp"], top1_agreement=acc["top1_agreement"], snr_db=acc["snr_db"],
+        latency_ms={s: (lat.get(s) or {}).get("p50_ms") for s in ("device", "simulated", "host")},
+        device_target=(lat.get("device") or {}).get("target"),
+        float_check=r.float_check, xnnpack=r.xnnpack,
+        edgetpu_share=r.edgetpu.share_on_tpu if r.edgetpu is not None else None,
+        edgetpu_first_cpu_op=r.edgetpu.first_unsupported if r.edgetpu is not None else None,
+        kept_float=kept, kept_float_not_float=tuple(verify_kept_float(info, list(kept))) if kept is not None else (),
+    )

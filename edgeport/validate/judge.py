@@ -1,0 +1,106 @@
+"""The verdict as a pure function of what the stages found and the profile's budgets.
+
+`Evidence` holds only facts (read back from the written file, measured on data, timed); `judge`
+turns them and the budgets into report.json's `verdict`. No I/O, so every rule has a fast unit test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgeport.profiles import Budgets
+from edgeport.validate import verdict
+from edgeport.validate.verdict import Check
+
+LATENCY_SOURCES = ("device", "simulated", "host")  # the first one measured is the one judged
+
+
+@dataclass(frozen=True)
+class Evidence:
+    mode: str
+    size_bytes: int
+    custom_ops: tuple[str, ...] = ()  # Flex/custom ops in the written file
+    float_ops: tuple[str, ...] = ()  # "OP#index" of float ops (judged for --quant int8 only)
+    ran: bool = True  # the artifact produced outputs on the validation data
+    run_error: str | None = None
+    nonfinite: tuple[tuple[str, int], ...] = ()  # (output, count of NaN/inf values)
+    drop_pp: float | None = None
+    top1_agreement: float | None = None
+    snr_db: float | None = None
+    latency_ms: dict[str, float | None] = field(default_factory=dict)  # source -> p50
+    device_target: str | None = None
+    float_check: dict[str, Any] = field(default_factory=lambda: {"matches": True})
+    xnnpack: dict[str, Any] = field(default_factory=dict)
+    edgetpu_share: float | None = None  # Edge TPU profiles only
+    edgetpu_first_cpu_op: str | None = None
+    kept_float: tuple[str, ...] | None = None  # mixed: ops the search kept in float
+    kept_float_not_float: tuple[str, ...] = ()  # ...of which the written file has these in integer
+
+
+def judge(ev: Evidence, budgets: Budgets) -> dict[str, Any]:
+    checks = [*_structure(ev), *_extra(ev, budgets), *_budgets(ev, budgets)]
+    return verdict.decide(checks)
+
+
+def _structure(ev: Evidence) -> list[Check | None]:
+    """What the written file really contains, read back from the flatbuffer, not what was asked."""
+    custom = sorted(ev.custom_ops)
+    checks: list[Check | None] = [verdict.must(
+        "builtin_ops_only", not custom, custom or True,
+        f"needs {', '.join(custom)}: Flex/custom ops do not run on standard runtimes, Coral or GPU" if custom else "")]
+    if ev.mode == "int8":
+        checks.append(verdict.must("full_integer", not ev.float_ops, not ev.float_ops,
+                                   f"{len(ev.float_ops)} float op(s): {', '.join(ev.float_ops[:5])}" if ev.float_ops else ""))
+    return checks
+
+
+def _extra(ev: Evidence, b: Budgets) -> list[Check | None]:
+    checks: list[Check | None] = []
+    if ev.kept_float is not None:
+        missing = ev.kept_float_not_float
+        checks.append(verdict.must("kept_layers_are_float", not missing, len(ev.kept_float) - len(missing),
+                                   f"not float in the written model: {', '.join(missing[:3])}" if missing else ""))
+    if ev.edgetpu_share is not None:
+        checks.append(verdict.at_least("edgetpu_op_share", round(ev.edgetpu_share, 4), b.min_edgetpu_op_share,
+                                       f"first op on the CPU: {ev.edgetpu_first_cpu_op}" if ev.edgetpu_first_cpu_op else ""))
+    checks.append(_float_conversion(ev.float_check))
+    checks.append(_xnnpack(ev.xnnpack))
+    return checks
+
+
+def _float_conversion(result: dict[str, Any]) -> Check:
+    """Separates converter errors from quantization errors: the float32 TFLite must match the reference."""
+    where = result.get("first_divergent")
+    detail = ""
+    if not result["matches"]:
+        detail = result.get("error") or "the float32 TFLite already disagrees with the reference: a conversion error, not quantization"
+        if where:
+            module = f" (PyTorch module {where['pytorch_module']})" if where.get("pytorch_module") else ""
+            detail += f"; first divergent ONNX node: {where['onnx_node']} [{where['op']}]{module}"
+    return verdict.must("float_conversion_matches_reference", result["matches"], result.get("cosine_min"), detail)
+
+
+def _xnnpack(found: dict[str, Any]) -> Check | None:
+    from edgeport.validate.xnnpack import check
+
+    return check(found)
+
+
+def _budgets(ev: Evidence, b: Budgets) -> list[Check | None]:
+    finite = ev.ran and not any(count for _, count in ev.nonfinite)
+    detail = ev.run_error or "; ".join(f"{name}: {count} non-finite values" for name, count in ev.nonfinite if count)
+    checks: list[Check | None] = [verdict.must("runs_on_validation_data", finite, finite, detail)]
+    checks.append(verdict.at_most("model_size_mb", round(ev.size_bytes / 1e6, 4), b.model_size_mb))
+    if ev.drop_pp is not None:
+        checks.append(verdict.at_most("accuracy_drop_pp", ev.drop_pp, b.accuracy_drop_pp))
+    elif ev.top1_agreement is not None or not finite:
+        checks.append(verdict.at_least("top1_agreement", ev.top1_agreement, b.min_top1_agreement,
+                                       "no labels: agreement with the float model"))
+    if b.min_snr_db is not None and (ev.snr_db is not None or not finite):
+        checks.append(verdict.at_least("snr_db", ev.snr_db, b.min_snr_db))
+    source, value = next(((s, ev.latency_ms[s]) for s in LATENCY_SOURCES if ev.latency_ms.get(s) is not None), ("", None))
+    detail = {"device": f"measured on {ev.device_target}", "simulated": "simulated from the profile",
+              "host": "host measurement stands in: no device or simulated latency"}.get(source, "")
+    checks.append(verdict.at_most("latency_p50_ms", value, b.latency_p50_ms, detail))
+    return checks
