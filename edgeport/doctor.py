@@ -31,6 +31,30 @@ TOOLS = {  # name -> (version command, what it is for); all optional
 }
 
 
+# Extras the README's set-up installs by default; each unlocks one feature and is reported, not required.
+OPTIONAL = {  # distribution -> (module, what it is for)
+    "litert-torch": ("litert_torch", "--exporter litert-torch (and auto's second path): PyTorch -> TFLite without ONNX"),
+    "ai-edge-quantizer": ("ai_edge_quantizer", "quantized modes on the LiteRT Torch path (AI Edge Quantizer)"),
+    "mediapipe": (None, "edgeport ship: TFLite metadata schema bindings"),
+    "ray": (None, "edgeport sweep --ray"),
+}
+
+
+def _optional(import_check: bool) -> list[dict[str, Any]]:
+    rows = []
+    for dist, (module, purpose) in OPTIONAL.items():
+        rows.append({"name": dist, "installed": _installed(dist), "for": purpose, "import_error": None, "module": module})
+    modules = [r["module"] for r in rows if r["installed"] and r["module"]]
+    if import_check and modules:
+        errors = _import_check(modules)
+        for r in rows:
+            r["import_error"] = errors.get(r["module"] or "")
+    for r in rows:
+        r["usable"] = r["installed"] is not None and r["import_error"] is None
+        del r["module"]
+    return rows
+
+
 def _norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
@@ -179,6 +203,7 @@ def diagnose(import_check: bool = True) -> dict[str, Any]:
         "verified_set": {"path": str(cpath) if cpath else None, "pins": len(verified),
                          "matches": bool(verified) and not drift, "differences": drift, "not_installed": absent},
         "tools": [_tool(name) for name in TOOLS],
+        "optional": _optional(import_check),
         "profiles": profiles,
         "problems": problems,
         "exit_code": 1 if problems else 0,
@@ -205,6 +230,10 @@ def summary(data: dict[str, Any]) -> list[str]:
         more = f" and {len(vs['differences']) - 8} more" if len(vs["differences"]) > 8 else ""
         lines.append(f"  verified   no: {len(vs['differences'])} of {vs['pins']} pins differ: {diffs}{more}; "
                      "reinstall with scripts/setup_env.sh to get the verified set")
+    lines.append("  extras     (optional features)")
+    for o in data.get("optional", []):
+        state = "ok" if o["usable"] else ("not installed" if o["installed"] is None else f"BROKEN ({o['import_error']})")
+        lines.append(f"    {o['name']:<18} {o['installed'] or '-':<12} {state}  - for {o['for']}")
     lines.append("  tools      (optional)")
     for t in data["tools"]:
         where = f"{t['path']}  {t['version'] or ''}".strip() if t["path"] else "not found"

@@ -69,3 +69,13 @@ def test_tool_versions_are_read_when_present():
         return
     entry = doctor._tool("ssh")
     assert entry["path"] and entry["version"] and "ssh" in entry["version"].lower()
+
+
+def test_optional_extras_are_reported_with_what_they_unlock(monkeypatch):
+    real = doctor._installed
+    monkeypatch.setattr(doctor, "_installed", lambda dist: None if dist == "litert-torch" else real(dist))
+    data = doctor.diagnose(import_check=False)
+    rows = {o["name"]: o for o in data["optional"]}
+    assert rows["litert-torch"]["usable"] is False and "--exporter litert-torch" in rows["litert-torch"]["for"]
+    assert data["exit_code"] == 0 or all("litert" not in p for p in data["problems"])  # an extra is never required
+    assert any("litert-torch" in line and "not installed" in line for line in doctor.summary(data))
