@@ -15,8 +15,8 @@ from __future__ import annotations
 import hashlib
 import math
 import tomllib
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,113 +24,16 @@ import numpy as np
 
 from edgeport.errors import CalibrationError, cause_line
 from edgeport.imagefolder import IMAGE_EXTS, normalize, read_folder
+from edgeport.preprocessing import Preprocessing, value_range
 from edgeport.types import TensorSpec
 from edgeport.validate.labels import check_labels
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "calibration_data"
 LABEL_KEY = "y"
 RECOMMENDED_CALIBRATION = 100  # TFLite's PTQ guide suggests ~100-500 representative samples
-_COLORS = {"gray": "grayscale", "grey": "grayscale"}
-_LAYOUTS = ("NCHW", "NHWC")
 _SAVE_HINT = "save numeric arrays with np.savez(path, x=..., y=...) (float32, or uint8 pixels; no pickled objects)"
 _KIND_NAMES = {"U": "text", "S": "bytes", "O": "Python objects", "c": "complex numbers", "M": "dates",
                "m": "time deltas", "V": "raw records"}
-_EXAMPLES = {
-    "resize": "a pixel count for the shorter side, e.g. resize=256, or resize=none",
-    "crop": "e.g. crop=224 or crop=224x224 (must equal the model's input HxW)",
-    "scale": "a positive number, e.g. scale=1/255 or scale=1",
-    "mean": "finite numbers, one per channel or one for all, e.g. mean=0.485,0.456,0.406",
-    "std": "positive numbers, one per channel or one for all, e.g. std=0.229,0.224,0.225",
-    "color": "one of rgb, bgr, grayscale",
-    "layout": "NCHW or NHWC (the model input's layout)",
-}
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How image files become model input (mean/std are in output channel order, so BGR for bgr)."""
-
-    resize: int | None = None
-    crop: tuple[int, int] | None = None
-    scale: float = 1 / 255
-    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
-    std: tuple[float, ...] = (0.229, 0.224, 0.225)
-    color: str = "rgb"
-    layout: str = "NCHW"
-
-    def __post_init__(self) -> None:
-        # Validated here so programmatic construction obeys the same rules as CLI strings.
-        valid = {
-            "color": self.color in ("rgb", "bgr", "grayscale"),
-            "layout": self.layout in _LAYOUTS,
-            "resize": self.resize is None or self.resize >= 1,
-            "crop": self.crop is None or (len(self.crop) == 2 and min(self.crop) >= 1),
-            "scale": math.isfinite(self.scale) and self.scale > 0,
-            "mean": bool(self.mean) and all(math.isfinite(m) for m in self.mean),
-            "std": bool(self.std) and all(math.isfinite(s) and s > 0 for s in self.std),
-        }
-        for key in (k for k, ok in valid.items() if not ok):
-            raise _bad_option(key, getattr(self, key))
-
-    @property
-    def channels(self) -> int:
-        return 1 if self.color == "grayscale" else 3
-
-    def value_range(self) -> tuple[float, float]:
-        """Range that 0..255 pixels map to: the natural `expected_range` for check_data."""
-        return _value_range(self.scale, self.mean, self.std)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-
-def _bad_option(key: str, value: object) -> CalibrationError:
-    return CalibrationError(f"bad preprocessing value {key}={value!r}", hint=f"use {_EXAMPLES[key]}")
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    parts = text.strip("[]() ").replace(",", " ").split()
-    if not parts:
-        raise ValueError("no numbers")
-    return tuple(float(p) for p in parts)
-
-
-def _dims(text: str) -> tuple[int, ...] | None:
-    if text.lower() in ("", "none"):
-        return None
-    dims = tuple(int(p) for p in text.lower().replace("x", ",").split(","))
-    return dims * 2 if len(dims) == 1 else dims  # "224" means 224x224; Preprocessing rejects 3 dims
-
-
-def _scale(text: str) -> float:
-    num, _, den = text.partition("/")
-    return float(num) / float(den) if den else float(num)
-
-
-# Unknown colors/layouts pass through unchanged so Preprocessing rejects them with the usual hint.
-_PARSERS: dict[str, Callable[[str], Any]] = {
-    "resize": lambda t: None if t.lower() in ("", "none") else int(t),
-    "crop": _dims,
-    "scale": _scale,
-    "mean": _floats,
-    "std": _floats,
-    "color": lambda t: _COLORS.get(t.lower(), t.lower()),
-    "layout": str.upper,
-}
-
-
-def parse_preprocessing(options: dict[str, str] | None) -> Preprocessing:
-    """Build Preprocessing from CLI strings such as {"mean": "0.5", "resize": "256"}."""
-    kwargs: dict[str, Any] = {}
-    for key, raw in (options or {}).items():
-        name = str(key).strip().lower()
-        if name not in _PARSERS:
-            raise CalibrationError(f"unknown preprocessing option {key!r}", hint=f"use one of: {', '.join(_PARSERS)}")
-        try:
-            kwargs[name] = _PARSERS[name](str(raw).strip())
-        except (ValueError, ZeroDivisionError, OverflowError):
-            raise _bad_option(name, raw) from None
-    return Preprocessing(**kwargs)
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: comparing dicts of arrays has no single truth value
@@ -175,11 +78,6 @@ def _fmt(shape: tuple[int, ...]) -> str:
 
 def _matches(got: tuple[int, ...], want: tuple[int, ...]) -> bool:
     return len(got) == len(want) and all(w <= 0 or g == w for g, w in zip(got, want, strict=True))
-
-
-def _value_range(scale: float, mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[float, float]:
-    ends = [(v * scale - m) / s for v in (0.0, 255.0) for m in mean for s in std]
-    return min(ends), max(ends)
 
 
 def _savez_hint(names: list[str]) -> str:
@@ -427,7 +325,7 @@ def check_data(ds: Dataset, inputs: list[TensorSpec], *, role: str = "calibratio
         check_labels(ds.labels, n, what)
     if expected_range is None and ds.preprocessing and "scale" in ds.preprocessing:
         p = ds.preprocessing
-        expected_range = _value_range(float(p["scale"]), tuple(p["mean"]), tuple(p["std"]))
+        expected_range = value_range(float(p["scale"]), tuple(p["mean"]), tuple(p["std"]))
     warnings = [w for s in inputs for w in _range_warnings(s.name, ds.inputs[s.name], expected_range, what)]
     if role == "calibration" and n < RECOMMENDED_CALIBRATION:
         warnings.append(f"{what} has only {n} samples; int8 ranges are more reliable with "

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--trust-pickle", action="store_true", help="allow unpickling a whole module (runs code from the file)")
     conv.add_argument("--output", "-o", type=Path, default=Path("edgeport-out"))
     conv.add_argument("--opset", type=options.opset, default=17)
-    conv.add_argument("--exporter", type=options.exporter, default="auto", metavar="{" + ",".join(options.EXPORTERS) + "}",
+    conv.add_argument("--exporter", type=options.exporter, default="auto", metavar="{auto,onnx2tf,litert-torch}",
                       help="PyTorch -> TFLite path: onnx2tf (via ONNX), litert-torch (LiteRT Torch, no ONNX), or auto "
                            "(onnx2tf, then LiteRT Torch when onnx2tf fails or its float model disagrees; default)")
     conv.add_argument("--runs", type=options.runs, default=50, help="timed host runs after warm-up")

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from edgeport.errors import CalibrationError
+from edgeport.preprocessing import Preprocessing
 from edgeport.types import TensorSpec
-
-if TYPE_CHECKING:  # calibration imports this module; the class is only needed for annotations
-    from edgeport.calibration import Preprocessing
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 

@@ -18,6 +18,7 @@ from edgeport.errors import InputError
 from edgeport.export import memory
 from edgeport.export.checkpoint import LoadedModel
 from edgeport.export.onnx_prep import PreparedOnnx
+from edgeport.preprocessing import parse_preprocessing
 from edgeport.types import TensorSpec
 
 GENERATED_INPUTS = "seeded standard normal, seed 0"
@@ -92,7 +93,7 @@ def torch_input_specs(loaded: LoadedModel, shapes: dict, data_hint: str | None) 
 def load_data(io: ModelIO, calib_source: str | None, val_source: str | None, preprocessing: dict[str, str] | None,
               max_calib: int, max_val: int, notes: list[str]) -> Data:
     inputs, outputs = list(io.inputs), list(io.outputs)
-    pre = cal.parse_preprocessing(preprocessing) if preprocessing else None
+    pre = parse_preprocessing(preprocessing) if preprocessing else None
     calib = cal.load_data(calib_source, inputs, pre, outputs=outputs) if calib_source else None
     val = cal.load_data(val_source, inputs, pre, outputs=outputs) if val_source else None
     if len(outputs) > 1 and any(ds is not None and ds.labels is not None for ds in (calib, val)):

@@ -82,13 +82,12 @@ def input_shape(value: str) -> str:
     return value
 
 
-EXPORTERS = ("auto", "onnx2tf", "litert-torch")  # export/select.py tries them in this order under auto
-
-
 def exporter(value: str) -> str:
+    """The name only; whether that backend can take the model is decided once it is loaded."""
+    from edgeport.export.select import EXPORTERS, candidates
+
     if value not in EXPORTERS:
-        raise InputError(f"--exporter '{value}' is not one of {', '.join(EXPORTERS)}",
-                         hint="use auto (onnx2tf, then LiteRT Torch when onnx2tf fails), onnx2tf or litert-torch")
+        candidates(value, "", "")  # raises the one message for an unknown exporter
     return value
 
 

@@ -32,7 +32,7 @@ from edgeport.latency.host_fit import resolve as resolve_host_fit
 from edgeport.model_io import Data, ModelIO, load_data, model_io
 from edgeport.modes import MODES
 from edgeport.profiles import DeviceProfile, check_quant_allowed, load_profile
-from edgeport.quantize.stage import mixed_stage
+from edgeport.quantize.stage import equalize_stage, mixed_stage
 from edgeport.report import summary_lines
 from edgeport.report_build import ConvertResults, build_report, evidence
 from edgeport.report_html import render as render_html
@@ -212,7 +212,7 @@ def _export(req: ConvertRequest, loaded: LoadedModel, io: ModelIO, data: Data, r
         jobs.append(Job(mode, mode, io_dtype))
     ereq = ExportRequest(loaded=loaded, inputs=io.inputs, outputs=io.outputs, jobs=tuple(jobs),
                          calibration=data.calibration_arrays(io.inputs), work=work, opset=req.opset, onnx=io.onnx,
-                         equalize_sample=data.val.inputs if mode == "mixed" else None, rewrite_pools=req.rewrite_pools)
+                         rewrite_onnx=_equalizer(data, work, notes) if mode == "mixed" else None, rewrite_pools=req.rewrite_pools)
     sample_inputs, sample_refs = check_samples(data.val.inputs, references)
 
     def check(conv: Conversion) -> select.FloatCheck:
@@ -224,6 +224,14 @@ def _export(req: ConvertRequest, loaded: LoadedModel, io: ModelIO, data: Data, r
         return select.FloatCheck(bool(found["matches"]), found, run)
 
     return select.export(ereq, req.exporter, loaded.kind, mode, check, note=notes.append)
+
+
+def _equalizer(data: Data, work: Path, notes: list[str]):
+    """Cross-layer equalization before the mixed search: a float-equivalent rewrite is free, a float layer is not."""
+    def rewrite(prepared):
+        with progress.stage("equalize", "cross-layer equalization"):
+            return equalize_stage(prepared, data.val.inputs, work, notes)
+    return rewrite
 
 
 def _onnx_path(conv: Conversion) -> Path | None:

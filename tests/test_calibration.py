@@ -14,14 +14,13 @@ from PIL import Image
 
 from edgeport.calibration import (
     Dataset,
-    Preprocessing,
     builtin_names,
     check_data,
     load_data,
-    parse_preprocessing,
     split_holdout,
 )
 from edgeport.errors import CalibrationError
+from edgeport.preprocessing import Preprocessing, parse_preprocessing
 from edgeport.types import TensorSpec
 
 IMG = [TensorSpec("x", (1, 3, 8, 8))]

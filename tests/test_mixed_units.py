@@ -6,10 +6,10 @@ import numpy as np
 import onnx
 import torch
 
+from edgeport.export.trace_names import match, module_path
 from edgeport.quantize.equalize import equalize
 from edgeport.quantize.mixed import verify_kept_float
 from edgeport.quantize.mixed_worker import _fits, _smallest_k
-from edgeport.quantize.trace_names import match, module_path
 from edgeport.zoo.hard_cases import OutlierNet
 
 

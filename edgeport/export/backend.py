@@ -8,6 +8,7 @@ conversion (validation, timing, the verdict) reads only this record, so a backen
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -45,7 +46,9 @@ class ExportRequest:
     work: Path
     opset: int
     onnx: PreparedOnnx | None = None  # an ONNX input, already normalised by model_io
-    equalize_sample: dict[str, np.ndarray] | None = None  # --quant mixed: rescale layer pairs first (ONNX path)
+    # A float-equivalent rewrite of the ONNX graph before conversion (--quant mixed: cross-layer
+    # equalization); given by the caller so that export/ never depends on quantize/.
+    rewrite_onnx: Callable[[PreparedOnnx], PreparedOnnx] | None = None
     rewrite_pools: bool = True  # export/pool_padding.py; off only to study the unrewritten model
 
 

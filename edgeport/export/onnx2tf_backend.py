@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeport import progress
 from edgeport.errors import ConversionError
 from edgeport.export import memory
 from edgeport.export.backend import Conversion, ExportRequest, register
@@ -29,11 +28,8 @@ class Onnx2tfBackend:
         notes: list[str] = []
         prepared = req.onnx or self._export(req, notes)
         notes.extend(n for n in prepared.notes if n.startswith("rewrote") and "max-pool" in n)
-        if req.equalize_sample is not None:
-            from edgeport.quantize.stage import equalize_stage
-
-            with progress.stage("equalize", "cross-layer equalization"):
-                prepared = equalize_stage(prepared, req.equalize_sample, req.work, notes)
+        if req.rewrite_onnx is not None:
+            prepared = req.rewrite_onnx(prepared)
         jobs = [job.to_dict() for job in req.jobs]
         conv = run_conversion(prepared, req.work, req.calibration, jobs)
         if conv.errors and any(needs_flex(e) for e in conv.errors.values()):

@@ -93,7 +93,7 @@ def _rewrite_pools(model, notes: list[str], renamed: dict[str, str]) -> list[dic
     import onnx
 
     from edgeport.export.pool_padding import rewrite_padded_maxpools
-    from edgeport.quantize.trace_names import module_path
+    from edgeport.export.trace_names import module_path
 
     pools = []
     for p in rewrite_padded_maxpools(model):

@@ -12,11 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from edgeport import options
 from edgeport.errors import ConversionError, InputError
 from edgeport.export.backend import BACKENDS, Conversion, ExportRequest
 
-PREFERENCE = ("onnx2tf", "litert-torch")
+PREFERENCE = ("onnx2tf", "litert-torch")  # what auto tries, in this order
+EXPORTERS = ("auto", *PREFERENCE)
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,9 @@ class ExportChoice:
 
 def candidates(requested: str, kind: str, mode: str) -> list[str]:
     """Backends to try, in order; an explicit choice that cannot take this model is the user's error."""
-    options.exporter(requested)
+    if requested not in EXPORTERS:
+        raise InputError(f"--exporter '{requested}' is not one of {', '.join(EXPORTERS)}",
+                         hint="use auto (onnx2tf, then LiteRT Torch when onnx2tf fails), onnx2tf or litert-torch")
     names = list(PREFERENCE) if requested == "auto" else [requested]
     usable = []
     for name in names:

@@ -17,8 +17,8 @@ import numpy as np
 
 from edgeport import progress
 from edgeport.errors import ConversionError
+from edgeport.export import trace_names
 from edgeport.export.layout import apply
-from edgeport.quantize import trace_names
 from edgeport.validate.run import run_tflite
 
 

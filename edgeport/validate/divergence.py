@@ -46,7 +46,7 @@ def first_divergent_node(fp32_model: Path, onnx_path: Path, sample: dict[str, np
     marks the break is that no later node output is reproduced either."""
     import onnx
 
-    from edgeport.quantize import trace_names
+    from edgeport.export import trace_names
 
     try:
         tfl = trace_names.tflite_intermediates(fp32_model, sample, input_map)

@@ -129,7 +129,7 @@ def diagnose(model: Path, float_model: Path, onnx_path: Path | None, sample: dic
     """scan() plus, for every row, the ONNX node and PyTorch module it came from (matched by values
     on the float TFLite model, as the mixed search does). An op with no ONNX counterpart (the PADV2
     onnx2tf adds for a pool) takes the name of the op that reads its output."""
-    from edgeport.quantize import trace_names
+    from edgeport.export import trace_names
 
     found = scan(model)
     rows = [*found["rejected"], *found["causes"]]
