@@ -256,7 +256,8 @@ def test_misconverted_model_never_passes(tmp_path, capsys):
     torch.manual_seed(0)
     torch.jit.save(torch.jit.trace(AttnNet(use_mlp=True).eval(), torch.randn(1, 1, 32, 32)), tmp_path / "attn.ts")
     code, rep = _run(["convert", str(tmp_path / "attn.ts"), "--profile", "host", "--quant", "fp32", "--calib",
-                      "builtin:digits", "--val", "builtin:digits-val", "--output", str(tmp_path / "o"), "--runs", "3"], capsys)
+                      "builtin:digits", "--val", "builtin:digits-val", "--output", str(tmp_path / "o"), "--runs", "3",
+                      "--exporter", "onnx2tf"], capsys)
     assert rep["accuracy"]["snr_db"] < 15
     assert code == 1 and rep["verdict"]["passed"] is False
     check = next(c for c in rep["verdict"]["checks"] if c["name"] == "float_conversion_matches_reference")

@@ -1,0 +1,101 @@
+"""`--exporter`: real conversions through both backends, and auto's choice on the models that need it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from edgeport.cli import main
+from edgeport.zoo import sequence_models as seq
+
+pytestmark = pytest.mark.skipif(__import__("importlib").util.find_spec("litert_torch") is None,
+                                reason="the litert extra is not installed")
+
+
+def _run(args: list[str], capsys) -> tuple[int, dict]:
+    code = main([*args, "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+@pytest.fixture(scope="module")
+def gru(tmp_path_factory):
+    d = tmp_path_factory.mktemp("gru")
+    torch.manual_seed(0)
+    torch.save(seq.train(seq.GruClassifier()).state_dict(), d / "gru.pt")
+    for name, (count, seed) in {"calib": (128, 1), "val": (300, 2)}.items():
+        x, y = seq.make_data(count, seed)
+        np.savez(d / f"{name}.npz", x=x, y=y)
+    return d
+
+
+def _gru_args(d, out, *extra: str) -> list[str]:
+    return ["convert", str(d / "gru.pt"), "--model-class", "edgeport.zoo.sequence_models:GruClassifier",
+            "--input-shape", f"x=1x{seq.SEQ}x{seq.FEATURES}", "--profile", "host", "--calib", str(d / "calib.npz"),
+            "--val", str(d / "val.npz"), "--output", str(out), "--runs", "3", *extra]
+
+
+@pytest.mark.slow
+def test_gru_int8_with_the_default_exporter_falls_back_and_keeps_accuracy(gru, tmp_path, capsys):
+    """The TF converter crashes quantizing a GRU to int8; auto gets an int8 model from LiteRT Torch."""
+    code, rep = _run(_gru_args(gru, tmp_path / "o", "--quant", "int8"), capsys)
+    export = rep["export"]
+    assert export["backend"] == "litert-torch", export
+    first = export["attempts"][0]
+    assert first["backend"] == "onnx2tf" and first["converted"] is False and first["error"]
+    assert "onnx2tf" in export["reason"] and "litert-torch matches the reference" in export["reason"]
+    assert rep["float_conversion"]["matches"] is True
+    assert rep["accuracy"]["drop_pp"] <= 1.0, rep["accuracy"]
+    assert rep["quantization"]["weight_bytes"]["int8"] > 0  # really quantized weights
+    assert code == 0, rep["verdict"]
+
+
+@pytest.mark.slow
+def test_token_mlp_that_onnx2tf_misconverts_passes_through_litert_torch(tmp_path, capsys):
+    from edgeport.zoo.hard_cases import AttnNet
+
+    torch.manual_seed(0)
+    torch.save(AttnNet(use_mlp=True).eval().state_dict(), tmp_path / "attn.pt")
+    code, rep = _run(["convert", str(tmp_path / "attn.pt"), "--model-class", "edgeport.zoo.hard_cases:AttnNet",
+                      "--model-kwargs", '{"use_mlp": true}', "--profile", "host", "--quant", "fp32", "--calib", "builtin:digits",
+                      "--val", "builtin:digits-val", "--output", str(tmp_path / "o"), "--runs", "3"], capsys)
+    attempts = rep["export"]["attempts"]
+    assert [a["backend"] for a in attempts] == ["onnx2tf", "litert-torch"]
+    assert attempts[0]["converted"] and attempts[0]["float_matches"] is False
+    assert rep["export"]["backend"] == "litert-torch" and rep["float_conversion"]["matches"]
+    assert rep["accuracy"]["snr_db"] > 40
+    assert code == 0, rep["verdict"]
+
+
+@pytest.mark.slow
+def test_explicit_litert_torch_on_a_cnn_keeps_the_nhwc_contract(tmp_path, capsys):
+    """Same I/O contract as onnx2tf: a rank-4 image input is NHWC on the TFLite side."""
+    code, rep = _run(["convert", "edgeport/zoo/digits_net.pt", "--model-class", "edgeport.zoo.digits_net:DigitsNet",
+                      "--profile", "raspberry-pi-4", "--quant", "int8", "--exporter", "litert-torch", "--calib", "builtin:digits",
+                      "--val", "builtin:digits-val", "--output", str(tmp_path / "o"), "--runs", "3"], capsys)
+    assert rep["export"]["backend"] == "litert-torch" and rep["export"]["reason"] == "--exporter litert-torch"
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=rep["artifact"]["path"])
+    (inp,) = interp.get_signature_runner().get_input_details().values()
+    assert tuple(inp["shape"]) == (1, 28, 28, 1) or tuple(inp["shape"])[-1] in (1, 3)
+    assert rep["accuracy"]["drop_pp"] <= 1.0
+    assert code == 0, rep["verdict"]
+
+
+def test_an_onnx_file_with_litert_torch_is_one_line_exit_2(tmp_path, capsys):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    code = main(["convert", str(tmp_path / "m.onnx"), "--profile", "host", "--quant", "fp32", "--exporter", "litert-torch",
+                 "--output", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("edgeport: error: --exporter litert-torch cannot convert this model: LiteRT Torch converts PyTorch")
+    assert not (tmp_path / "o").exists()
