@@ -36,15 +36,18 @@ from edgeport.types import TensorSpec
 # Modes this backend builds; "mixed" needs the search (edgeport.quantize.mixed), which is not wired
 # to this backend yet.
 SUPPORTED_MODES = ("fp32", "fp16", "dynamic", "int8", "int16x8")
-NO_INTEGER_IO = ("integer graph I/O ({io}) is not available on the litert-torch path: AI Edge Quantizer "
-                 "keeps graph inputs and outputs float32; ask for io_dtype float32 or use the onnx2tf backend")
+# AEQ's static int8 recipe gives int8 graph I/O (its default, see edgeport.quantize.aeq); it has no
+# uint8 activations for the graph's inputs/outputs in the recipes used here.
+INTEGER_IO = {"int8": ("int8",)}  # mode -> integer io_dtypes this backend builds
 
 
 @dataclass(frozen=True)
 class LitertConversion:
     files: dict[str, Path]  # job key -> .tflite
     errors: dict[str, str]  # job key -> why that job has no file
-    input_map: dict[str, dict[str, Any]]  # TFLite signature input -> {"source", "perm", "shape", "dtype"}
+    # TFLite signature input -> {"source", "perm", "shape", "dtype"}; dtype is the float model's: a job
+    # with integer I/O takes that input quantized with the scale/zero point in its own input details.
+    input_map: dict[str, dict[str, Any]]
     log_path: Path
     notes: tuple[str, ...] = ()
     signature: str = "serving_default"
@@ -181,8 +184,9 @@ def _unsupported(job: dict[str, Any], calibration: dict[str, np.ndarray] | None)
     mode, io = job["mode"], job.get("io_dtype") or "float32"
     if mode not in SUPPORTED_MODES:
         return f"mode {mode!r} is not available on the litert-torch path (it builds {', '.join(SUPPORTED_MODES)})"
-    if io != "float32":
-        return NO_INTEGER_IO.format(io=io)
+    if io != "float32" and io not in INTEGER_IO.get(mode, ()):
+        return (f"graph I/O {io} is not available for mode {mode} on the litert-torch path "
+                f"(it builds float32 I/O, and int8 I/O for mode int8); use the onnx2tf backend for it")
     if MODES[mode].calibrated and not calibration:
         return f"mode {mode} needs calibration data"
     return None

@@ -148,7 +148,8 @@ def build_job(job: dict[str, Any], float_path: Path, calibration: Any) -> None:
     if job["mode"] == "fp32":
         _write_bytes(out, float_path.read_bytes())
         return
-    _write_bytes(out, aeq.quantize(float_path, aeq.recipe_for(job["mode"]), calibration))
+    recipe = aeq.recipe_for(job["mode"], float_io=(job.get("io_dtype") or "float32") == "float32")
+    _write_bytes(out, aeq.quantize(float_path, recipe, calibration))
 
 
 def main(argv: list[str]) -> int:
