@@ -1,11 +1,11 @@
 """Probe the litert-torch backend on the zoo and a few architectures; raw numbers to a JSON file.
 
 Usage: nice -n 19 .venv/bin/python scripts/bench_litert_probe.py [--out bench_results/exporters_litert_probe.json]
-       [--only NAME ...] [--mbv2-size 224]
+       [--only NAME ...] [--mbv2-size 224] [--pt2e]
 
 Per model: which modes convert, float cosine vs torch, int8 top-1 agreement and cosine vs torch on
 64 inputs, file sizes, convert wall time, the worker's peak RSS, host p50 latency (2 threads, 30
-runs) and the op census of the written models. Host numbers belong to this machine (DESIGN.md).
+runs) and the op census of the written models; with --pt2e also int8 through PT2E, for comparison. Host numbers belong to this machine (DESIGN.md).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import platform
 import resource
 import sys
@@ -31,7 +32,7 @@ from edgeport.export.litert_torch import convert_litert_torch  # noqa: E402
 from edgeport.types import TensorSpec  # noqa: E402
 
 MODES = ("fp32", "fp16", "dynamic", "int8", "int16x8")
-EVAL_N, CALIB_N, RUNS, THREADS = 64, 128, 30, 2
+EVAL_N, CALIB_N, RUNS, ROUNDS, THREADS = 64, 128, 30, 5, 2
 
 
 class GRUClassifier(nn.Module):
@@ -124,27 +125,43 @@ def _interp(path: Path, xnnpack: bool = True):
 def _outputs(path: Path, x: np.ndarray, perm: list[int] | None) -> np.ndarray:
     it = _interp(path)
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    (in_scale, in_zp), (out_scale, out_zp) = inp["quantization"], out["quantization"]
     res = []
     for sample in x:
-        arr = sample[None]
-        it.set_tensor(inp["index"], np.ascontiguousarray(arr.transpose(perm) if perm else arr))
+        arr = np.ascontiguousarray(sample[None].transpose(perm) if perm else sample[None])
+        if in_scale:  # integer graph I/O (the PT2E comparison): quantize in, dequantize out
+            info = np.iinfo(inp["dtype"])
+            arr = np.clip(np.round(arr / in_scale) + in_zp, info.min, info.max).astype(inp["dtype"])
+        it.set_tensor(inp["index"], arr)
         it.invoke()
-        res.append(it.get_tensor(out["index"]).copy())
+        y = it.get_tensor(out["index"]).copy()
+        res.append((y.astype(np.float32) - out_zp) * out_scale if out_scale else y)
     return np.stack(res)
 
 
-def _latency(path: Path, xnnpack: bool = True) -> float:
+def _latency(path: Path, xnnpack: bool = True) -> dict:
+    """p50 of RUNS invokes, in ROUNDS rounds: the machine is shared, so one round can land on
+    another user's burst; the median round and the best round are both kept."""
     it = _interp(path, xnnpack)
     inp = it.get_input_details()[0]
     it.set_tensor(inp["index"], np.random.default_rng(0).standard_normal(inp["shape"]).astype(inp["dtype"]))
     for _ in range(3):
         it.invoke()
-    times = []
-    for _ in range(RUNS):
-        t = time.perf_counter()
-        it.invoke()
-        times.append((time.perf_counter() - t) * 1e3)
-    return round(float(np.percentile(times, 50)), 4)
+    p50s = []
+    for _ in range(ROUNDS):
+        times = []
+        for _ in range(RUNS):
+            t = time.perf_counter()
+            it.invoke()
+            times.append((time.perf_counter() - t) * 1e3)
+        p50s.append(float(np.percentile(times, 50)))
+    return {"p50_ms": round(float(np.median(p50s)), 4), "p50_ms_best_round": round(min(p50s), 4)}
+
+
+def _timed(path: Path) -> dict:
+    fast, builtin = _latency(path), _latency(path, xnnpack=False)
+    return {"p50_ms_xnnpack": fast["p50_ms"], "p50_ms_xnnpack_best_round": fast["p50_ms_best_round"],
+            "p50_ms_builtin": builtin["p50_ms"], **_census(path)}
 
 
 def _census(path: Path) -> dict:
@@ -160,7 +177,7 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)))
 
 
-def probe(name: str, build, shape: tuple[int, ...], kind: str, workdir: Path) -> dict:
+def probe(name: str, build, shape: tuple[int, ...], kind: str, workdir: Path, with_pt2e: bool) -> dict:
     model = build()
     calib = _data(kind, shape, CALIB_N, 1, "train")
     evalx = _data(kind, shape, EVAL_N, 2, "val")
@@ -169,7 +186,7 @@ def probe(name: str, build, shape: tuple[int, ...], kind: str, workdir: Path) ->
     jobs = [{"key": m, "mode": m, "io_dtype": "float32"} for m in MODES]
     start = time.monotonic()
     conv = convert_litert_torch(model, [TensorSpec("x", shape)], workdir, jobs, {"x": calib})
-    row: dict = {"input": list(shape), "data": kind, "convert_wall_s": round(time.monotonic() - start, 2),
+    row: dict = {"input": list(shape), "data": kind, "loadavg_1m": round(os.getloadavg()[0], 2), "convert_wall_s": round(time.monotonic() - start, 2),
                  "stage_s": conv.seconds, "worker_peak_rss_mb": conv.peak_rss_mb,
                  "parent_children_maxrss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
                  "errors": conv.errors, "input_map": conv.input_map, "notes": list(conv.notes),
@@ -182,13 +199,48 @@ def probe(name: str, build, shape: tuple[int, ...], kind: str, workdir: Path) ->
             entry["cosine_vs_torch"] = round(_cosine(out, ref), 6)
             entry["top1_agreement"] = round(float(np.mean(out.argmax(-1) == ref.argmax(-1))), 4)
             entry["max_abs_err"] = float(np.max(np.abs(out - ref)))
-            entry["p50_ms_xnnpack"] = _latency(path)
-            entry["p50_ms_builtin"] = _latency(path, xnnpack=False)
-            entry.update(_census(path))
+            entry.update(_timed(path))
         except Exception as exc:  # noqa: BLE001 - a model that does not run is a result, not a crash
             entry["run_error"] = f"{type(exc).__name__}: {exc}"[:300]
         row["modes"][key] = entry
+    if with_pt2e:
+        row["pt2e_int8"] = pt2e_int8(model, shape, calib, evalx, ref, perm, workdir)
     return row
+
+
+def pt2e_int8(model: nn.Module, shape: tuple[int, ...], calib: np.ndarray, evalx: np.ndarray, ref: np.ndarray,
+              perm: list[int] | None, workdir: Path) -> dict:
+    """The alternative int8 route, for the AEQ-vs-PT2E decision: litert-torch's PT2EQuantizer
+    (per-channel weights, histogram observers) on the exported graph, then litert-torch's convert.
+    Runs in this process (a probe, not the product path); its graph I/O is int8."""
+    import litert_torch
+    from litert_torch.quantize import pt2e_quantizer, quant_config
+    from torchao.quantization.pt2e import quantize_pt2e
+
+    try:
+        start = time.monotonic()
+        args = (torch.from_numpy(calib[:1]),)
+        gm = torch.export.export(model, args).module()
+        quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
+            pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
+        gm = quantize_pt2e.prepare_pt2e(gm, quantizer)
+        with torch.no_grad():
+            for x in calib:
+                gm(torch.from_numpy(x[None]))
+        gm = quantize_pt2e.convert_pt2e(gm, fold_quantize=False)
+        if perm:
+            gm = litert_torch.to_channel_last_io(gm, args=[0])
+            args = (args[0].permute(*perm).contiguous(),)
+        gm.training = False
+        edge = litert_torch.convert(gm, args, quant_config=quant_config.QuantConfig(pt2e_quantizer=quantizer))
+        path = workdir / "pt2e_int8.tflite"
+        edge.export(str(path))
+        out = _outputs(path, evalx, perm)
+        return {"convert_s": round(time.monotonic() - start, 2), "size_bytes": path.stat().st_size,
+                "cosine_vs_torch": round(_cosine(out, ref), 6),
+                "top1_agreement": round(float(np.mean(out.argmax(-1) == ref.argmax(-1))), 4), **_timed(path)}
+    except Exception as exc:  # noqa: BLE001 - a failed route is a result
+        return {"error": f"{type(exc).__name__}: {exc}"[:300]}
 
 
 def main() -> int:
@@ -196,6 +248,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(REPO / "bench_results/exporters_litert_probe.json"))
     ap.add_argument("--only", nargs="*")
     ap.add_argument("--mbv2-size", type=int, default=224)
+    ap.add_argument("--pt2e", action="store_true", help="also build int8 through PT2E for comparison")
     args = ap.parse_args()
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() and args.only else {"models": {}}
@@ -208,14 +261,19 @@ def main() -> int:
                       "ai_edge_quantizer": getattr(ai_edge_quantizer, "__version__", "0.10.0"),
                       "ai_edge_litert": getattr(ai_edge_litert, "__version__", "2.3.0"),
                       "threads": THREADS, "runs": RUNS, "eval_inputs": EVAL_N, "calib_inputs": CALIB_N,
-                      "calibration": "AEQ static recipes, min/max ranges (edgeport.quantize.aeq)"}
+                      "calibration": "AEQ static recipes, min/max ranges (edgeport.quantize.aeq)",
+                      "rss": "worker_peak_rss_mb: each worker's own RUSAGE_SELF peak (max over its passes); "
+                             "parent_children_maxrss_mb: RUSAGE_CHILDREN of this probe, a running max over every "
+                             "worker so far, not per model",
+                      "latency": f"p50 of {RUNS} invokes per round, median (and best) of {ROUNDS} rounds; the "
+                                 "machine is shared (loadavg_1m per model)"}
     for name, (build, shape, kind) in cases(args.mbv2_size).items():
         if args.only and name not in args.only:
             continue
         print(f"== {name}", flush=True)
         with tempfile.TemporaryDirectory(prefix=f"litert_{name}_") as tmp:
             try:
-                results["models"][name] = probe(name, build, shape, kind, Path(tmp))
+                results["models"][name] = probe(name, build, shape, kind, Path(tmp), args.pt2e)
             except Exception as exc:  # noqa: BLE001 - record and go on to the next model
                 results["models"][name] = {"input": list(shape), "error": f"{type(exc).__name__}: {exc}"[:500]}
         print(json.dumps(results["models"][name])[:400], flush=True)
