@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgeport import progress
 from edgeport.errors import ConversionError
 from edgeport.export import memory
 from edgeport.export.backend import Conversion, ExportRequest, register
@@ -45,9 +46,10 @@ class Onnx2tfBackend:
     @staticmethod
     def _export(req: ExportRequest, notes: list[str]) -> PreparedOnnx:
         raw = req.work / "exported.onnx"
-        export_onnx(req.loaded.module, list(req.inputs), raw, opset=req.opset)
-        notes.append(f"exported {req.loaded.kind} to ONNX opset {req.opset}")
-        return prepare_onnx(raw, req.work / "model.onnx", {}, rewrite_pools=req.rewrite_pools)
+        with progress.stage("export", f"{req.loaded.kind} -> ONNX"):
+            export_onnx(req.loaded.module, list(req.inputs), raw, opset=req.opset)
+            notes.append(f"exported {req.loaded.kind} to ONNX opset {req.opset}")
+            return prepare_onnx(raw, req.work / "model.onnx", {}, rewrite_pools=req.rewrite_pools)
 
 
 def _job_error(key: str, error: str) -> ConversionError:
