@@ -68,6 +68,9 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         ref = report["reference"]["size_bytes"]
         ratio = f" ({art['size_bytes'] / ref:.0%} of fp32)" if ref else ""
         lines.append(f"  artifact   {art['path']}  {art['size_bytes'] / 1024:.1f} KiB{ratio}")
+    export = report.get("export") or {}
+    if export.get("backend") and (len(export.get("attempts") or []) > 1 or export.get("backend") != "onnx2tf"):
+        lines.append(f"  exporter   {export['backend']}: {export.get('reason')}"[:400])
     consts = (report.get("model") or {}).get("constants") or []
     if consts:
         lines.append("  constants  " + ", ".join(f"{c['name']}={c['value']!r} ({c['type']}, {c['source']})" for c in consts))

@@ -111,7 +111,7 @@ def export(req: ExportRequest, requested: str, kind: str, mode: str, check: Call
             attempts.append(Attempt(name, False, error=exc.one_line()))
             first_error = first_error or exc
             if len(names) > 1:
-                note(f"exporter {name} failed: {exc.one_line()[:300]}")
+                note(f"exporter {name} failed: {' '.join(exc.message.split())[:300]}")
             continue
         checked = check(conv)
         attempts.append(Attempt(name, True, checked.matches, checked.result.get("cosine_min")))
