@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -248,3 +249,27 @@ def follow(proc: subprocess.Popen, status_path: Path, st: Stage, render: Callabl
     if status is not None and status != seen:
         render(status)
     return code
+
+
+def run_followed(argv: list[str], log: Any, env: dict[str, str], status_path: Path, st: Stage,
+                 render: Callable[[dict[str, Any]], None], timeout_s: float) -> int:
+    """Start a worker child with its output in `log` and follow it (see follow); Ctrl-C or an
+    error here kills it, so no converter is ever left running behind the user's back."""
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        return follow(proc, status_path, st, render, timeout_s)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+
+
+def exit_description(code: int) -> str:
+    """A child's return code in words: "crashed (SIGSEGV)" or "failed (exit status 1)"."""
+    if code < 0:
+        try:
+            return f"crashed ({signal.Signals(-code).name})"
+        except ValueError:
+            return f"crashed (signal {-code})"
+    return f"failed (exit status {code})"
+

@@ -30,20 +30,10 @@ sys.path.insert(0, str(REPO))
 
 from edgeport.export.litert_torch import convert_litert_torch  # noqa: E402
 from edgeport.types import TensorSpec  # noqa: E402
+from edgeport.zoo.sequence_models import GruClassifier  # noqa: E402
 
 MODES = ("fp32", "fp16", "dynamic", "int8", "int16x8")
 EVAL_N, CALIB_N, RUNS, ROUNDS, THREADS = 64, 128, 30, 5, 2
-
-
-class GRUClassifier(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.gru = nn.GRU(8, 32, batch_first=True)
-        self.head = nn.Linear(32, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        seq, _ = self.gru(x)
-        return self.head(seq[:, -1])
 
 
 class Encoder(nn.Module):
@@ -101,7 +91,7 @@ def cases(mbv2_size: int) -> dict[str, tuple]:
         "outlier_net": (lambda: _zoo("OutlierNet", "outlier_net.pt"), (1, 1, 32, 32), "digits"),
         "attn_net": (lambda: _zoo("AttnNet", "attn_net.pt"), (1, 1, 32, 32), "digits"),
         "transformer_encoder": (lambda: _seeded(Encoder(), std=None), (1, 16, 64), "gauss"),
-        "gru_classifier": (lambda: _seeded(GRUClassifier()), (1, 16, 8), "gauss"),
+        "gru_classifier": (lambda: _seeded(GruClassifier()), (1, 16, 8), "gauss"),
         "token_mlp": (lambda: _seeded(TokenMLP(), std=None), (1, 16, 32), "gauss"),
         "mobilenet_v2_shaped": (lambda: build("mobilenet_v2"), (1, 3, mbv2_size, mbv2_size), "gauss"),
     }

@@ -16,19 +16,9 @@ from edgeport.errors import ConversionError
 from edgeport.export.litert_torch import convert_litert_torch, export_failure
 from edgeport.export.litert_torch_worker import CRASH_HOOK_ENV, match_inputs
 from edgeport.types import TensorSpec
+from edgeport.zoo.sequence_models import GruClassifier
 
 pytest.importorskip("litert_torch")
-
-
-class GRUClassifier(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.gru = nn.GRU(8, 32, batch_first=True)
-        self.head = nn.Linear(32, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        seq, _ = self.gru(x)
-        return self.head(seq[:, -1])
 
 
 class TinyCNN(nn.Module):
@@ -68,7 +58,7 @@ def _jobs(*modes: str) -> list[dict]:
 
 @pytest.mark.slow
 def test_gru_fp32_matches_torch_and_int8_keeps_top1(tmp_path):
-    model = _seeded(GRUClassifier())
+    model = _seeded(GruClassifier())
     rng = np.random.default_rng(1)
     calib = {"seq": rng.standard_normal((64, 16, 8)).astype(np.float32)}
     res = convert_litert_torch(model, [TensorSpec("seq", (1, 16, 8))], tmp_path, _jobs("fp32", "int8"), calib)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -121,13 +120,13 @@ def convert_litert_torch(module: torch.nn.Module, inputs: list[TensorSpec], work
             if running == "calibration":
                 for job in left:
                     if MODES[job["mode"]].calibrated and job["key"] not in files:
-                        errors[job["key"]] = f"AI Edge Quantizer calibration {_how(code)}"
+                        errors[job["key"]] = f"AI Edge Quantizer calibration {progress.exit_description(code)}"
                 req["calibration"] = None
             elif running in {j["key"] for j in left}:
-                errors[running] = f"the converter {_how(code)} while building this mode"
+                errors[running] = f"the converter {progress.exit_description(code)} while building this mode"
             else:  # died between steps: settle everything left rather than loop
                 for job in left:
-                    errors.setdefault(job["key"], f"the litert-torch worker {_how(code)}")
+                    errors.setdefault(job["key"], f"the litert-torch worker {progress.exit_description(code)}")
     assert signature is not None
     input_map = {name: {"source": spec["source"], "perm": spec["perm"], "shape": spec["tflite_shape"],
                         "dtype": _sig_dtype(signature, name)}
@@ -202,18 +201,12 @@ def _run_worker(req: dict[str, Any], workdir: Path, log_path: Path, st: progress
         raise ConversionError("litert-torch conversion ran out of time before every mode was built",
                               hint=f"see {log_path}")
     with open(log_path, "a") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "edgeport.export.litert_torch_worker",
-                                 str(req_path), str(res_path)],
-                                stdout=log, stderr=subprocess.STDOUT, env=worker_env())
+        argv = [sys.executable, "-m", "edgeport.export.litert_torch_worker", str(req_path), str(res_path)]
         try:
-            code = progress.follow(proc, Path(req["status"]), st, lambda s: _show(st, s), budget_s)
+            code = progress.run_followed(argv, log, worker_env(), Path(req["status"]), st, lambda s: _show(st, s), budget_s)
         except subprocess.TimeoutExpired as exc:
             raise ConversionError(f"litert-torch conversion did not finish within the time limit ({budget_s:.0f} s left)",
                                   hint=f"see {log_path}; simplify the model or raise the timeout") from exc
-        except BaseException:
-            proc.kill()  # Ctrl-C or an error here must not leave the converter running
-            proc.wait()
-            raise
     result = json.loads(res_path.read_text()) if res_path.exists() else {}
     return result, code
 
@@ -238,22 +231,13 @@ def _show(st: progress.Stage, status: dict[str, Any]) -> None:
         st.update(f"{status['variant']} TFLite", done=int(status["index"]), total=int(status["count"]))
 
 
-def _how(code: int) -> str:
-    if code < 0:
-        try:
-            return f"crashed ({signal.Signals(-code).name})"
-        except ValueError:
-            return f"crashed (signal {-code})"
-    return f"failed (exit status {code})"
-
-
 def _float_failure(fl: dict[str, Any], code: int, result: dict[str, Any], log_path: Path) -> ConversionError:
     if fl.get("error"):
         text = " ".join(str(fl["error"]).split())[:400]
         return ConversionError(f"litert-torch could not convert the exported program: {text}",
                                hint=f"full log: {log_path}")
     where = "calibration" if result.get("running") == "calibration" else "the float conversion"
-    return ConversionError(f"the litert-torch worker {_how(code)} during {where}", hint=f"full log: {log_path}")
+    return ConversionError(f"the litert-torch worker {progress.exit_description(code)} during {where}", hint=f"full log: {log_path}")
 
 
 def _sig_dtype(signature: dict[str, Any], name: str) -> str:

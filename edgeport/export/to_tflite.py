@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -81,20 +80,14 @@ def run_conversion(
     # The result is analysed inside the stage: a failed conversion must not be reported as "done".
     with progress.stage("convert", what) as st:
         with open(log_path, "w") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "edgeport.export.tflite_worker", str(req_path), str(res_path)],
-                stdout=log, stderr=subprocess.STDOUT, env=_worker_env(),
-            )
+            argv = [sys.executable, "-m", "edgeport.export.tflite_worker", str(req_path), str(res_path)]
             try:
-                returncode = progress.follow(proc, status_path, st, lambda status: _show(st, status), timeout_s)
+                returncode = progress.run_followed(argv, log, _worker_env(), status_path, st,
+                                                   lambda status: _show(st, status), timeout_s)
             except subprocess.TimeoutExpired as exc:
                 raise ConversionError(f"ONNX->TFLite conversion did not finish within {timeout_s:.0f} s",
                                       hint=f"see {log_path}; simplify the model or raise --timeout") from exc
-            except BaseException:
-                proc.kill()  # Ctrl-C or an error here must not leave the converter running
-                proc.wait()
-                raise
-        how = _exit_description(returncode)
+        how = progress.exit_description(returncode)
         if not res_path.exists():
             raise ConversionError(f"onnx2tf {how} before producing a SavedModel",
                                   hint=f"rerun with --keep-work to keep the log; last lines: {_tail(log_path)}")
@@ -180,15 +173,6 @@ def _failing_node(log_path: Path, onnx_model: PreparedOnnx) -> str | None:
         pass
     original = onnx_model.original_node_names.get(name, name)
     return f"ONNX node '{original}'" + (f" ({op_type})" if op_type else "")
-
-
-def _exit_description(code: int) -> str:
-    if code < 0:
-        try:
-            return f"crashed ({signal.Signals(-code).name})"
-        except ValueError:
-            return f"crashed (signal {-code})"
-    return f"failed (exit status {code})"
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
