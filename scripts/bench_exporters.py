@@ -98,6 +98,9 @@ def _convert(case: dict, backend: str, mode: str, out: Path) -> dict:
     except json.JSONDecodeError:
         row.update(converts=False, error=(out.parent / f"{out.name}.stderr").read_text().strip().splitlines()[-1:])
         return row
+    if "accuracy" not in rep:  # an error (exit 2/3): --json printed {"error", "exit_code"}
+        row.update(converts=False, error=rep.get("error"))
+        return row
     acc = rep["accuracy"]
     row.update(converts=True, backend=rep["export"]["backend"], reason=rep["export"]["reason"],
                float_cosine_min=rep["float_conversion"].get("cosine_min"), passed=rep["verdict"]["passed"],
