@@ -1,0 +1,64 @@
+"""Per-op rows of the AEQ mixed search: the level each op got and why, in numbers a user can check.
+
+Each row says which level the op has in the written model and the evidence behind it: the proxy gain
+(output noise-to-signal removed, on the probe samples) of the smallest measured group that contains
+the op, the unit's own gain at a16w8 when it was measured, the task-metric gain measured by leaving the
+unit out of the final choice, and the simulated latency and byte cost of the unit against all-int8.
+Rows keep the `tensor`/`unit` keys that edgeport.quantize.mixed.name_layers reads to add the ONNX node
+and PyTorch module names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from edgeport.quantize.aeq import OpRecord
+
+
+def layers(ops: Sequence[OpRecord], levels: Mapping[str, str], owner: Mapping[str, Any], cands: Sequence[Any],
+           metric_gain: Mapping[str, float], int8: Mapping[str, Any], unit_of: Mapping[str, list[str]]) -> list[dict[str, Any]]:
+    """owner: op tensor -> the candidate that set its searched level (mixed_aeq.owners)."""
+    base_ms, base_bytes = int8.get("sim_ms"), int8.get("bytes")
+    rows = []
+    for op in ops:
+        measured = [c for c in cands if c.node is not None and op.tensor in c.node.ops and c.gain is not None]
+        # the evidence for an op: the candidate that set its level, else the smallest float group around it
+        c = owner.get(op.tensor) or min((c for c in measured if c.level == "float"), key=lambda c: len(c.node.ops), default=None)
+        own_16 = next((m for m in measured if m.level == "a16w8" and len(m.node.units) == 1 and m.node.units[0].key == op.tensor), None)
+        row: dict[str, Any] = {
+            "tensor": op.tensor, "index": op.index, "op": op.op, "level": levels[op.tensor], "supported": list(op.levels),
+            "unit": unit_of.get(op.tensor, [op.tensor]), "weight_bytes": op.weight_bytes, "macs": op.macs,
+            "evidence": c.label if c else None, "evidence_level": c.level if c else None,
+            "evidence_ops": len(c.levels) if c else None, "proxy_gain": _r(c.gain) if c else None,
+            "proxy_gain_a16w8": _r(own_16.gain) if own_16 else None, "metric_gain": _r(metric_gain.get(op.tensor)),
+            "latency_cost_ms": _r(c.ms - base_ms) if c and c.ms is not None and base_ms is not None else None,
+            "bytes_cost": c.bytes - base_bytes if c and c.bytes is not None and base_bytes is not None else None,
+        }
+        row["reason"] = _reason(op, row, op.tensor in owner)
+        rows.append(row)
+    return rows
+
+
+def _reason(op: OpRecord, row: dict[str, Any], searched: bool) -> str:
+    if op.levels == ("float",):
+        return f"float: AI Edge Quantizer has no quantized kernel rule for {op.op}"
+    what = f"{row['evidence_ops']} op(s) incl. this one" if row["evidence"] else ""
+    if not searched:
+        proxy = row["proxy_gain"]
+        return "int8 (default)" + (f"; {what} at {row['evidence_level']} changed the output NSR by {-proxy:+.3g}"
+                                   if proxy is not None else "")
+    parts = [f"{row['level']} (searched, with {what})"]
+    if row["metric_gain"] is not None:
+        parts.append(f"without them the task metric drops by {row['metric_gain']:.4g}")
+    else:
+        parts.append("part of the fewest top-ranked candidates that met the budget")
+    if row["proxy_gain"] is not None:
+        parts.append(f"they remove {row['proxy_gain']:.3g} of the output NSR on the probe samples")
+    if row["latency_cost_ms"] is not None:
+        parts.append(f"cost {row['latency_cost_ms']:+.4g} ms simulated and {row['bytes_cost']:+,} bytes")
+    return "; ".join(parts)
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(float(x), 6)
