@@ -76,13 +76,15 @@ def cand(label: str, gain: float, ms: float, nbytes: int = 0, level: str = "floa
 
 
 def test_rank_by_gain_per_simulated_ms_then_bytes() -> None:
-    base_ms = 10.0
+    base_ms = 10.0  # a candidate that is not slower costs the floor: 0.5% of it, 0.05 ms
     slow_big = cand("slow", 0.5, 15.0)  # 0.1 per ms
     cheap = cand("cheap", 0.05, 10.1)  # 0.5 per ms
-    free_small, free_big = cand("free_small", 0.01, 9.0, 10), cand("free_big", 0.01, 10.0, 5)  # both at the floor
+    free = cand("free", 0.1, 9.0)  # faster than int8: 2 per ms
+    # nearly free but under 5% of the largest gain: after every candidate that matters
+    tiny_small, tiny_big = cand("tiny_small", 0.01, 9.0, 10), cand("tiny_big", 0.01, 10.0, 5)
     useless = cand("useless", -0.1, 9.0)
-    ranked = mixed_aeq._rank([slow_big, cheap, free_small, free_big, useless], base_ms)
-    assert [c.label for c in ranked] == ["free_big", "free_small", "cheap", "slow"]
+    ranked = mixed_aeq._rank([slow_big, cheap, tiny_small, free, tiny_big, useless], base_ms)
+    assert [c.label for c in ranked] == ["free", "cheap", "slow", "tiny_big", "tiny_small"]
 
 
 class FakeSearch:
@@ -306,3 +308,41 @@ def test_accept_applies_the_budget_on_a_real_run(tmp_path: Path) -> None:
     ok, snr = shifted(model)
     assert not ok and snr < 30.0
     assert accept_for({"x": x}, imap, [2 * x], None, {}, 1)(tmp_path / "missing.tflite") == (False, float("-inf"))
+
+
+class LevelCostSearch:
+    """Stands in for mixed_aeq._Search in _refine: every config meets the budget unless it drops "need";
+    simulated ms and bytes are sums of per-op costs by level."""
+
+    def __init__(self, costs: dict[str, dict[str, tuple[float, int]]]) -> None:
+        self.costs, self.accepted = costs, {}
+
+    def check(self, levels: dict[str, str], phase: str, label: str) -> dict[str, Any]:
+        ms = sum(self.costs[levels.get(t, "int8")][t][0] for t in self.costs["int8"])
+        nbytes = sum(self.costs[levels.get(t, "int8")][t][1] for t in self.costs["int8"])
+        res = {"ok": levels.get("need", "int8") != "int8", "metric": 1.0, "levels": levels, "sim_ms": ms, "bytes": nbytes}
+        self.accepted[tuple(sorted(levels.items()))] = res
+        return res
+
+
+@pytest.mark.parametrize("a16_ms,expected", [(1.0, "a16w8"), (5.0, "float")])
+def test_refine_takes_a16w8_only_when_no_slower_and_smaller(a16_ms: float, expected: str) -> None:
+    costs = {"int8": {"need": (1.0, 100), "extra": (1.0, 100)}, "float": {"need": (1.0, 400), "extra": (1.0, 400)},
+             "a16w8": {"need": (a16_ms, 120), "extra": (a16_ms, 120)}}
+    node = Node(units([rec(0, "FULLY_CONNECTED", ("x",))]))
+    flt = mixed_aeq._Cand("need", {"need": "float"}, node, "float", 1.0, 2.0, 500)
+    a16 = mixed_aeq._Cand("need", {"need": "a16w8"}, node, "a16w8", 0.9, 1.0 + a16_ms, 220)
+    extra = mixed_aeq._Cand("extra", {"extra": "float"}, None, "float", 0.5, 2.0, 500)
+    fake = LevelCostSearch(costs)
+    chosen = {"need": "float", "extra": "float"}
+    start = fake.check(chosen, "search", "start")
+    chosen, res, gains = mixed_aeq._refine(fake, [flt, extra, a16], chosen, start, 24)  # type: ignore[arg-type]
+    assert chosen == {"need": expected}  # "extra" is not needed and dropping it is no slower: gone
+    assert res["ok"] and gains["need"] is not None
+
+
+def test_latency_ties_go_to_the_smaller_model() -> None:
+    assert mixed_aeq.no_worse({"sim_ms": 10.04, "bytes": 10}, {"sim_ms": 10.0, "bytes": 20})  # within 0.5%: smaller wins
+    assert not mixed_aeq.no_worse({"sim_ms": 10.04, "bytes": 30}, {"sim_ms": 10.0, "bytes": 20})
+    assert mixed_aeq.no_worse({"sim_ms": 9.0, "bytes": 30}, {"sim_ms": 10.0, "bytes": 20})  # faster wins outright
+    assert not mixed_aeq.no_worse({"sim_ms": 11.0, "bytes": 1}, {"sim_ms": 10.0, "bytes": 20})

@@ -218,7 +218,8 @@ def quantize(float_tflite: Path, calibration: Calibration, levels: Mapping[str, 
     rules = recipe(ops, levels, default)
     want = effective_levels(ops, levels, default)
     q = _quantizer_for(Path(float_tflite), rules)
-    result = q.quantize(calibration.qsvs, enable_progress_bar=False, enable_progress_report=False)
+    with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):  # AEQ's progress bars ignore the flag
+        result = q.quantize(calibration.qsvs, enable_progress_bar=False, enable_progress_report=False)
     if out is None:
         fd, name = tempfile.mkstemp(prefix="aeq-", suffix=".tflite", dir=Path(float_tflite).parent)
         os.close(fd)

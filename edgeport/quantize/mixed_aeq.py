@@ -37,6 +37,7 @@ from edgeport.quantize.aeq_units import Node, adjustable, groups, tail, units
 
 Accept = Callable[[Path], tuple[bool, float]]  # real TFLite run on validation data -> (meets budget, metric; higher is better)
 ABORTED_NSR = 1e6  # a candidate that aborts scores as if its outputs were pure noise, a million times over
+LATENCY_TIE = 0.005  # simulated latencies within 0.5% count as equal, and then the smaller model wins
 
 
 @dataclass
@@ -118,25 +119,40 @@ class _Search:
         self.curve.append(row)
         return row
 
-    def probe_all(self, cands: list[_Cand], phase: str, base_nsr: float | None) -> list[float]:
-        """Proxy NSR of each candidate. The next model is built while the child runs the current one."""
+    def probe_all(self, configs: list[tuple[str, dict[str, str]]], phase: str) -> list[float]:
+        """Proxy NSR of each (label, levels) config; the next model is built while the child runs this one."""
         out: list[float] = []
-        path = self.build(cands[0].levels, "probe") if cands else None
-        for i, cand in enumerate(cands):
+        path = self.build(configs[0][1], "probe") if configs else None
+        for i, (label, levels) in enumerate(configs):
             assert path is not None
             self.runner.submit(path)
-            nxt = self.build(cands[i + 1].levels, "probe") if i + 1 < len(cands) else None
+            nxt = self.build(configs[i + 1][1], "probe") if i + 1 < len(configs) else None
             outs, info = self.runner.result()
-            cand.ms, cand.bytes = self.cost(path)
             value = self.nsr(outs)
-            if base_nsr is not None:
-                cand.gain = base_nsr - value
-            self.record(phase, cand, proxy_nsr=_r(value), proxy_snr_db=_db(value), proxy_gain=_r(cand.gain),
+            self.record(phase, _Cand(label, levels), proxy_nsr=_r(value), proxy_snr_db=_db(value),
                         error=None if outs is not None else info.get("error"))
             path.unlink(missing_ok=True)
             out.append(value)
             path = nxt
         return out
+
+    def op_costs(self) -> dict[str, dict[str, tuple[float, int]]]:
+        """Simulated ms and weight bytes of every op at each level, read off three whole models (all
+        int8, all a16w8 where AEQ can, all float): a unit's latency and byte cost is estimated as the sum
+        over its ops, without building it (the (de)quantize ops at its borders are left out)."""
+        from edgeport.inspect_tflite import inspect_model
+        from edgeport.latency.simulator import simulate
+
+        can = adjustable(self.ops)
+        table = {}
+        for level, levels in (("int8", {}), ("a16w8", {o.tensor: "a16w8" for o in can if "a16w8" in o.levels}),
+                              ("float", {o.tensor: "float" for o in can})):
+            path = self.build(levels, "cost")
+            info = inspect_model(path)
+            ms = {info["ops"][o["index"]]["output_name"]: o["ms"] for o in simulate(info, self.profile).per_op}
+            table[level] = {op["output_name"]: (ms.get(op["output_name"], 0.0), int(op["weight_bytes"])) for op in info["ops"]}
+            path.unlink(missing_ok=True)
+        return table
 
     def check(self, levels: Mapping[str, str], phase: str, label: str) -> dict[str, Any]:
         """A real run through the caller's `accept`; the same levels are never run twice."""
@@ -199,11 +215,11 @@ def _run(s: _Search, first_groups: int, max_probes: int, a16w8_probes: int, max_
              "they stay float with (de)quantize ops around them"] if forced else []
     timings: dict[str, float] = {"reference_s": round(time.perf_counter() - s.t0, 2)}
     base = s.check({}, "int8", "all int8")
-    base_nsr = s.probe_all([_Cand("all int8 (proxy)", {})], "int8", None)[0]
+    base_nsr = s.probe_all([("all int8 (proxy)", {})], "int8")[0]
     int8 = {k: base[k] for k in ("ok", "metric", "sim_ms", "bytes")} | {"proxy_nsr": _r(base_nsr)}
     tpu = getattr(s.profile.runtime, "delegate", None) == "edgetpu" or getattr(s.profile.runtime, "float_layers", "") == "tail"
 
-    def done(chosen: dict[str, str], res: dict[str, Any], stopped: str, cands: list[_Cand], gains: dict[str, float]) -> AeqMixedResult:
+    def done(chosen: dict[str, str], res: dict[str, Any], stopped: str, cands: list[_Cand], gains: dict[str, Any]) -> AeqMixedResult:
         # cands is the ranked list when the search ran, so ownership follows the same first-wins order
         timings["total_s"] = round(time.perf_counter() - s.t0, 2)  # the calibration excluded
         levels = aeq.effective_levels(s.ops, chosen)
@@ -217,7 +233,7 @@ def _run(s: _Search, first_groups: int, max_probes: int, a16w8_probes: int, max_
     if tpu:
         return _tail_search(s, base, done, notes)
     started = time.perf_counter()
-    cands = _score(s, base_nsr, first_groups, max_probes, a16w8_probes)
+    cands = _score(s, base, first_groups, max_probes, a16w8_probes)
     timings["scoring_s"] = round(time.perf_counter() - started, 2)
     ranked = _rank(cands, base["sim_ms"])
     if not ranked:
@@ -243,45 +259,71 @@ def _fallback(s: _Search, best: dict[str, Any], done: Any, stopped: str, cands: 
     return done(best["levels"], best, stopped, cands, {})
 
 
-def _score(s: _Search, base_nsr: float, first_groups: int, max_probes: int, a16w8_probes: int) -> list[_Cand]:
-    """Step 2: float groups, best-first halving, then a16w8 for the most sensitive single units."""
+def _score(s: _Search, base: dict[str, Any], first_groups: int, max_probes: int, a16w8_probes: int) -> list[_Cand]:
+    """Step 2. A group's harm = the output NSR with only that group int8 and every other op float (the
+    per-op error with only that op quantized): it does not hide behind errors elsewhere, as a group's
+    gain inside an all-int8 model does when the error compounds along a chain (a LayerNorm whose
+    outlier channel runs through five tensors). Best groups are halved best-first down to single units;
+    the top units are also measured at a16w8. Each becomes a candidate action: those ops float (gain =
+    its harm) or a16w8 (gain = harm at int8 - harm at a16w8), with latency and bytes from op_costs."""
+    every = {o.tensor: "float" for o in adjustable(s.ops)}
+    costs = s.op_costs()
+
+    def level_of(t: str, level: str) -> str:
+        return level if level in s.by_tensor[t].levels else "float"
+
+    def alone(node: Node, level: str) -> tuple[str, dict[str, str]]:
+        levels = {t: lv for t, lv in every.items() if t not in node.ops or level != "int8"}
+        levels.update({t: level_of(t, level) for t in node.ops if level != "int8"})
+        return f"{node.name} alone at {level}", levels
+
+    def action(node: Node, level: str, gain: float) -> _Cand:
+        c = _Cand(node.name, {t: level_of(t, level) for t in node.ops}, node, level, gain)
+        c.ms = base["sim_ms"] + sum(costs[lv][t][0] - costs["int8"][t][0] for t, lv in c.levels.items())
+        c.bytes = base["bytes"] + sum(costs[lv][t][1] - costs["int8"][t][1] for t, lv in c.levels.items())
+        return c
+
+    floor_nsr = s.probe_all([("every op float (proxy)", every)], "score")[0]  # ~0: the float model itself
     tops = groups(units(s.ops), first_groups)
-
-    def as_float(node: Node) -> _Cand:
-        return _Cand(node.name, {t: "float" for t in node.ops}, node, "float")
-
-    cands = [as_float(n) for n in tops]
-    s.say(f"scoring {len(cands)} groups of ops in float against the all-int8 model")
-    s.probe_all(cands, "score", base_nsr)
-    probes, split = len(cands), set()
-    floor = 0.02 * base_nsr  # a node removing under 2% of the int8 error is not worth splitting
+    s.say(f"scoring {len(tops)} groups of ops: each alone in int8, the rest float")
+    harms = s.probe_all([alone(n, "int8") for n in tops], "score")
+    cands = [action(n, "float", h - floor_nsr) for n, h in zip(tops, harms, strict=True)]
+    total = sum(max(c.gain or 0.0, 0.0) for c in cands)
+    probes, split = len(cands) + 1, set()
     while probes + 2 <= max_probes:
         todo = [c for c in cands if c.node is not None and len(c.node.units) > 1 and id(c) not in split
-                and (c.gain or 0.0) > floor]
+                and (c.gain or 0.0) > 0.02 * total]  # under 2% of the summed harm: not worth splitting
         found = sum(c.gain or 0.0 for c in cands if c.node is not None and len(c.node.units) == 1 and (c.gain or 0.0) > 0)
-        if not todo or found >= 0.9 * base_nsr:  # single units already explain the int8 error: stop splitting
+        if not todo or found >= 0.9 * total:  # single units already explain the error: stop splitting
             break
         parent = max(todo, key=lambda c: c.gain or 0.0)
         split.add(id(parent))
-        halves = [as_float(h) for h in parent.node.halves()]  # type: ignore[union-attr]
-        s.probe_all(halves, "split", base_nsr)
-        cands += halves
+        halves = parent.node.halves()  # type: ignore[union-attr]
+        got = s.probe_all([alone(h, "int8") for h in halves], "split")
+        cands += [action(h, "float", g - floor_nsr) for h, g in zip(halves, got, strict=True)]
         probes += 2
-    singles = sorted((c for c in cands if c.node is not None and len(c.node.units) == 1 and (c.gain or 0.0) > floor),
+    singles = sorted((c for c in cands if c.node is not None and len(c.node.units) == 1 and (c.gain or 0.0) > 0.02 * total),
                      key=lambda c: -(c.gain or 0.0))[:a16w8_probes]
-    wide = [_Cand(c.label, {t: "a16w8" if "a16w8" in s.by_tensor[t].levels else "float" for t in c.node.ops}, c.node, "a16w8")
-            for c in singles if c.node is not None]
-    if wide:
-        s.probe_all(wide, "a16w8", base_nsr)
-    return cands + wide
+    singles = [c for c in singles if any("a16w8" in s.by_tensor[t].levels for t in c.node.ops)]  # type: ignore[union-attr]
+    if singles:
+        got = s.probe_all([alone(c.node, "a16w8") for c in singles], "a16w8")  # type: ignore[arg-type]
+        cands += [action(c.node, "a16w8", (c.gain or 0.0) - (g - floor_nsr)) for c, g in zip(singles, got, strict=True)]  # type: ignore[arg-type]
+    return cands
 
 
 def _rank(cands: list[_Cand], base_ms: float) -> list[_Cand]:
-    """Proxy NSR removed per simulated millisecond; a candidate that is not slower costs a floor of
-    0.1% of the int8 model's time, so among those the bigger gain (then the fewer bytes) comes first."""
-    floor = max(base_ms * 1e-3, 1e-6)
+    """Proxy NSR removed per simulated millisecond, then fewer bytes. A candidate that is no slower costs
+    a floor of LATENCY_TIE of the int8 model's time. Candidates under 5% of the largest gain come after
+    all others: being nearly free in latency must not put a unit that barely matters ahead of the one
+    that breaks the model (they still come in when the big ones are not enough)."""
+    floor = max(base_ms * LATENCY_TIE, 1e-6)
     useful = [c for c in cands if c.gain is not None and c.gain > 0 and c.ms is not None]
-    return sorted(useful, key=lambda c: (-(c.gain or 0.0) / max((c.ms or 0.0) - base_ms, floor), c.bytes or 0))
+    top = max((c.gain or 0.0 for c in useful), default=0.0)
+
+    def key(c: _Cand) -> tuple[bool, float, int]:
+        return ((c.gain or 0.0) < 0.05 * top, -(c.gain or 0.0) / max((c.ms or 0.0) - base_ms, floor), c.bytes or 0)
+
+    return sorted(useful, key=key)
 
 
 def owners(order: list[_Cand], chosen: Mapping[str, str]) -> dict[str, _Cand]:
@@ -329,28 +371,42 @@ def _smallest_prefix(s: _Search, ranked: list[_Cand], max_checks: int) -> tuple[
     return best["levels"], best
 
 
+def no_worse(got: Mapping[str, Any], res: Mapping[str, Any]) -> bool:
+    """The objective: lower simulated latency, then fewer bytes. A 0.0001 ms gain is no reason to keep
+    a float layer's 4-byte weights, so latencies within LATENCY_TIE of each other tie."""
+    tie = LATENCY_TIE * max(res["sim_ms"], 1e-6)
+    if got["sim_ms"] < res["sim_ms"] - tie:
+        return True
+    return got["sim_ms"] <= res["sim_ms"] + tie and got["bytes"] <= res["bytes"]
+
+
 def _refine(s: _Search, ranked: list[_Cand], chosen: dict[str, str], res: dict[str, Any],
-            max_checks: int) -> tuple[dict[str, str], dict[str, Any], dict[str, float]]:
+            max_checks: int) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
     """Step 4: a16w8 where it is no slower and smaller; then leave each chosen candidate out once."""
     used = list(dict.fromkeys(owners(ranked, chosen).values()))
     for c in [c for c in used if c.level == "float"]:
         alt = next((a for a in ranked if a.level == "a16w8" and a.node == c.node), None)
-        if alt is None or alt.ms is None or c.ms is None or alt.ms > c.ms + 1e-3 * max(res["sim_ms"], 1e-6) \
-                or (alt.bytes or 0) >= (c.bytes or 0) or len(s.accepted) >= max_checks:
+        if alt is None or alt.ms is None or c.ms is None or len(s.accepted) >= max_checks \
+                or not no_worse({"sim_ms": alt.ms, "bytes": alt.bytes or 0}, {"sim_ms": c.ms, "bytes": c.bytes or 0}):
             continue
         trial = {**chosen, **alt.levels}
         got = s.check(trial, "refine", f"{c.label} at a16w8 instead of float")
-        if got["ok"] and (got["sim_ms"], got["bytes"]) <= (res["sim_ms"] + 1e-9, res["bytes"]):
+        if got["ok"] and no_worse(got, res):
             chosen, res = trial, got
-    gains: dict[str, float] = {}
+    gains: dict[str, Any] = {}  # tensor -> metric drop without it, or {faster_by_ms, bytes} when kept for speed
     for c in reversed(list(dict.fromkeys(owners(ranked, chosen).values()))):
-        mine = [t for t, o in owners(ranked, chosen).items() if o is c]
+        own = owners(ranked, chosen)
+        others = {t for o in set(own.values()) - {c} for t, lv in o.levels.items() if chosen.get(t) == lv}
+        mine = [t for t, o in own.items() if o is c and t not in others]  # ops another kept candidate needs stay
         if not mine or len(s.accepted) >= max_checks:
             continue
         trial = {t: lv for t, lv in chosen.items() if t not in mine}
         got = s.check(trial, "shrink", f"without {c.label}")
-        if got["ok"] and (got["sim_ms"], got["bytes"]) <= (res["sim_ms"] + 1e-9, res["bytes"]):
+        if got["ok"] and no_worse(got, res):
             chosen, res = trial, got
+        elif got["ok"]:  # not needed for the budget, but the model is slower (or larger) without it
+            for t in mine:
+                gains[t] = {"faster_by_ms": got["sim_ms"] - res["sim_ms"], "bytes": res["bytes"] - got["bytes"]}
         elif res["metric"] is not None and got["metric"] is not None:
             for t in mine:
                 gains[t] = res["metric"] - got["metric"]
