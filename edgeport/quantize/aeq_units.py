@@ -87,10 +87,3 @@ def groups(all_units: Sequence[Unit], count: int) -> list[Node]:
     count = max(1, min(count, len(ordered)))
     bounds = [round(i * len(ordered) / count) for i in range(count + 1)]
     return [Node(tuple(ordered[a:b])) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
-
-
-def tail(ops: Sequence[OpRecord], k: int) -> list[str]:
-    """The last k adjustable ops in execution order: Edge TPU profiles keep float ops only at the tail
-    (everything after the first CPU op runs on the CPU)."""
-    order = [o.tensor for o in sorted(adjustable(ops), key=lambda o: o.index)]
-    return order[len(order) - k :] if k > 0 else []

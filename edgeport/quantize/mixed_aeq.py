@@ -5,15 +5,23 @@ converter run. The steps:
 
 1. The all-int8 model: if the caller's `accept` passes it, that is the answer.
 2. Sensitivity (a cheap proxy): the output noise-to-signal ratio (NSR) against the float model on a
-   few probe samples, with one group of units in float and everything else int8. Groups are ranked by
-   how much NSR they remove; the best ones are split in halves, best first, down to single units, and
-   the most sensitive units are also measured at a16w8. Ranking by the effect on the model's outputs
-   (not a tensor's local error) is what finds an outlier channel whose own tensor looks fine.
-3. Search: candidates ordered by NSR removed per simulated millisecond (then per byte); the fewest that
-   meet the budget are found by doubling and bisection on real `accept` runs.
+   few probe samples, with ONE group of units in int8 and every other op float (the group's harm).
+   The most harmful groups are split in halves, best first, down to single units; the most harmful
+   units are also measured at a16w8. Measuring the effect on the model's outputs (not a tensor's
+   local error) is what finds an outlier channel whose own tensor looks fine; measuring each group
+   alone, not inside an all-int8 model, keeps errors that compound along a chain from hiding it.
+3. Search: each measured group or unit is a candidate (those ops float, or a16w8), ordered by harm
+   removed per simulated millisecond (bytes break ties; costs summed from per-op simulations); the
+   fewest that meet the budget are found by doubling and bisection on real `accept` runs.
 4. Refine on real runs: a16w8 instead of float where the profile's simulator says it is no slower and
-   it is smaller; then each chosen unit is dropped in turn: an unneeded one goes, a needed one gets its
-   measured gain in the task metric for the report.
+   it is smaller; then each chosen candidate is dropped in turn: one the budget does not need goes
+   unless the model gets slower (then the report says so), a needed one gets its measured gain in the
+   task metric for the report.
+
+The objective is the issue's: meet the budget, then the lowest simulated latency on the profile, then
+the fewest bytes (latencies within LATENCY_TIE tie). int16 ops run TFLite's reference kernels (no
+XNNPACK), which the simulator prices per op, so on CPU profiles a16w8 wins only where float is no
+faster, typically small ops where it saves bytes.
 
 Edge TPU profiles only take int8 with a float tail (the TPU runs everything before the first CPU op):
 there the search is a bisection over the tail length and a16w8 is never used.
@@ -33,7 +41,7 @@ import numpy as np
 from edgeport.errors import ConversionError
 from edgeport.quantize import aeq, aeq_report
 from edgeport.quantize.aeq_runner import CandidateRunner
-from edgeport.quantize.aeq_units import Node, adjustable, groups, tail, units
+from edgeport.quantize.aeq_units import Node, adjustable, groups, units
 
 Accept = Callable[[Path], tuple[bool, float]]  # real TFLite run on validation data -> (meets budget, metric; higher is better)
 ABORTED_NSR = 1e6  # a candidate that aborts scores as if its outputs were pure noise, a million times over
@@ -63,7 +71,7 @@ class _Cand:
     levels: dict[str, str]
     node: Node | None = None
     level: str = "float"
-    gain: float | None = None  # proxy NSR removed against the all-int8 model
+    gain: float | None = None  # proxy NSR the action removes (a group's harm alone in int8; for a16w8, harm minus harm at a16w8)
     ms: float | None = None
     bytes: int | None = None
 
@@ -228,10 +236,10 @@ def _run(s: _Search, first_groups: int, max_probes: int, a16w8_probes: int, max_
         return AeqMixedResult(res["path"], levels, rows, s.curve, [t for t, v in chosen.items() if v == "float"],
                               [t for t, v in chosen.items() if v == "a16w8"], forced, int8, stopped, notes, timings)
 
+    if tpu:  # before the int8 check: an op AEQ keeps in float may sit mid-graph, which the TPU cannot take
+        return _tail_search(s, base, done, notes, max_checks)
     if base["ok"]:
         return done({}, base, "int8 already fits the accuracy budget", [], {})
-    if tpu:
-        return _tail_search(s, base, done, notes)
     started = time.perf_counter()
     cands = _score(s, base, first_groups, max_probes, a16w8_probes)
     timings["scoring_s"] = round(time.perf_counter() - started, 2)
@@ -413,40 +421,25 @@ def _refine(s: _Search, ranked: list[_Cand], chosen: dict[str, str], res: dict[s
     return chosen, res, gains
 
 
-def _tail_search(s: _Search, base: dict[str, Any], done: Any, notes: list[str]) -> AeqMixedResult:
-    """Edge TPU: the shortest float tail that passes `accept` (AEQ's own float ops extend the tail)."""
-    order = [o for o in sorted(adjustable(s.ops), key=lambda o: o.index)]
+def _tail_search(s: _Search, base: dict[str, Any], done: Any, notes: list[str], max_checks: int) -> AeqMixedResult:
+    """Edge TPU: the shortest float tail that passes `accept`, by the same doubling and bisection (a
+    prefix of ops taken last-first is a tail). An op AEQ cannot quantize starts the tail at the latest."""
+    last_first = sorted(adjustable(s.ops), key=lambda o: -o.index)
     first_forced = min((o.index for o in s.ops if o.levels == ("float",)), default=None)
-    k_min = sum(1 for o in order if first_forced is not None and o.index > first_forced)
-    if k_min:
+    forced = [o for o in last_first if first_forced is not None and o.index > first_forced]
+    if forced:
         notes.append(f"AEQ keeps op {first_forced} in float, so the float tail starts there at the latest "
-                     f"({k_min} quantizable ops after it run on the CPU)")
-    n = len(order)
-
-    def at(k: int) -> dict[str, Any]:
-        return s.check({t: "float" for t in tail(s.ops, max(k, k_min))}, "tail", f"last {max(k, k_min)} ops float")
-
-    lo, k, hit = 0, 1, None
-    while k <= n and len(s.accepted) < 24:
-        res = at(k)
-        if res["ok"]:
-            hit = (k, res)
-            break
-        lo, k = k, k * 2
-    if hit is None:
-        res = at(n)
-        if not res["ok"]:
-            return _fallback(s, res, done, "budget not met even with every quantizable op in float", [])
-        hit = (n, res)
-    hi, best = hit
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        res = at(mid)
-        if res["ok"]:
-            hi, best = mid, res
-        else:
-            lo = mid
-    return done(best["levels"], best, f"budget met with the last {len(best['levels'])} quantizable op(s) in float", [], {})
+                     f"({len(forced)} quantizable ops after it run on the CPU)")
+    elif base["ok"]:
+        return done({}, base, "int8 already fits the accuracy budget", [], {})
+    cands = [_Cand(f"the {len(forced)} ops after op {first_forced}", {o.tensor: "float" for o in forced})] if forced else []
+    cands += [_Cand(f"op {o.index} ({o.op})", {o.tensor: "float"}) for o in last_first[len(forced):]]
+    found = _smallest_prefix(s, cands, max_checks)
+    if found is None:
+        best = max(s.accepted.values(), key=lambda r: r["metric"] if r["metric"] is not None else -math.inf)
+        return _fallback(s, best, done, "budget not met even with every quantizable op in float", [])
+    chosen, res = found
+    return done(chosen, res, f"budget met with the last {len(chosen)} quantizable op(s) in float", [], {})
 
 
 def _unit_index(s: _Search) -> dict[str, list[str]]:
