@@ -1,0 +1,239 @@
+"""Measure the AEQ mixed-precision search (edgeport.quantize.mixed_aeq) against plain int8.
+
+detector: a seeded ~500-op detector (edgeport/zoo/detector_net.py) at SIZE x SIZE: wall time of the
+  plain int8 conversion (`--quant int8`: onnx2tf + the TF converter's fp32 and int8 jobs) vs the mixed
+  path (onnx2tf + fp32 job, one AEQ calibration, the search), and what the search chose.
+hard: the zoo's outlier CNN and attention net on the digits data: size, label accuracy, top-1
+  agreement with float, simulated latency and XNNPACK acceptance for TF int8, TF int16x8, AEQ int8 and
+  AEQ mixed (on the float model as exported, and after cross-layer equalization).
+
+Timings are wall-clock on a shared 2-core machine: compare ratios from one run, not absolute numbers.
+
+    .venv/bin/python scripts/aeq_probe.py detector --size 480 [--out bench_results/aeq_mixed_probe.json]
+    .venv/bin/python scripts/aeq_probe.py hard [--out bench_results/aeq_mixed_probe.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgeport.export.onnx_prep import prepare_onnx
+from edgeport.export.to_tflite import run_conversion
+from edgeport.export.torch_to_onnx import export_onnx
+from edgeport.inspect_tflite import inspect_model
+from edgeport.latency.simulator import simulate
+from edgeport.profiles import load_profile
+from edgeport.quantize import aeq, mixed_aeq
+from edgeport.quantize.equalize import equalize
+from edgeport.types import TensorSpec
+from edgeport.validate.run import run_tflite
+
+REPO = Path(__file__).resolve().parent.parent
+THREADS = 2
+PROFILES = ("raspberry-pi-4", "pixel-7")
+
+
+def snr_db(ref: np.ndarray, got: np.ndarray) -> float:
+    ref, got = ref.astype(np.float64), got.astype(np.float64)
+    noise = float(np.sum((got - ref) ** 2))
+    return 99.0 if noise == 0 else float(10 * np.log10(np.sum(ref**2) / noise))
+
+
+def describe(path: Path, run: Any = None) -> dict[str, Any]:
+    info = inspect_model(path)
+    levels = {"INT8": 0, "INT16": 0, "FLOAT32": 0}
+    for op in info["ops"]:
+        if op["op"] not in ("QUANTIZE", "DEQUANTIZE") and op["outputs"]:
+            levels[op["outputs"][0]["dtype"]] = levels.get(op["outputs"][0]["dtype"], 0) + 1
+    out = {"size_bytes": info["size_bytes"], "ops": len(info["ops"]), "op_output_types": levels,
+           "sim_ms": {p: round(simulate(info, load_profile(p)).p50_ms, 3) for p in PROFILES}}
+    if run is not None:
+        out["xnnpack"] = run.error is None and run.delegate == "xnnpack"
+        out["run_error"] = run.error
+    return out
+
+
+def tflite_layout(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.transpose(x, (0, 2, 3, 1))) if x.ndim == 4 else x
+
+
+def detector(size: int, n_calib: int, n_val: int, n_probe: int, min_snr: float) -> dict[str, Any]:
+    from edgeport.zoo.detector_net import build, smooth_images
+
+    work = Path(tempfile.mkdtemp(prefix="aeq-probe-det-"))
+    model = build()
+    calib = smooth_images(n_calib, size, seed=1).numpy()
+    val = smooth_images(n_val, size, seed=2).numpy()
+    t = time.perf_counter()
+    export_onnx(model, [TensorSpec("x", (1, 3, size, size))], work / "exported.onnx")
+    prep = prepare_onnx(work / "exported.onnx", work / "model.onnx", {})
+    export_s = time.perf_counter() - t
+
+    t = time.perf_counter()
+    plain = run_conversion(prep, work / "int8", {"x": calib}, [{"key": "fp32", "mode": "fp32"},
+                                                               {"key": "int8", "mode": "int8", "io_dtype": "float32"}])
+    int8_convert_s = time.perf_counter() - t
+
+    t = time.perf_counter()
+    conv = run_conversion(prep, work / "mixed", {"x": calib}, [{"key": "fp32", "mode": "fp32"}])
+    fp32_convert_s = time.perf_counter() - t
+    fp32 = conv.files["fp32"]
+    imap = conv.input_map
+    ref = run_tflite(fp32, {"x": val}, imap, None, threads=THREADS, runs=0).outputs
+    accepts: list[float] = []
+
+    def accept(path: Path) -> tuple[bool, float]:
+        t0 = time.perf_counter()
+        run = run_tflite(path, {"x": val}, imap, ref, threads=THREADS, runs=0)
+        accepts.append(time.perf_counter() - t0)
+        if run.outputs is None:
+            return False, float("-inf")
+        worst = min(snr_db(r, o) for r, o in zip(ref, run.outputs, strict=True))
+        return worst >= min_snr, worst
+
+    t = time.perf_counter()
+    cal = aeq.calibrate(fp32, {"x": tflite_layout(calib)}, threads=THREADS)
+    calibrate_s = time.perf_counter() - t
+    prof = load_profile("raspberry-pi-4")
+    t = time.perf_counter()
+    res = mixed_aeq.search(fp32, cal, {"x": tflite_layout(calib[:n_probe])}, accept, prof, work / "search",
+                           threads=THREADS, progress=lambda s: print("  ", s, flush=True))
+    search_s = time.perf_counter() - t
+    mixed_total = fp32_convert_s + calibrate_s + search_s
+
+    snrs = lambda run: [round(snr_db(r, o), 2) for r, o in zip(ref, run.outputs, strict=True)]  # noqa: E731
+    tf_int8_run = run_tflite(plain.files["int8"], {"x": val}, imap, ref, threads=THREADS, runs=0)
+    mixed_run = run_tflite(res.model, {"x": val}, imap, ref, threads=THREADS, runs=0)
+    aeq_int8 = aeq.quantize(fp32, cal, {}, out=work / "aeq_int8.tflite")
+    aeq_int8_run = run_tflite(aeq_int8, {"x": val}, imap, ref, threads=THREADS, runs=0)
+    # what `--quant mixed` does first: cross-layer equalization (timed apart from the search above)
+    t = time.perf_counter()
+    eq = equalize(prep.path, work / "model_eq.onnx", {"x": val[:1]})
+    equalize_s = time.perf_counter() - t
+    eq_fp32 = run_conversion(replace(prep, path=eq.path), work / "eq", None, [{"key": "fp32", "mode": "fp32"}]).files["fp32"]
+    eq_int8 = aeq.quantize(eq_fp32, aeq.calibrate(eq_fp32, {"x": tflite_layout(calib)}, threads=THREADS), {},
+                           out=work / "eq_aeq_int8.tflite")
+    eq_run = run_tflite(eq_int8, {"x": val}, imap, ref, threads=THREADS, runs=0)
+    return {
+        "model": f"edgeport.zoo.detector_net.build() at {size}x{size}", "fp32_ops": len(inspect_model(fp32)["ops"]),
+        "calib_samples": n_calib, "val_samples": n_val, "probe_samples": n_probe, "budget": f"min output SNR >= {min_snr} dB",
+        "seconds": {"export_onnx": round(export_s, 1), "int8_convert (fp32+int8 jobs)": round(int8_convert_s, 1),
+                    "mixed: fp32_convert": round(fp32_convert_s, 1), "mixed: aeq_calibrate": round(calibrate_s, 1),
+                    "mixed: search": round(search_s, 1), "mixed: total": round(mixed_total, 1),
+                    "equalize (not part of the mixed total)": round(equalize_s, 1)},
+        "mixed_over_int8": round(mixed_total / int8_convert_s, 2),
+        "search": {"stopped": res.stopped, "timings": res.timings, "candidates": len(res.curve),
+                   "probe_runs": sum(1 for c in res.curve if "proxy_nsr" in c), "accept_calls": len(accepts),
+                   "accept_seconds": round(sum(accepts), 1), "kept_float": len(res.kept), "kept_a16w8": len(res.kept_a16w8),
+                   "forced_float": len(res.forced_float)},
+        "equalization": {"pairs": eq.pairs, "max_scale": round(eq.max_scale, 2),
+                         "aeq_int8_after_equalization": describe(eq_int8, eq_run) | {"output_snr_db": snrs(eq_run)}},
+        "tf_int8": describe(plain.files["int8"], tf_int8_run) | {"output_snr_db": snrs(tf_int8_run)},
+        "aeq_int8": describe(aeq_int8, aeq_int8_run) | {"output_snr_db": snrs(aeq_int8_run), "accept": res.int8},
+        "aeq_mixed": describe(res.model, mixed_run) | {"output_snr_db": snrs(mixed_run)},
+        "chosen": [{k: r[k] for k in ("index", "op", "level", "reason")} for r in res.layers if r["reason"] and "searched" in r["reason"]],
+        "curve": res.curve,
+    }
+
+
+def _digits(split: str) -> tuple[np.ndarray, np.ndarray]:
+    d = np.load(REPO / "calibration_data" / "digits" / "digits.npz")
+    return (d[f"x_{split}"].astype(np.float32) / 255.0 - 0.5) / 0.5, d[f"y_{split}"]
+
+
+def hard_case(name: str, cls: Any) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix=f"aeq-probe-{name}-"))
+    model = cls()
+    model.load_state_dict(torch.load(REPO / "edgeport" / "zoo" / f"{name}.pt", weights_only=True))
+    model.eval()
+    xc, _ = _digits("train")
+    xc = xc[:300]  # what `edgeport convert` calibrates on by default
+    xv, yv = _digits("val")
+    export_onnx(model, [TensorSpec("x", (1, 1, 32, 32))], work / "exported.onnx")
+    prep = prepare_onnx(work / "exported.onnx", work / "model.onnx", {})
+    with torch.no_grad():
+        ref = model(torch.from_numpy(xv)).numpy()
+    ref_acc = float(np.mean(ref.argmax(1) == yv))
+    jobs = [{"key": "fp32", "mode": "fp32"}, {"key": "int8", "mode": "int8", "io_dtype": "float32"},
+            {"key": "int16x8", "mode": "int16x8"}]
+    conv = run_conversion(prep, work / "tf", {"x": xc}, jobs)
+    imap = conv.input_map
+    rows: dict[str, Any] = {"reference_accuracy": round(ref_acc, 4)}
+
+    def measure(path: Path) -> dict[str, Any]:
+        run = run_tflite(path, {"x": xv}, imap, [ref], threads=THREADS, runs=0)
+        row = describe(path, run)
+        if run.outputs is not None:
+            got = run.outputs[0]
+            row |= {"accuracy": round(float(np.mean(got.argmax(1) == yv)), 4),
+                    "top1_agreement": round(float(np.mean(got.argmax(1) == ref.argmax(1))), 4)}
+        return row
+
+    def accept(path: Path) -> tuple[bool, float]:
+        run = run_tflite(path, {"x": xv}, imap, [ref], threads=THREADS, runs=0)
+        if run.outputs is None:
+            return False, float("-inf")
+        acc = float(np.mean(run.outputs[0].argmax(1) == yv))
+        return (ref_acc - acc) * 100 <= 1.0, acc
+
+    for key in ("fp32", "int8", "int16x8"):
+        rows[f"tf_{key}"] = measure(conv.files[key])
+    prof = load_profile("raspberry-pi-4")
+    for tag, onnx_model in (("", prep), ("_after_equalization", None)):
+        if onnx_model is None:
+            eq = equalize(prep.path, work / "model_eq.onnx", {"x": xv[:1]})
+            onnx_model = replace(prep, path=eq.path)
+            rows["equalization"] = {"pairs": eq.pairs, "max_scale": round(eq.max_scale, 2),
+                                    "max_output_change": eq.max_output_change}
+        fp32 = run_conversion(onnx_model, work / f"aeq{tag}", None, [{"key": "fp32", "mode": "fp32"}]).files["fp32"]
+        t = time.perf_counter()
+        res = mixed_aeq.calibrate_and_search(fp32, {"x": tflite_layout(xc)}, {"x": tflite_layout(xv[:32])}, accept, prof,
+                                             work / f"search{tag}", threads=THREADS)
+        seconds = time.perf_counter() - t
+        int8_path = aeq.quantize(fp32, aeq.calibrate(fp32, {"x": tflite_layout(xc)}), {}, out=work / f"aeq_int8{tag}.tflite")
+        rows[f"aeq_int8{tag}"] = measure(int8_path)
+        rows[f"aeq_mixed{tag}"] = measure(res.model) | {
+            "search_seconds": round(seconds, 2), "stopped": res.stopped, "kept_float": len(res.kept),
+            "kept_a16w8": len(res.kept_a16w8), "candidates": len(res.curve),
+            "chosen": [{k: r[k] for k in ("index", "op", "level", "reason")} for r in res.layers if "searched" in r["reason"]]}
+    return rows
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("what", choices=["detector", "hard"])
+    ap.add_argument("--size", type=int, default=480)
+    ap.add_argument("--calib", type=int, default=64)
+    ap.add_argument("--val", type=int, default=16)
+    ap.add_argument("--probe", type=int, default=4)
+    ap.add_argument("--min-snr", type=float, default=35.0)
+    ap.add_argument("--out", type=Path, default=REPO / "bench_results" / "aeq_mixed_probe.json")
+    args = ap.parse_args(argv)
+    data = json.loads(args.out.read_text()) if args.out.exists() else {}
+    data["machine"] = {"cpu": platform.processor() or platform.machine(), "threads": THREADS,
+                       "note": "shared 2-core machine; wall times are from one run each"}
+    if args.what == "detector":
+        data[f"detector_{args.size}"] = detector(args.size, args.calib, args.val, args.probe, args.min_snr)
+    else:
+        from edgeport.zoo.hard_cases import AttnNet, OutlierNet
+
+        data["hard_cases"] = {"outlier_net": hard_case("outlier_net", OutlierNet), "attn_net": hard_case("attn_net", AttnNet)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(data, indent=1, default=float) + "\n")
+    print(json.dumps({k: v for k, v in data.items() if k != "curve"}, indent=1, default=float)[:6000])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
