@@ -6,11 +6,13 @@ detector: a seeded ~500-op detector (edgeport/zoo/detector_net.py) at SIZE x SIZ
 hard: the zoo's outlier CNN and attention net on the digits data: size, label accuracy, top-1
   agreement with float, simulated latency and XNNPACK acceptance for TF int8, TF int16x8, AEQ int8 and
   AEQ mixed (on the float model as exported, and after cross-layer equalization).
+costs: one AEQ calibration (both calibrator modes) vs one recipe (quantize + read-back) on the detector.
 
 Timings are wall-clock on a shared 2-core machine: compare ratios from one run, not absolute numbers.
 
     .venv/bin/python scripts/aeq_probe.py detector --size 480 [--out bench_results/aeq_mixed_probe.json]
     .venv/bin/python scripts/aeq_probe.py hard [--out bench_results/aeq_mixed_probe.json]
+    .venv/bin/python scripts/aeq_probe.py costs --size 480
 """
 
 from __future__ import annotations
@@ -147,6 +149,46 @@ def detector(size: int, n_calib: int, n_val: int, n_probe: int, min_snr: float) 
     }
 
 
+def costs(size: int) -> dict[str, Any]:
+    """One AEQ calibration vs one recipe (quantize + read-back) on the detector's float model."""
+    import contextlib
+    import os
+
+    from ai_edge_quantizer import calibrator, quantizer
+
+    from edgeport.zoo.detector_net import build, smooth_images
+
+    work = Path(tempfile.mkdtemp(prefix="aeq-probe-cost-"))
+    export_onnx(build(), [TensorSpec("x", (1, 3, size, size))], work / "exported.onnx")
+    prep = prepare_onnx(work / "exported.onnx", work / "model.onnx", {})
+    fp32 = run_conversion(prep, work / "tf", None, [{"key": "fp32", "mode": "fp32"}]).files["fp32"]
+    x = tflite_layout(smooth_images(16, size, seed=1).numpy())
+    ops = aeq.quantizable_ops(fp32)
+    out: dict[str, Any] = {"model": f"detector_net {size}x{size}, {len(ops)} float ops", "threads": THREADS}
+    t = time.perf_counter()
+    cal = aeq.calibrate(fp32, {"x": x}, threads=THREADS)
+    out["calibrate_profiler_based_16_samples_s"] = round(time.perf_counter() - t, 2)
+    q = quantizer.Quantizer(str(fp32))
+    q.add_static_config(".*", "*", 8, 8)
+    with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
+        t = time.perf_counter()
+        q.calibrate({"serving_default": [{"x": x[i : i + 1]} for i in range(4)]}, num_threads=THREADS,
+                    mode=calibrator.CalibrationMode.CALIBRATION_PRESERVE_ALL_TENSORS)
+    out["calibrate_preserve_all_tensors_4_samples_s"] = round(time.perf_counter() - t, 2)
+    can = [o for o in ops if len(o.levels) > 1]
+    rng = np.random.default_rng(0)
+    recipes = {"all int8": {}, "all a16w8": {o.tensor: "a16w8" for o in can if "a16w8" in o.levels},
+               "all float": {o.tensor: "float" for o in can}, "random mix": {o.tensor: str(rng.choice(o.levels)) for o in can}}
+    for name, levels in recipes.items():
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            aeq.quantize(fp32, cal, levels, ops=ops, out=work / "recipe.tflite")
+            times.append(time.perf_counter() - t)
+        out[f"quantize_and_read_back {name} s (min of 3)"] = round(min(times), 2)
+    return out
+
+
 def _digits(split: str) -> tuple[np.ndarray, np.ndarray]:
     d = np.load(REPO / "calibration_data" / "digits" / "digits.npz")
     return (d[f"x_{split}"].astype(np.float32) / 255.0 - 0.5) / 0.5, d[f"y_{split}"]
@@ -212,7 +254,7 @@ def hard_case(name: str, cls: Any) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["detector", "hard"])
+    ap.add_argument("what", choices=["detector", "hard", "costs"])
     ap.add_argument("--size", type=int, default=480)
     ap.add_argument("--calib", type=int, default=64)
     ap.add_argument("--val", type=int, default=16)
@@ -225,6 +267,8 @@ def main(argv: list[str]) -> int:
                        "note": "shared 2-core machine; wall times are from one run each"}
     if args.what == "detector":
         data[f"detector_{args.size}"] = detector(args.size, args.calib, args.val, args.probe, args.min_snr)
+    elif args.what == "costs":
+        data["aeq_costs"] = costs(args.size)
     else:
         from edgeport.zoo.hard_cases import AttnNet, OutlierNet
 
