@@ -186,6 +186,35 @@ def costs(size: int) -> dict[str, Any]:
             aeq.quantize(fp32, cal, levels, ops=ops, out=work / "recipe.tflite")
             times.append(time.perf_counter() - t)
         out[f"quantize_and_read_back {name} s (min of 3)"] = round(min(times), 2)
+    out["host_simulated_vs_measured_ms"] = _host_check(fp32, cal, ops, x[:1], work)
+    return out
+
+
+def _host_check(fp32: Path, cal: aeq.Calibration, ops: list[Any], x: np.ndarray, work: Path) -> dict[str, Any]:
+    """The simulator's int16 per-op cost against this host: whole models with no, some and all ops at a16w8."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgeport.latency.host_fit import resolve
+
+    host = resolve(load_profile("host"), log=lambda *_: None)
+    can = [o for o in ops if len(o.levels) > 1]
+    convs = [o for o in can if o.op == "CONV_2D"][::10]
+    models = {"float": fp32, "aeq int8": aeq.quantize(fp32, cal, {}, ops=ops, out=work / "h_int8.tflite"),
+              "aeq every 10th CONV_2D a16w8": aeq.quantize(fp32, cal, {o.tensor: "a16w8" for o in convs}, ops=ops,
+                                                          out=work / "h_mix.tflite"),
+              "aeq all a16w8": aeq.quantize(fp32, cal, {o.tensor: "a16w8" for o in can if "a16w8" in o.levels}, ops=ops,
+                                            out=work / "h_a16.tflite")}
+    out = {}
+    for name, path in models.items():
+        runner = Interpreter(model_path=str(path), num_threads=THREADS).get_signature_runner()
+        runner(x=x)
+        times = []
+        for _ in range(5):
+            t = time.perf_counter()
+            runner(x=x)
+            times.append(time.perf_counter() - t)
+        out[name] = {"simulated_ms (host fit)": round(simulate(inspect_model(path), host).p50_ms, 1),
+                     "measured_ms (median of 5, 2 threads)": round(float(np.median(times)) * 1000, 1)}
     return out
 
 

@@ -245,6 +245,10 @@ def test_int16_activation_ops_run_reference_kernels_on_one_thread() -> None:
     assert cpu_op_ms(conv8, p, 1)[0] < ms16 / 10  # the same op in int8 under XNNPACK (40 MACs/cycle)
     mean16 = make_op(0, "MEAN", [x16, tensor(5, [2], "INT32", const=True, data=[1, 2])], [tensor(6, [1, 1, 1, 16], "INT16")])
     assert cpu_op_ms(mean16, {**p, "cpu_int16_reduce_cycles_per_elem": 20.0}, 1)[0] == pytest.approx(1024 * 20 / 1e9 * 1000)
+    # the (de)quantize loops at the island's borders run at the float per-element rate, not the int8 one
+    rates = {**p, "cpu_builtin_ns_per_elem": 10.0, "cpu_builtin_ns_per_elem_fp32": 0.5, "mem_bw_gbps": 1e6}
+    assert cpu_op_ms(into, rates, 1)[0] == pytest.approx(1024 * 0.5e-9 * 1000)
+    assert cpu_op_ms(make_op(0, "DEQUANTIZE", [x16], [xf]), rates, 1)[0] == pytest.approx(1024 * 0.5e-9 * 1000)
 
 
 def test_an_int16_island_splits_the_xnnpack_graph() -> None:

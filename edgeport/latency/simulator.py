@@ -318,6 +318,10 @@ def cpu_op_ms(op: dict[str, Any], p: Mapping[str, float], threads: int) -> tuple
                 else p["cpu_builtin_ns_per_elem"]
             if precision(op) == "int16" and op["op"] in INT16_REDUCE_OPS:  # int16 reductions: reference loops
                 per_elem = p["cpu_int16_reduce_cycles_per_elem"] / p["cpu_ghz"]
+            elif op["op"] in ("QUANTIZE", "DEQUANTIZE") and _touches_int16(op):
+                # the scale-and-round loops into and out of an int16 island: measured ~0.2 ns per element
+                # on the host (a float elementwise rate), not the int8 built-in elementwise rate
+                per_elem = p.get("cpu_builtin_ns_per_elem_fp32", p["cpu_builtin_ns_per_elem"])
             compute = _elements(op) * per_elem * 1e-9
     spread = 1.0 + (threads - 1) * p["mem_thread_eff"]
     bandwidth = p.get("effective_bw_gbps", p["mem_bw_gbps"]) * spread
@@ -332,7 +336,7 @@ def delegated(op: dict[str, Any], p: Mapping[str, float]) -> bool:
     """Whether XNNPACK runs this op (per its README's operator list and MEAN's axis limits)."""
     if p["cpu_xnnpack"] < 0.5:
         return False
-    if any(t["dtype"] == "INT16" for t in op["inputs"] + op["outputs"] if not t["const"]):
+    if _touches_int16(op):
         # XNNPACK has no int16 activation kernels, so neither the int16 ops nor the QUANTIZE/DEQUANTIZE
         # ops into and out of an a16w8 island (int8 <-> int16, float <-> int16) are delegated.
         return False
@@ -344,6 +348,10 @@ def delegated(op: dict[str, Any], p: Mapping[str, float]) -> bool:
         axes = next((t.get("data") for t in op["inputs"][1:] if t["const"]), None)
         return len(op["inputs"][0]["shape"]) == 4 and axes is not None and sorted(axes) in ([1, 2], [2])
     return True
+
+
+def _touches_int16(op: dict[str, Any]) -> bool:
+    return any(t["dtype"] == "INT16" for t in op["inputs"] + op["outputs"] if not t["const"])
 
 
 def _elements(op: dict[str, Any]) -> int:
