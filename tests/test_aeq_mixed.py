@@ -3,7 +3,9 @@ hard case where plain int8 misses the budget that the mixed model meets (real co
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -124,8 +126,9 @@ def test_runner_replaces_a_child_that_dies(tmp_path: Path) -> None:
     try:
         outs, info = runner.run(model)
         assert outs is not None and outs[0].shape == (3, 16) and np.allclose(outs[0], 2.0), info
-        runner.submit(model)
         assert runner.proc is not None
+        os.kill(runner.proc.pid, signal.SIGSTOP)  # held, so it cannot answer before it dies
+        runner.submit(model)
         runner.proc.kill()  # what an aborting int8 kernel does to the process
         outs, info = runner.result()
         assert outs is None and info["aborted"]
@@ -345,3 +348,38 @@ def test_latency_ties_go_to_the_smaller_model() -> None:
     assert not mixed_aeq.no_worse({"sim_ms": 10.04, "bytes": 30}, {"sim_ms": 10.0, "bytes": 20})
     assert mixed_aeq.no_worse({"sim_ms": 9.0, "bytes": 30}, {"sim_ms": 10.0, "bytes": 20})  # faster wins outright
     assert not mixed_aeq.no_worse({"sim_ms": 11.0, "bytes": 1}, {"sim_ms": 10.0, "bytes": 20})
+
+
+@pytest.mark.slow
+def test_int8_that_aborts_is_scored_as_a_failure_and_mixed_keeps_the_division_out_of_int8(tmp_path: Path) -> None:
+    """LayerNorm in int8 aborts at run time (a quantized DIV whose divisor hits its zero point): every
+    candidate that aborts fails in the child process, the search goes on, and the DIV that aborts leaves int8."""
+    import torch
+
+    from edgeport.export.onnx_prep import prepare_onnx
+    from edgeport.export.to_tflite import PSEUDO_OP_REMEDY, run_conversion
+    from edgeport.export.torch_to_onnx import export_onnx
+    from edgeport.profiles import load_profile
+    from edgeport.quantize.aeq_accept import accept_for
+    from edgeport.types import TensorSpec
+
+    from fixture_models import GeluLayerNormMLP
+
+    torch.manual_seed(0)
+    model = GeluLayerNormMLP().eval()
+    export_onnx(model, [TensorSpec("x", (1, 16))], tmp_path / "e.onnx")
+    prep = prepare_onnx(tmp_path / "e.onnx", tmp_path / "m.onnx", {})
+    conv = run_conversion(prep, tmp_path / "tf", None, [{"key": "fp32", "mode": "fp32"}], pseudo_ops=PSEUDO_OP_REMEDY)
+    x = np.random.default_rng(0).standard_normal((160, 16)).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    accept = accept_for({"x": x[100:]}, conv.input_map, [ref[100:]], None, {"min_top1_agreement": 0.98}, 1)
+    fp32 = conv.files["fp32"]
+    res = mixed_aeq.calibrate_and_search(fp32, {"x": x[:100]}, {"x": x[100:108]}, accept, load_profile("raspberry-pi-4"),
+                                         tmp_path / "s", threads=1)
+    assert res.int8["ok"] is False and res.int8["proxy_nsr"] == mixed_aeq.ABORTED_NSR
+    assert any(c.get("error") and "DIV" in c["error"] for c in res.curve)
+    assert res.stopped == "budget met" and accept(res.model)[0]
+    ops = aeq.quantizable_ops(fp32)
+    assert aeq.read_levels(res.model, ops) == res.levels
+    assert any(res.levels[o.tensor] != "int8" for o in ops if o.op == "DIV")  # the model runs: the aborting DIV left int8

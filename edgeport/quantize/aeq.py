@@ -159,9 +159,14 @@ def calibrate(float_tflite: Path, samples: Mapping[str, np.ndarray], *, threads:
     start = time.perf_counter()
     q = quantizer.Quantizer(str(float_tflite))
     q.add_static_config(".*", "*", 8, 8)  # the profiler-based mode ignores the recipe; AEQ wants one
-    with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):  # AEQ's own progress bar
-        qsvs = q.calibrate({key: list(_feed(samples, names))}, num_threads=threads or os.cpu_count() or 1,
-                           mode=calibrator.CalibrationMode.CALIBRATION_PROFILER_BASED)
+    try:
+        with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):  # AEQ's own progress bar
+            qsvs = q.calibrate({key: list(_feed(samples, names))}, num_threads=threads or os.cpu_count() or 1,
+                               mode=calibrator.CalibrationMode.CALIBRATION_PROFILER_BASED)
+    except (ValueError, RuntimeError) as exc:
+        raise ConversionError(f"AI Edge Quantizer could not calibrate '{Path(float_tflite).name}': {type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:300] if str(exc) else ''}",
+                              hint="check the calibration data's shapes and dtypes against the model's inputs") from exc
     return Calibration(qsvs=dict(qsvs), signature=key, samples=len(next(iter(samples.values()))),
                        seconds=time.perf_counter() - start, model_sha=_model_sha(Path(float_tflite)))
 
@@ -217,9 +222,14 @@ def quantize(float_tflite: Path, calibration: Calibration, levels: Mapping[str, 
     ops = ops if ops is not None else quantizable_ops(Path(float_tflite))
     rules = recipe(ops, levels, default)
     want = effective_levels(ops, levels, default)
-    q = _quantizer_for(Path(float_tflite), rules)
-    with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):  # AEQ's progress bars ignore the flag
-        result = q.quantize(calibration.qsvs, enable_progress_bar=False, enable_progress_report=False)
+    try:
+        q = _quantizer_for(Path(float_tflite), rules)
+        with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):  # AEQ's progress bars ignore the flag
+            result = q.quantize(calibration.qsvs, enable_progress_bar=False, enable_progress_report=False)
+    except (ValueError, RuntimeError, KeyError) as exc:  # AEQ's own errors: a toolchain failure on a valid input
+        raise ConversionError(f"AI Edge Quantizer could not quantize '{Path(float_tflite).name}': {type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:300] if str(exc) else ''}",
+                              hint="use --quant int8 (TFLite converter) for this model") from exc
     if out is None:
         fd, name = tempfile.mkstemp(prefix="aeq-", suffix=".tflite", dir=Path(float_tflite).parent)
         os.close(fd)

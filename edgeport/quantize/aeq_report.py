@@ -34,7 +34,7 @@ def layers(ops: Sequence[OpRecord], levels: Mapping[str, str], owner: Mapping[st
             "evidence_ops": len(c.levels) if c else None, "proxy_gain": _r(c.gain) if c else None,
             "proxy_gain_a16w8": _r(own_16.gain) if own_16 else None,
             "metric_gain": _r(metric_gain[op.tensor]) if isinstance(metric_gain.get(op.tensor), int | float) else None,
-            "kept_for_speed": metric_gain.get(op.tensor) if isinstance(metric_gain.get(op.tensor), dict) else None,
+            "kept_not_needed": metric_gain.get(op.tensor) if isinstance(metric_gain.get(op.tensor), dict) else None,
             "latency_cost_ms": _r(c.ms - base_ms) if c and c.ms is not None and base_ms is not None else None,
             "bytes_cost": c.bytes - base_bytes if c and c.bytes is not None and base_bytes is not None else None,
         }
@@ -54,10 +54,10 @@ def _reason(op: OpRecord, row: dict[str, Any], searched: bool) -> str:
     parts = [f"{row['level']} (searched, with {what})"]
     if row["metric_gain"] is not None:
         parts.append(f"without them the task metric drops by {row['metric_gain']:.4g}")
-    elif row["kept_for_speed"]:
-        k = row["kept_for_speed"]
-        parts.append(f"the budget is met without them, but the model would be {k['faster_by_ms']:+.4g} ms slower "
-                     f"(simulated; {k['bytes']:+,} bytes smaller)")
+    elif row["kept_not_needed"]:
+        k = row["kept_not_needed"]
+        parts.append(f"the budget is met without them, but that model is not better: {k['ms_without']:+.4g} ms "
+                     f"simulated and {k['bytes_without']:+,} bytes (latencies within 0.5% tie, then bytes decide)")
     else:
         parts.append("part of the fewest top-ranked candidates that met the budget")
     if harm is not None:

@@ -401,7 +401,7 @@ def _refine(s: _Search, ranked: list[_Cand], chosen: dict[str, str], res: dict[s
         got = s.check(trial, "refine", f"{c.label} at a16w8 instead of float")
         if got["ok"] and no_worse(got, res):
             chosen, res = trial, got
-    gains: dict[str, Any] = {}  # tensor -> metric drop without it, or {faster_by_ms, bytes} when kept for speed
+    gains: dict[str, Any] = {}  # tensor -> metric drop without it, or {ms_without, bytes_without} when kept for speed/size
     for c in reversed(list(dict.fromkeys(owners(ranked, chosen).values()))):
         own = owners(ranked, chosen)
         others = {t for o in set(own.values()) - {c} for t, lv in o.levels.items() if chosen.get(t) == lv}
@@ -414,7 +414,7 @@ def _refine(s: _Search, ranked: list[_Cand], chosen: dict[str, str], res: dict[s
             chosen, res = trial, got
         elif got["ok"]:  # not needed for the budget, but the model is slower (or larger) without it
             for t in mine:
-                gains[t] = {"faster_by_ms": got["sim_ms"] - res["sim_ms"], "bytes": res["bytes"] - got["bytes"]}
+                gains[t] = {"ms_without": got["sim_ms"] - res["sim_ms"], "bytes_without": got["bytes"] - res["bytes"]}
         elif res["metric"] is not None and got["metric"] is not None:
             for t in mine:
                 gains[t] = res["metric"] - got["metric"]
