@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -294,6 +295,19 @@ def main(argv: list[str]) -> int:
     data = json.loads(args.out.read_text()) if args.out.exists() else {}
     data["machine"] = {"cpu": platform.processor() or platform.machine(), "threads": THREADS,
                        "note": "shared 2-core machine; wall times are from one run each"}
+    before = set(Path(tempfile.gettempdir()).glob("aeq-probe-*"))
+    try:
+        run(args, data)
+    finally:  # the work folders hold several 100 MB of models per run
+        for path in set(Path(tempfile.gettempdir()).glob("aeq-probe-*")) - before:
+            shutil.rmtree(path, ignore_errors=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(data, indent=1, default=float) + "\n")
+    print(json.dumps({k: v for k, v in data.items() if k != "curve"}, indent=1, default=float)[:6000])
+    return 0
+
+
+def run(args: argparse.Namespace, data: dict[str, Any]) -> None:
     if args.what == "detector":
         data[f"detector_{args.size}"] = detector(args.size, args.calib, args.val, args.probe, args.min_snr)
     elif args.what == "costs":
@@ -302,10 +316,6 @@ def main(argv: list[str]) -> int:
         from edgeport.zoo.hard_cases import AttnNet, OutlierNet
 
         data["hard_cases"] = {"outlier_net": hard_case("outlier_net", OutlierNet), "attn_net": hard_case("attn_net", AttnNet)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(data, indent=1, default=float) + "\n")
-    print(json.dumps({k: v for k, v in data.items() if k != "curve"}, indent=1, default=float)[:6000])
-    return 0
 
 
 if __name__ == "__main__":
