@@ -50,12 +50,18 @@ def inspect_model(path: Path) -> dict[str, Any]:
     type_names = _names(schema.TensorType)
     sg = model.subgraphs[0]
     buffers = model.buffers
+    raw_file = Path(path).read_bytes() if any(getattr(b, "offset", 0) > 1 for b in buffers) else b""
 
     def tensor(i: int) -> dict[str, Any]:
         t = sg.tensors[i]
         shape = [int(d) for d in (t.shape if t.shape is not None else [])]
         dtype = type_names.get(t.type, str(t.type))
-        const = t.buffer > 0 and buffers[t.buffer].data is not None and len(buffers[t.buffer].data) > 0
+        buf = buffers[t.buffer] if t.buffer > 0 else None
+        # Constant data sits in the flatbuffer, or after it (offset > 1, size > 0): AI Edge Quantizer
+        # writes its quantized weights that way, and a reader that checks `data` alone sees no weights.
+        inline = buf is not None and buf.data is not None and len(buf.data) > 0
+        appended = buf is not None and getattr(buf, "offset", 0) > 1 and getattr(buf, "size", 0) > 0
+        const = inline or appended
         nbytes = int(np.prod(shape) * _TYPE_BYTES.get(dtype, 4)) if shape else _TYPE_BYTES.get(dtype, 4)
         # shape_signature keeps -1 for dynamic dimensions (shape holds the size the converter assumed);
         # the Edge TPU check needs it because the compiler accepts static sizes only.
@@ -64,7 +70,8 @@ def inspect_model(path: Path) -> dict[str, Any]:
                 "shape_signature": signature}
         if const and dtype in ("INT32", "INT64") and nbytes <= 8 * _SMALL_CONST:
             # Small integer constants are axes, paddings and strides: per-op constraints depend on them.
-            info["data"] = np.frombuffer(bytes(buffers[t.buffer].data), dtype=np.int32 if dtype == "INT32" else np.int64).tolist()
+            raw = bytes(buf.data) if inline else raw_file[buf.offset : buf.offset + buf.size]
+            info["data"] = np.frombuffer(raw, dtype=np.int32 if dtype == "INT32" else np.int64).tolist()
         return info
 
     ops = []

@@ -251,7 +251,7 @@ def main() -> int:
                       "ai_edge_quantizer": getattr(ai_edge_quantizer, "__version__", "0.10.0"),
                       "ai_edge_litert": getattr(ai_edge_litert, "__version__", "2.3.0"),
                       "threads": THREADS, "runs": RUNS, "eval_inputs": EVAL_N, "calib_inputs": CALIB_N,
-                      "calibration": "AEQ static recipes, min/max ranges (edgeport.quantize.aeq)",
+                      "calibration": "AEQ static recipes, min/max ranges (edgeport.quantize.aeq_modes)",
                       "rss": "worker_peak_rss_mb: each worker's own RUSAGE_SELF peak (max over its passes); "
                              "parent_children_maxrss_mb: RUSAGE_CHILDREN of this probe, a running max over every "
                              "worker so far, not per model",

@@ -18,6 +18,6 @@ if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
   # torch first and alone, pinned to the CPU build that pip finds on this machine's disk; an
   # unpinned torch would pull several GB of CUDA wheels.
   "$VENV/bin/python" -m pip install --quiet -c "$ROOT/constraints.txt" "torch==2.13.0"
-  "$VENV/bin/python" -m pip install --quiet -c "$ROOT/constraints.txt" -e "$ROOT[test,ship,sweep,litert]"
+  "$VENV/bin/python" -m pip install --quiet -c "$ROOT/constraints.txt" -e "$ROOT[test,ship,sweep,litert,aeq]"
   echo "$WANT" > "$STAMP"
 fi

@@ -21,6 +21,7 @@ from edgeport.latency.simulator import (
     resolve_params,
     simulate,
     simulate_params,
+    xnnpack_partitions,
 )
 from edgeport.profiles import list_profiles, load_profile
 
@@ -223,3 +224,39 @@ def test_int8_is_faster_than_fp32_on_the_arm_profiles_and_tpu_beats_its_cpu() ->
     tpu = simulate(small_cnn("INT8"), coral).edgetpu
     cpu_only = simulate(small_cnn("FLOAT32"), coral).edgetpu
     assert tpu["ops_on_tpu"] == 7 and cpu_only["ops_on_tpu"] == 0
+
+
+def test_int16_activation_ops_run_reference_kernels_on_one_thread() -> None:
+    """a16w8 (int16 activations, int8 weights): no XNNPACK for the op nor for the QUANTIZE ops around it,
+    MACs at the per-cycle reference rate (not the int8 SIMD rate), on one thread, depthwise slower."""
+    x8, x16, xf = tensor(0, [1, 8, 8, 16]), tensor(1, [1, 8, 8, 16], "INT16"), tensor(2, [1, 8, 8, 16], "FLOAT32")
+    w8 = tensor(3, [16, 1, 1, 16], "INT8", const=True)
+    conv16 = make_op(0, "CONV_2D", [x16, w8], [tensor(4, [1, 8, 8, 16], "INT16")], macs=1_000_000)
+    conv8 = make_op(0, "CONV_2D", [x8, w8], [tensor(4, [1, 8, 8, 16])], macs=1_000_000)
+    dw16 = make_op(0, "DEPTHWISE_CONV_2D", [x16, w8], [tensor(4, [1, 8, 8, 16], "INT16")], macs=1_000_000)
+    into, out_of = make_op(0, "QUANTIZE", [x8], [x16]), make_op(0, "QUANTIZE", [xf], [x16])
+    assert precision(conv16) == "int16"
+    assert delegated(conv8, DEFAULTS) and not any(delegated(o, DEFAULTS) for o in (conv16, dw16, into, out_of))
+    p = {**BASE, "cpu_macs_per_cycle_int16": 0.5, "cpu_eff_depthwise_int16": 0.25, "cpu_eff_builtin": 0.1}
+    ms16 = 1e6 / (1e9 * 0.5) * 1000  # 1 GHz x 0.5 MACs/cycle, cpu_eff_builtin not applied again
+    assert cpu_op_ms(conv16, p, 1)[0] == pytest.approx(ms16)
+    assert cpu_op_ms(conv16, p, 4)[0] == pytest.approx(ms16)  # reference kernels: one thread
+    assert cpu_op_ms(dw16, p, 1)[0] == pytest.approx(ms16 / 0.25)
+    assert cpu_op_ms(conv8, p, 1)[0] < ms16 / 10  # the same op in int8 under XNNPACK (40 MACs/cycle)
+    mean16 = make_op(0, "MEAN", [x16, tensor(5, [2], "INT32", const=True, data=[1, 2])], [tensor(6, [1, 1, 1, 16], "INT16")])
+    assert cpu_op_ms(mean16, {**p, "cpu_int16_reduce_cycles_per_elem": 20.0}, 1)[0] == pytest.approx(1024 * 20 / 1e9 * 1000)
+    # the (de)quantize loops at the island's borders run at the float per-element rate, not the int8 one
+    rates = {**p, "cpu_builtin_ns_per_elem": 10.0, "cpu_builtin_ns_per_elem_fp32": 0.5, "mem_bw_gbps": 1e6}
+    assert cpu_op_ms(into, rates, 1)[0] == pytest.approx(1024 * 0.5e-9 * 1000)
+    assert cpu_op_ms(make_op(0, "DEQUANTIZE", [x16], [xf]), rates, 1)[0] == pytest.approx(1024 * 0.5e-9 * 1000)
+
+
+def test_an_int16_island_splits_the_xnnpack_graph() -> None:
+    x8, x16 = tensor(0, [1, 8, 8, 16]), tensor(1, [1, 8, 8, 16], "INT16")
+    w8 = tensor(3, [16, 1, 1, 16], "INT8", const=True)
+    conv = lambda i, x, y: make_op(i, "CONV_2D", [x, w8], [y], macs=16384)  # noqa: E731
+    all8 = make_model([conv(0, x8, x8), conv(1, x8, x8), conv(2, x8, x8)])
+    island = make_model([conv(0, x8, x8), make_op(1, "QUANTIZE", [x8], [x16]), conv(2, x16, x16),
+                         make_op(3, "QUANTIZE", [x16], [x8]), conv(4, x8, x8)])
+    p = {**BASE, "partition_overhead_us": 7.0}
+    assert xnnpack_partitions(all8, p) == 1 and xnnpack_partitions(island, p) == 2

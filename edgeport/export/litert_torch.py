@@ -35,7 +35,7 @@ from edgeport.types import TensorSpec
 # Modes this backend builds; "mixed" needs the search (edgeport.quantize.mixed), which is not wired
 # to this backend yet.
 SUPPORTED_MODES = ("fp32", "fp16", "dynamic", "int8", "int16x8")
-# AEQ's static int8 recipe gives int8 graph I/O (its default, see edgeport.quantize.aeq); it has no
+# AEQ's static int8 recipe gives int8 graph I/O (its default, see edgeport.quantize.aeq_modes); it has no
 # uint8 activations for the graph's inputs/outputs in the recipes used here.
 INTEGER_IO = {"int8": ("int8",)}  # mode -> integer io_dtypes this backend builds
 

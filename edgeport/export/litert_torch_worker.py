@@ -142,7 +142,7 @@ def calibration_samples(req: dict[str, Any], signature: dict[str, Any]) -> list[
 
 
 def build_job(job: dict[str, Any], float_path: Path, calibration: Any) -> None:
-    from edgeport.quantize import aeq
+    from edgeport.quantize import aeq_modes as aeq
 
     out = Path(job["out"])
     if job["mode"] == "fp32":
@@ -191,7 +191,7 @@ def main(argv: list[str]) -> int:
         _write_json(res_path, result)
         write_status(status, phase="calibration")
         try:
-            from edgeport.quantize import aeq
+            from edgeport.quantize import aeq_modes as aeq
 
             start = time.monotonic()
             calibration = aeq.calibrate(float_path, calibration_samples(req, signature))

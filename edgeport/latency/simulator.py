@@ -58,6 +58,7 @@ XNNPACK_QS8 = frozenset({
     "LEAKY_RELU", "LOGISTIC", "MAX_POOL_2D", "MEAN", "MUL", "PAD", "QUANTIZE", "RESHAPE", "RESIZE_BILINEAR", "SLICE",
     "SPACE_TO_DEPTH", "SPLIT", "SUB", "TANH", "TRANSPOSE", "TRANSPOSE_CONV",
 })
+INT16_REDUCE_OPS = frozenset({"MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN", "REDUCE_PROD"})
 INT_TYPES = frozenset({"INT8", "UINT8"})
 FLOAT_TYPES = frozenset({"FLOAT32", "FLOAT16"})
 
@@ -67,7 +68,14 @@ DEFAULTS: dict[str, float] = {
     "cpu_eff_depthwise": 0.3,  # depthwise conv vs dense conv, per MAC
     "cpu_eff_fc": 1.0,  # fully-connected / batch-matmul vs dense conv, per MAC
     "cpu_eff_dynamic": 0.5,  # dynamic-range (int8 weights, float activations) vs fp32, per MAC
-    "cpu_eff_int16": 0.5,  # int16x8 vs int8, per MAC
+    # int16-activation ops (int16x8, AEQ a16w8) run TFLite's reference kernels: scalar loops, one thread, no
+    # XNNPACK and no int8 dot products, so their rate is per cycle and not tied to the int8 SIMD rates.
+    # Measured on this project's host (Intel Xeon, 2.6 GHz, ai-edge-litert 2.3, 1 thread, 56x56x64 single-op
+    # models quantized by ai-edge-quantizer 0.10): 3x3 conv 35-50 ms and 1x1 conv 5.4 ms = 0.9-1.3 MACs/cycle,
+    # 3x3 depthwise 2.4 ms = 0.3 MACs/cycle, MEAN over HxW 1.4 ms = 18 cycles per input element (int8: XNNPACK).
+    "cpu_macs_per_cycle_int16": 1.0,
+    "cpu_eff_depthwise_int16": 0.3,
+    "cpu_int16_reduce_cycles_per_elem": 18.0,
     "cpu_output_cycles_fp32": 0.0,  # cycles per output element of a MAC op: bias, activation, store
     "cpu_output_cycles_int8": 0.0,  # same for int8 (requantize each output)
     "cpu_channel_tile": 1.0,  # output channels per SIMD tile: channel counts are padded up to a multiple
@@ -245,12 +253,13 @@ def op_class(name: str) -> str:
 def mac_rate(op: dict[str, Any], p: Mapping[str, float]) -> float:
     """Multiply-adds per second one thread achieves on this op."""
     prec = precision(op)
-    base = p["cpu_macs_per_cycle_int8"] if prec in ("int8", "int16") else p["cpu_macs_per_cycle_fp32"]
+    if prec == "int16":  # reference kernels (see DEFAULTS): already the built-in rate, depthwise far below dense
+        return p["cpu_ghz"] * 1e9 * p["cpu_macs_per_cycle_int16"] * (
+            p["cpu_eff_depthwise_int16"] if op_class(op["op"]) == "depthwise" else 1.0)
+    base = p["cpu_macs_per_cycle_int8"] if prec == "int8" else p["cpu_macs_per_cycle_fp32"]
     rate = p["cpu_ghz"] * 1e9 * base
     if prec == "dynamic":
         rate *= p["cpu_eff_dynamic"]
-    elif prec == "int16":
-        rate *= p["cpu_eff_int16"]
     cls = op_class(op["op"])
     if cls == "depthwise":
         rate *= p["cpu_eff_depthwise"]
@@ -284,7 +293,7 @@ def mac_op_seconds(op: dict[str, Any], p: Mapping[str, float], *, builtin: bool 
         cycles *= p.get("cpu_output_eff_depthwise", 1.0)
     # The per-output work (bias, activation, requantize) runs over whole register tiles too, so padded
     # channels cost it as well: on AMX a 16-channel int8 conv takes as long as a 64-channel one.
-    rate = mac_rate(op, p) * (p["cpu_eff_builtin"] if builtin else 1.0)
+    rate = mac_rate(op, p) * (p["cpu_eff_builtin"] if builtin and precision(op) != "int16" else 1.0)
     return op["macs"] * pad / rate + n_out * pad * cycles / (p["cpu_ghz"] * 1e9)
 
 
@@ -307,6 +316,12 @@ def cpu_op_ms(op: dict[str, Any], p: Mapping[str, float], threads: int) -> tuple
             # float reductions (a LayerNorm's MEAN over channels) vectorise; int8 ones dequantize per element
             per_elem = p.get("cpu_builtin_ns_per_elem_fp32", p["cpu_builtin_ns_per_elem"]) if precision(op) == "fp32" \
                 else p["cpu_builtin_ns_per_elem"]
+            if precision(op) == "int16" and op["op"] in INT16_REDUCE_OPS:  # int16 reductions: reference loops
+                per_elem = p["cpu_int16_reduce_cycles_per_elem"] / p["cpu_ghz"]
+            elif op["op"] in ("QUANTIZE", "DEQUANTIZE") and _touches_int16(op):
+                # the scale-and-round loops into and out of an int16 island: measured ~0.2 ns per element
+                # on the host (a float elementwise rate), not the int8 built-in elementwise rate
+                per_elem = p.get("cpu_builtin_ns_per_elem_fp32", p["cpu_builtin_ns_per_elem"])
             compute = _elements(op) * per_elem * 1e-9
     spread = 1.0 + (threads - 1) * p["mem_thread_eff"]
     bandwidth = p.get("effective_bw_gbps", p["mem_bw_gbps"]) * spread
@@ -321,6 +336,10 @@ def delegated(op: dict[str, Any], p: Mapping[str, float]) -> bool:
     """Whether XNNPACK runs this op (per its README's operator list and MEAN's axis limits)."""
     if p["cpu_xnnpack"] < 0.5:
         return False
+    if _touches_int16(op):
+        # XNNPACK has no int16 activation kernels, so neither the int16 ops nor the QUANTIZE/DEQUANTIZE
+        # ops into and out of an a16w8 island (int8 <-> int16, float <-> int16) are delegated.
+        return False
     prec = precision(op)
     supported = XNNPACK_QS8 if prec == "int8" else XNNPACK_FP32 if prec == "fp32" else frozenset()
     if op["op"] not in supported:
@@ -329,6 +348,10 @@ def delegated(op: dict[str, Any], p: Mapping[str, float]) -> bool:
         axes = next((t.get("data") for t in op["inputs"][1:] if t["const"]), None)
         return len(op["inputs"][0]["shape"]) == 4 and axes is not None and sorted(axes) in ([1, 2], [2])
     return True
+
+
+def _touches_int16(op: dict[str, Any]) -> bool:
+    return any(t["dtype"] == "INT16" for t in op["inputs"] + op["outputs"] if not t["const"])
 
 
 def _elements(op: dict[str, Any]) -> int:

@@ -1,0 +1,72 @@
+"""Per-op rows of the AEQ mixed search: the level each op got and why, in numbers a user can check.
+
+Each row says which level the op has in the written model and the evidence behind it: the proxy harm
+(output noise-to-signal on the probe samples with only that group int8 and the rest float) of the
+candidate that set its level, else of the smallest measured group around it; the unit's gain at a16w8
+when it was measured; the task-metric gain measured by leaving the unit out of the final choice; and
+the unit's simulated latency and byte cost against all-int8 (summed over its ops).
+Rows keep the `tensor`/`unit` keys that edgeport.quantize.mixed.name_layers reads to add the ONNX node
+and PyTorch module names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from edgeport.quantize.aeq import OpRecord
+
+
+def layers(ops: Sequence[OpRecord], levels: Mapping[str, str], owner: Mapping[str, Any], cands: Sequence[Any],
+           metric_gain: Mapping[str, Any], int8: Mapping[str, Any], unit_of: Mapping[str, list[str]]) -> list[dict[str, Any]]:
+    """owner: op tensor -> the candidate that set its searched level (mixed_aeq.owners)."""
+    base_ms, base_bytes = int8.get("sim_ms"), int8.get("bytes")
+    rows = []
+    for op in ops:
+        measured = [c for c in cands if c.node is not None and op.tensor in c.node.ops and c.gain is not None]
+        # the evidence for an op: the candidate that set its level, else the smallest float group around it
+        c = owner.get(op.tensor) or min((c for c in measured if c.level == "float"), key=lambda c: len(c.node.ops), default=None)
+        own_16 = next((m for m in measured if m.level == "a16w8" and len(m.node.units) == 1 and m.node.units[0].key == op.tensor), None)
+        row: dict[str, Any] = {
+            "tensor": op.tensor, "index": op.index, "op": op.op, "level": levels[op.tensor], "supported": list(op.levels),
+            "unit": unit_of.get(op.tensor, [op.tensor]), "weight_bytes": op.weight_bytes, "macs": op.macs,
+            "evidence": c.label if c else None, "evidence_level": c.level if c else None,
+            "evidence_ops": len(c.levels) if c else None, "proxy_gain": _r(c.gain) if c else None,
+            "proxy_gain_a16w8": _r(own_16.gain) if own_16 else None,
+            "metric_gain": _r(metric_gain[op.tensor]) if isinstance(metric_gain.get(op.tensor), int | float) else None,
+            "kept_not_needed": metric_gain.get(op.tensor) if isinstance(metric_gain.get(op.tensor), dict) else None,
+            "latency_cost_ms": _r(c.ms - base_ms) if c and c.ms is not None and base_ms is not None else None,
+            "bytes_cost": c.bytes - base_bytes if c and c.bytes is not None and base_bytes is not None else None,
+        }
+        row["reason"] = _reason(op, row, op.tensor in owner)
+        rows.append(row)
+    return rows
+
+
+def _reason(op: OpRecord, row: dict[str, Any], searched: bool) -> str:
+    if op.levels == ("float",):
+        return f"float: AI Edge Quantizer has no quantized kernel rule for {op.op}"
+    what = f"{row['evidence_ops']} op(s) incl. this one" if row["evidence"] else ""
+    harm = row["proxy_gain"]
+    if not searched:
+        return "int8 (default)" + (f"; alone in int8 (the rest float), {what} add {harm:.3g} to the output NSR"
+                                   if harm is not None else "")
+    parts = [f"{row['level']} (searched, with {what})"]
+    if row["metric_gain"] is not None:
+        parts.append(f"without them the task metric drops by {row['metric_gain']:.4g}")
+    elif row["kept_not_needed"]:
+        k = row["kept_not_needed"]
+        parts.append(f"the budget is met without them, but that model is not better: {k['ms_without']:+.4g} ms "
+                     f"simulated and {k['bytes_without']:+,} bytes (latencies within 0.5% tie, then bytes decide)")
+    else:
+        parts.append("part of the fewest top-ranked candidates that met the budget")
+    if harm is not None:
+        parts.append(f"at {row['level']} instead of int8 they remove {harm:.3g} of the output NSR on the probe samples"
+                     if row["level"] == "a16w8" else f"alone in int8 (the rest float) they add {harm:.3g} to the output NSR")
+    if row["latency_cost_ms"] is not None:
+        parts.append(f"cost about {row['latency_cost_ms']:+.4g} ms simulated and {row['bytes_cost']:+,} bytes (sum over their ops)")
+    return "; ".join(parts)
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(float(x), 6)
