@@ -32,7 +32,7 @@ from edgeport.latency.host_fit import resolve as resolve_host_fit
 from edgeport.model_io import Data, ModelIO, load_data, model_io
 from edgeport.modes import MODES
 from edgeport.profiles import DeviceProfile, check_quant_allowed, load_profile
-from edgeport.quantize.stage import equalize_stage, mixed_stage
+from edgeport.quantize.stage import aeq_mixed_stage, equalize_stage, mixed_stage, uses_aeq_search
 from edgeport.report import summary_lines
 from edgeport.report_build import ConvertResults, build_report, evidence
 from edgeport.report_html import render as render_html
@@ -162,7 +162,11 @@ def run_convert(req: ConvertRequest) -> Report:
         conv = choice.conversion
         artifact_key = mode
         mixed_result = diagnosis = None
-        if req.diagnose or mode == "mixed":
+        if mode == "mixed" and uses_aeq_search(prof):
+            with timer.stage("mixed_search", "AI Edge Quantizer: calibrate once, search int8 / a16w8 / float per op"):
+                mixed_result = aeq_mixed_stage(conv, data.calibration_arrays(io.inputs), data.val, references, prof, work,
+                                               notes, threads)
+        elif req.diagnose or mode == "mixed":
             with timer.stage("mixed_search" if mode == "mixed" else "diagnose"):
                 found = _per_layer(conv, data, io, references, prof, work, notes, diagnose_only=mode != "mixed")
             mixed_result, diagnosis = (found, None) if mode == "mixed" else (None, found)
@@ -206,7 +210,7 @@ def _export(req: ConvertRequest, loaded: LoadedModel, io: ModelIO, data: Data, r
     """Every file the mode needs, from the backend --exporter picks (see export/select.py)."""
     io_dtype = prof.runtime.io_dtype if MODES[mode].integer_io else "float32"
     jobs = [Job("fp32", "fp32")]
-    if mode == "mixed":  # plain int8 first; the search starts from it
+    if mode == "mixed" and not uses_aeq_search(prof):  # the TF-converter search starts from plain int8
         jobs.append(Job("int8", "int8", io_dtype))
     elif mode != "fp32":
         jobs.append(Job(mode, mode, io_dtype))

@@ -92,7 +92,9 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     if lat["device"]["p50_ms"] is not None:
         lines.append(f"             device {lat['device']['target']} p50 {lat['device']['p50_ms']:.3f} ms")
     layers = q.get("layers") or []
-    if layers:
+    if layers and (q.get("search") or {}).get("method") == "aeq":
+        lines.extend(_aeq_lines(q))
+    elif layers:
         ranked = sorted(layers, key=lambda r: (-(r.get("gain") or 0), -(r.get("rmse_over_scale") or 0)))[:5]
         lines.append("  top int8 offenders (gain in task metric when kept in float; local rmse/scale):")
         for r in ranked:
@@ -149,3 +151,14 @@ def fit_label(fit: dict[str, Any] | None) -> str:
     if fit.get("source") == "host-fit":
         return f" (host fit {fit['key']} of {fit['cpu']}, int8 {fit['int8_dot']}, {'cached' if fit.get('cached') else 'fitted now'})"
     return f" (shipped host fallback carried to {fit.get('cpu')}, int8 {fit.get('int8_dot')}: {fit.get('reason')})"
+
+
+def _aeq_lines(q: dict[str, Any]) -> list[str]:
+    counts = q.get("levels") or {}
+    lines = [f"  levels     int8 {counts.get('int8', 0)}, a16w8 {counts.get('a16w8', 0)}, float {counts.get('float', 0)} ops"
+             f" (search: {(q.get('search') or {}).get('stopped')})"]
+    for r in [r for r in q["layers"] if r.get("level") != "int8"][:8]:
+        where = r.get("pytorch_module") or r.get("onnx_node") or r["tensor"][:40]
+        lines.append(f"    {r['op']:<18} {where:<32} {r['level']:<6} {str(r.get('reason') or '')[:110]}")
+    return lines
+

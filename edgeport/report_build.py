@@ -146,12 +146,23 @@ def _latency(lat: dict[str, Any], r: ConvertResults) -> None:
 
 def _mixed_section(result: Any, prof: DeviceProfile) -> dict[str, Any]:
     by_tensor = {row["tensor"]: row for row in result.layers}
-    return {
-        "float_layers": [{"tensor": t, "op": by_tensor.get(t, {}).get("op"), "onnx_node": by_tensor.get(t, {}).get("onnx_node"),
-                          "pytorch_module": by_tensor.get(t, {}).get("pytorch_module")} for t in result.kept],
-        "layers": result.layers, "curve": result.curve, "int8_only": result.int8,
-        "search": {"stopped": result.stopped, "policy": prof.runtime.float_layers},
+
+    def named(tensors: list[str]) -> list[dict[str, Any]]:
+        return [{"tensor": t, "op": by_tensor.get(t, {}).get("op"), "onnx_node": by_tensor.get(t, {}).get("onnx_node"),
+                 "pytorch_module": by_tensor.get(t, {}).get("pytorch_module")} for t in tensors]
+
+    aeq = hasattr(result, "kept_a16w8")  # quantize/mixed_aeq.AeqMixedResult
+    section = {
+        "float_layers": named(result.kept), "layers": result.layers, "curve": result.curve, "int8_only": result.int8,
+        "search": {"stopped": result.stopped, "policy": prof.runtime.float_layers,
+                   "method": "aeq" if aeq else "tflite-converter"},
     }
+    if aeq:
+        section["a16w8_layers"] = named(result.kept_a16w8)
+        section["forced_float"] = list(result.forced_float)
+        section["levels"] = {level: sum(1 for v in result.levels.values() if v == level) for level in ("int8", "a16w8", "float")}
+        section["search"]["timings"] = result.timings
+    return section
 
 
 def _names(names: tuple[str, ...] | None) -> list[str] | None:

@@ -61,7 +61,9 @@ def render(report: dict[str, Any]) -> str:
             ["host", _v(lat["host"].get("p50_ms")), _v(lat["host"].get("p90_ms")), _v(lat["host"].get("threads"))],
             ["device", _v(lat["device"].get("p50_ms")), _v(lat["device"].get("p90_ms")), _v(lat["device"].get("target"))]]
     parts.append("<h2>Latency (ms)</h2>" + _table(["source", "p50", "p90", "threads / target"], rows))
-    if q.get("layers"):
+    if q.get("layers") and (q.get("search") or {}).get("method") == "aeq":
+        parts.extend(_aeq_tables(q))
+    elif q.get("layers"):
         ranked = sorted(q["layers"], key=lambda r: (-(r.get("gain") or 0), -(r.get("rmse_over_scale") or 0)))
         kept = {k["tensor"] for k in q.get("float_layers") or [] if isinstance(k, dict)}
         parts.append("<h2>Per-layer int8 sensitivity</h2>" + _table(
@@ -78,3 +80,19 @@ def render(report: dict[str, Any]) -> str:
     parts.append(f"<h2>Provenance</h2><p>{versions}</p><p>calibration sha256 "
                  f"<code>{_v(((report.get('data') or {}).get('calibration') or {}).get('sha256'))}</code></p></body></html>")
     return "\n".join(parts)
+
+
+def _aeq_tables(q: dict) -> list[str]:
+    """The AEQ search: ops not at int8 with the reason for each, then every evaluated candidate."""
+    changed = [r for r in q["layers"] if r.get("level") != "int8"]
+    ops = "<h2>Ops not at int8, and why</h2>" + _table(
+        ["op", "level", "PyTorch module", "ONNX node", "reason", "latency cost ms", "bytes cost"],
+        [[_v(r["op"]), _v(r.get("level")), _v(r.get("pytorch_module")), _v(r.get("onnx_node")), _v(r.get("reason")),
+          _v(r.get("latency_cost_ms")), _v(r.get("bytes_cost"))] for r in changed])
+    curve = "<h2>Search (every candidate evaluated)</h2>" + _table(
+        ["step", "phase", "candidate", "int8 / a16w8 / float ops", "metric", "simulated ms", "bytes"],
+        [[_v(c.get("step")), _v(c.get("phase")), _v(c.get("what")),
+          _v("/".join(str((c.get("levels") or {}).get(k, 0)) for k in ("int8", "a16w8", "float"))),
+          _v(c.get("metric", c.get("nsr"))), _v(c.get("sim_ms")), _v(c.get("size_bytes"))] for c in q.get("curve") or []])
+    return [ops, curve]
+

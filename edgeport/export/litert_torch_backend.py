@@ -19,8 +19,6 @@ class LitertTorchBackend:
     def refuses(self, kind: str, mode: str) -> str | None:
         if kind == "onnx":
             return "LiteRT Torch converts PyTorch models, not ONNX files"
-        if mode == "mixed":
-            return "the mixed-precision search runs on the ONNX path (onnx2tf)"
         if importlib.util.find_spec("litert_torch") is None or importlib.util.find_spec("ai_edge_quantizer") is None:
             return "litert-torch is not installed (scripts/setup_env.sh installs it; or pip install 'edgeport[litert]')"
         return None

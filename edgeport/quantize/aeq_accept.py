@@ -23,7 +23,7 @@ from edgeport.validate.run import run_tflite
 def tflite_layout(arrays: Mapping[str, np.ndarray], input_map: Mapping[str, Mapping[str, Any]]) -> dict[str, np.ndarray]:
     """Source-layout arrays (by ONNX input name) -> TFLite-layout arrays by signature input name, the
     form aeq.calibrate and the search's probe samples take (input_map: ConversionResult.input_map)."""
-    return {key: apply(arrays[spec["onnx_name"]], tuple(spec["perm"]) if spec.get("perm") is not None else None)
+    return {key: apply(arrays[spec["source"]], tuple(spec["perm"]) if spec.get("perm") is not None else None)
             for key, spec in input_map.items()}
 
 

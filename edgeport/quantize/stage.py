@@ -53,3 +53,35 @@ def mixed_stage(conv: Conversion, prepared: PreparedOnnx, calibration: dict[str,
         notes.append("the float ops sit at the graph's tail: on the Edge TPU they split the graph and run on the CPU")
     notes.extend(result.notes)
     return result
+
+
+def uses_aeq_search(prof: DeviceProfile) -> bool:
+    """Which `--quant mixed` search a profile gets. The AEQ search (calibrate once; int8, a16w8 or
+    float per op) for CPU profiles. Edge TPU profiles keep the TF-converter search: they need uint8
+    graph I/O, which AEQ cannot write, and AEQ leaves some ops float that would cut the TPU's graph early."""
+    return prof.runtime.delegate != "edgetpu"
+
+
+def aeq_mixed_stage(conv: Conversion, calibration: dict[str, np.ndarray], val: cal.Dataset, references: list[np.ndarray],
+                    prof: DeviceProfile, work: Path, notes: list[str], threads: int):
+    """The AEQ search on the backend's float32 model; the result becomes the artifact."""
+    from edgeport.quantize import mixed_aeq
+    from edgeport.quantize.aeq_accept import accept_for, tflite_layout
+
+    calib = tflite_layout(calibration, conv.input_map)
+    probe = tflite_layout({k: v[:8] for k, v in val.inputs.items()}, conv.input_map)
+    accept = accept_for(val.inputs, conv.input_map, references, val.labels,
+                        mixed.budget_for(prof.budgets, references, val.labels), threads)
+    result = mixed_aeq.calibrate_and_search(conv.files["fp32"], calib, probe, accept, prof, work / "mixed", threads=threads)
+    if conv.onnx is not None:
+        sample = {k: v[:1] for k, v in val.inputs.items()}
+        mixed.name_layers(result, conv.files["fp32"], conv.onnx.path, sample, conv.input_map, conv.onnx.original_node_names)
+    else:
+        notes.append(f"per-op rows name TFLite tensors only: the {conv.backend} path has no ONNX graph to trace names to")
+    conv.files["mixed"] = result.model
+    a16 = f", {len(result.kept_a16w8)} at int16 activations (a16w8)" if result.kept_a16w8 else ""
+    notes.append(f"mixed precision (AI Edge Quantizer, calibrated once): {result.stopped}; {len(result.kept)} op(s) "
+                 f"kept in float{a16}")
+    notes.extend(result.notes)
+    return result
+
