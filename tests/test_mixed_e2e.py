@@ -34,7 +34,7 @@ def test_mixed_recovers_where_int8_collapses(tmp_path, capsys, name, cls):
     assert mixed["artifact"]["size_bytes"] <= 1.05 * int8["artifact"]["size_bytes"]
     assert any("equalization" in n for n in mixed["notes"])
     q = mixed["quantization"]
-    assert q["layers"] and q["curve"][0]["float_ops"] == 0
+    assert q["search"]["method"] == "aeq" and q["layers"] and q["curve"][0]["levels"]["float"] == 0
     assert sum(1 for r in q["layers"] if r["pytorch_module"]) >= len(q["layers"]) // 3, "layers are traced to torch modules"
 
 
@@ -43,7 +43,9 @@ def test_mixed_keeps_nothing_when_int8_fits(tmp_path, capsys):
     assert code == 0
     assert rep["quantization"]["float_layers"] == []
     assert rep["quantization"]["search"]["stopped"].startswith("int8 already fits")
-    assert len(rep["quantization"]["curve"]) == 1
+    first = rep["quantization"]["curve"][0]
+    assert first["what"] == "all int8" and first["levels"]["float"] == first["levels"]["a16w8"] == 0
+    assert all(row["phase"] == "int8" for row in rep["quantization"]["curve"]), "no search past the all-int8 check"
 
 
 @pytest.fixture(scope="module")
@@ -64,13 +66,13 @@ def _convert_ln(layernorm_model, tmp_path, capsys, profile: str) -> tuple[int, d
 
 
 def test_mixed_keeps_the_layers_that_break_int8_in_float(layernorm_model, tmp_path, capsys):
-    """int8 LayerNorm aborts at run time (quantized DIV at its zero point); mixed keeps it in float."""
+    """int8 LayerNorm aborts at run time (a quantized DIV at its zero point); mixed keeps LayerNorm ops in float."""
     code, rep = _convert_ln(layernorm_model, tmp_path, capsys, "host")
     q = rep["quantization"]
     assert q["int8_only"]["ok"] is False
     assert code == 0, rep["verdict"]
     kept = q["float_layers"]
-    assert kept and any(k["op"] == "DIV" for k in kept)
+    assert kept and any(k["pytorch_module"] == "norm" for k in kept), kept
     checks = {c["name"]: c for c in rep["verdict"]["checks"]}
     assert checks["kept_layers_are_float"]["passed"] and checks["kept_layers_are_float"]["value"] == len(kept)
     info = inspect_model(Path(rep["artifact"]["path"]))
