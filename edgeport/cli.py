@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--preprocess", action="append", default=[], metavar="KEY=VALUE",
                       help="image-folder preprocessing: resize, crop, scale, mean, std, color, layout")
     conv.add_argument("--keep-work", action="store_true", help="keep the intermediate ONNX/SavedModel for debugging")
+    conv.add_argument("--mixed-search", choices=("auto", "aeq", "converter"), default="auto",
+                      help="with --quant mixed: aeq (AI Edge Quantizer, calibrate once, int8/a16w8/float per op), converter "
+                           "(the TFLite converter per candidate, int8/float), or auto (aeq on CPU profiles, converter on Edge TPU)")
     conv.add_argument("--diagnose", action="store_true",
                       help="with --quant int8: per-layer int8 sensitivity traced to ONNX nodes and PyTorch modules")
     conv.add_argument("--target", action="append", default=[], type=options.target,
@@ -197,7 +200,7 @@ def _convert(args: argparse.Namespace) -> int:
         trust_pickle=args.trust_pickle, output=args.output, opset=args.opset, runs=args.runs,
         preprocessing=pre or None, keep_work=args.keep_work, targets=tuple(args.target),
         benchmark_binary=args.benchmark_binary, ssh_options=tuple(args.ssh_option), diagnose=args.diagnose,
-        constants=tuple(args.const), exporter=args.exporter,
+        constants=tuple(args.const), exporter=args.exporter, mixed_search=args.mixed_search,
     )
     report = run_convert(req)
     _emit(args, report.data, [*report.lines, f"  report     {report.path}"])

@@ -32,7 +32,13 @@ from edgeport.latency.host_fit import resolve as resolve_host_fit
 from edgeport.model_io import Data, ModelIO, load_data, model_io
 from edgeport.modes import MODES
 from edgeport.profiles import DeviceProfile, check_quant_allowed, load_profile
-from edgeport.quantize.stage import aeq_mixed_stage, equalize_stage, mixed_stage, uses_aeq_search
+from edgeport.quantize.stage import (
+    MIXED_SEARCHES,
+    aeq_mixed_stage,
+    equalize_stage,
+    mixed_stage,
+    uses_aeq_search,
+)
 from edgeport.report import summary_lines
 from edgeport.report_build import ConvertResults, build_report, evidence
 from edgeport.report_html import render as render_html
@@ -69,6 +75,7 @@ class ConvertRequest:
     constants: tuple[str, ...] = ()  # NAME=VALUE bindings for plain (non-tensor) forward() arguments
     rewrite_pools: bool = True  # export/pool_padding.py; off only to study the unrewritten model (survey, tests)
     exporter: str = "auto"  # auto | onnx2tf | litert-torch (export/select.py)
+    mixed_search: str = "auto"  # auto | aeq | converter (quantize/stage.py: which --quant mixed search)
 
     @property
     def run_options(self) -> RunOptions:
@@ -131,6 +138,11 @@ def run_convert(req: ConvertRequest) -> Report:
         prof = load_profile(req.profile)
         mode = req.quant or prof.runtime.default_quant
         check_quant_allowed(prof, mode)
+        if req.mixed_search not in MIXED_SEARCHES:
+            raise InputError(f"--mixed-search '{req.mixed_search}' is not one of {', '.join(MIXED_SEARCHES)}",
+                             hint="use auto (AI Edge Quantizer on CPU profiles, the converter search on Edge TPU)")
+        if mode == "mixed":
+            uses_aeq_search(prof, req.mixed_search)  # an impossible choice for this profile: exit 2 before any work
         if req.diagnose and mode != "int8":
             raise InputError(f"--diagnose analyses plain int8 models, not --quant {mode}",
                              hint="use --quant int8 --diagnose (--quant mixed always includes the per-layer table)")
@@ -162,7 +174,7 @@ def run_convert(req: ConvertRequest) -> Report:
         conv = choice.conversion
         artifact_key = mode
         mixed_result = diagnosis = None
-        if mode == "mixed" and uses_aeq_search(prof):
+        if mode == "mixed" and uses_aeq_search(prof, req.mixed_search):
             with timer.stage("mixed_search", "AI Edge Quantizer: calibrate once, search int8 / a16w8 / float per op"):
                 mixed_result = aeq_mixed_stage(conv, data.calibration_arrays(io.inputs), data.val, references, prof, work,
                                                notes, threads)
@@ -210,7 +222,7 @@ def _export(req: ConvertRequest, loaded: LoadedModel, io: ModelIO, data: Data, r
     """Every file the mode needs, from the backend --exporter picks (see export/select.py)."""
     io_dtype = prof.runtime.io_dtype if MODES[mode].integer_io else "float32"
     jobs = [Job("fp32", "fp32")]
-    if mode == "mixed" and not uses_aeq_search(prof):  # the TF-converter search starts from plain int8
+    if mode == "mixed" and not uses_aeq_search(prof, req.mixed_search):  # the TF-converter search starts from plain int8
         jobs.append(Job("int8", "int8", io_dtype))
     elif mode != "fp32":
         jobs.append(Job(mode, mode, io_dtype))

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeport import calibration as cal
+from edgeport.errors import InputError
 from edgeport.export.backend import Conversion
 from edgeport.export.onnx_prep import PreparedOnnx
 from edgeport.profiles import DeviceProfile
@@ -55,10 +56,19 @@ def mixed_stage(conv: Conversion, prepared: PreparedOnnx, calibration: dict[str,
     return result
 
 
-def uses_aeq_search(prof: DeviceProfile) -> bool:
-    """Which `--quant mixed` search a profile gets. The AEQ search (calibrate once; int8, a16w8 or
-    float per op) for CPU profiles. Edge TPU profiles keep the TF-converter search: they need uint8
-    graph I/O, which AEQ cannot write, and AEQ leaves some ops float that would cut the TPU's graph early."""
+MIXED_SEARCHES = ("auto", "aeq", "converter")
+
+
+def uses_aeq_search(prof: DeviceProfile, choice: str = "auto") -> bool:
+    """Which `--quant mixed` search runs. `auto`: the AEQ search (calibrate once; int8, a16w8 or float
+    per op) on CPU profiles; Edge TPU profiles keep the TF-converter search: they need uint8 graph I/O,
+    which AEQ cannot write, and AEQ leaves some ops float that would cut the TPU's graph early.
+    `converter` forces the older search (one converter run per candidate), e.g. to compare the two."""
+    if choice == "converter":
+        return False
+    if choice == "aeq" and prof.runtime.delegate == "edgetpu":
+        raise InputError("--mixed-search aeq cannot build Edge TPU models (uint8 I/O, float tail)",
+                         hint="use --mixed-search auto for Edge TPU profiles")
     return prof.runtime.delegate != "edgetpu"
 
 
