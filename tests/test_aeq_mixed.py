@@ -301,7 +301,7 @@ def test_accept_applies_the_budget_on_a_real_run(tmp_path: Path) -> None:
 
     model = write_tiny_tflite(tmp_path / "tiny.tflite", signature=True)
     x = np.random.default_rng(0).standard_normal((6, 16)).astype(np.float32)
-    imap = {"x": {"onnx_name": "x", "perm": None}}
+    imap = {"x": {"source": "x", "perm": None}}
     assert tflite_layout({"x": x}, imap)["x"].shape == (6, 16)
     labels = np.argmax(2 * x, 1)
     exact = accept_for({"x": x}, imap, [2 * x], labels, {"reference_accuracy": 1.0, "accuracy_drop_pp": 1.0}, 1)

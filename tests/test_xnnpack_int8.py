@@ -81,8 +81,8 @@ def test_face_detector_target(tmp_path):
 
 
 def test_mixed_keeps_only_the_refused_ops_in_float(tmp_path):
-    """Without the rewrite, XNNPACK refuses plain int8; the mixed search floats those ops, not the trunk."""
-    rep = _convert(tmp_path, "face_detector", 48, quant="mixed", rewrite_pools=False)
+    """Without the rewrite, XNNPACK refuses plain int8; the converter search floats those ops, not the trunk."""
+    rep = _convert(tmp_path, "face_detector", 48, quant="mixed", rewrite_pools=False, mixed_search="converter")
     kept = rep["quantization"]["float_layers"]
     assert rep["xnnpack"]["accepted"] is True and rep["accuracy"]["runtime"] == "xnnpack"
     assert 0 < len(kept) <= 5, [k["op"] for k in kept]
