@@ -194,13 +194,13 @@ def test_levels_asked_are_the_levels_read_back(tiny_float: Path, tmp_path: Path)
 
 @pytest.mark.slow
 def test_the_search_calibrates_once(tiny_float: Path, tmp_path: Path, monkeypatch) -> None:
-    from ai_edge_quantizer import quantizer
+    from ai_edge_quantizer import calibrator
 
     from edgeport.profiles import load_profile
 
     calls = []
-    real = quantizer.Quantizer.calibrate
-    monkeypatch.setattr(quantizer.Quantizer, "calibrate", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    real = calibrator.Calibrator.calibrate
+    monkeypatch.setattr(calibrator.Calibrator, "calibrate", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
     ops = aeq.quantizable_ops(tiny_float)
     target = ops[[o.op for o in ops].index("CONV_2D", 1)].tensor  # the outlier conv
 

@@ -66,13 +66,14 @@ def _convert_ln(layernorm_model, tmp_path, capsys, profile: str) -> tuple[int, d
 
 
 def test_mixed_keeps_the_layers_that_break_int8_in_float(layernorm_model, tmp_path, capsys):
-    """int8 LayerNorm aborts at run time (a quantized DIV at its zero point); mixed keeps LayerNorm ops in float."""
+    """Plain int8 of this GELU/LayerNorm MLP misses the budget (it can even abort at run time: a quantized
+    DIV at its zero point); mixed keeps the ops that break it in float, traced to their PyTorch modules."""
     code, rep = _convert_ln(layernorm_model, tmp_path, capsys, "host")
     q = rep["quantization"]
     assert q["int8_only"]["ok"] is False
     assert code == 0, rep["verdict"]
     kept = q["float_layers"]
-    assert kept and any(k["pytorch_module"] == "norm" for k in kept), kept
+    assert kept and all(k["pytorch_module"] in ("a", "act", "norm", "b") for k in kept), kept
     checks = {c["name"]: c for c in rep["verdict"]["checks"]}
     assert checks["kept_layers_are_float"]["passed"] and checks["kept_layers_are_float"]["value"] == len(kept)
     info = inspect_model(Path(rep["artifact"]["path"]))

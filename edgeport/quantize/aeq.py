@@ -156,19 +156,36 @@ def calibrate(float_tflite: Path, samples: Mapping[str, np.ndarray], *, threads:
     if missing:
         raise InputError(f"calibration data has no array for input(s) {', '.join(missing)}",
                          hint=f"the model's signature '{key}' takes: {', '.join(names)}")
+    from ai_edge_quantizer.utils import qsv_utils
+
     start = time.perf_counter()
     q = quantizer.Quantizer(str(float_tflite))
     q.add_static_config(".*", "*", 8, 8)  # the profiler-based mode ignores the recipe; AEQ wants one
+    # True min/max over the samples. Quantizer.calibrate would use AEQ's default moving average
+    # (smoothing 0.95), which shrinks ranges towards a typical sample's and clips the rest: on the
+    # 2-layer transformer encoder int8 output SNR was 21 dB with it and 41 dB with the TF converter.
+    calib = calibrator.Calibrator(str(float_tflite), num_threads=threads or os.cpu_count() or 1,
+                                  mode=calibrator.CalibrationMode.CALIBRATION_PROFILER_BASED,
+                                  qsv_update_func=qsv_utils.min_max_update)
     try:
         with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):  # AEQ's own progress bar
-            qsvs = q.calibrate({key: list(_feed(samples, names))}, num_threads=threads or os.cpu_count() or 1,
-                               mode=calibrator.CalibrationMode.CALIBRATION_PROFILER_BASED)
+            manager = _recipe_manager(q.get_quantization_recipe())
+            calib.calibrate({key: list(_feed(samples, names))}, manager)
+            qsvs = calib.get_model_qsvs()
     except (ValueError, RuntimeError) as exc:
         raise ConversionError(f"AI Edge Quantizer could not calibrate '{Path(float_tflite).name}': {type(exc).__name__}: "
                               f"{str(exc).splitlines()[0][:300] if str(exc) else ''}",
                               hint="check the calibration data's shapes and dtypes against the model's inputs") from exc
     return Calibration(qsvs=dict(qsvs), signature=key, samples=len(next(iter(samples.values()))),
                        seconds=time.perf_counter() - start, model_sha=_model_sha(Path(float_tflite)))
+
+
+def _recipe_manager(rules: list[dict[str, Any]]) -> Any:
+    from ai_edge_quantizer import recipe_manager
+
+    manager = recipe_manager.RecipeManager()
+    manager.load_quantization_recipe(rules)
+    return manager
 
 
 def effective_levels(ops: list[OpRecord], levels: Mapping[str, str], default: str = "int8") -> dict[str, str]:
