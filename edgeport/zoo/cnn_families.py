@@ -296,7 +296,12 @@ FAMILIES: dict[str, type[nn.Module]] = {
 def build(name: str, seed: int = 0, **kwargs: object) -> nn.Module:
     """A seeded eval-mode member of a family; BatchNorm statistics are randomised so folding is real."""
     torch.manual_seed(seed)
-    model = FAMILIES[name](**kwargs)
+    return randomize_norms(FAMILIES[name](**kwargs)).eval()
+
+
+def randomize_norms(model: nn.Module) -> nn.Module:
+    """Seeded-random BatchNorm statistics and affine terms (folding them into the convs is then real
+    work) and PReLU slopes, drawn in module order."""
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.normal_(0, 0.1)
@@ -305,4 +310,4 @@ def build(name: str, seed: int = 0, **kwargs: object) -> nn.Module:
             m.bias.data.normal_(0, 0.1)
         if isinstance(m, nn.PReLU):
             m.weight.data.uniform_(0.1, 0.3)
-    return model.eval()
+    return model

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgeport.zoo.cnn_families import InvertedResidual, _cbr
+from edgeport.zoo.cnn_families import InvertedResidual, _cbr, randomize_norms
 
 # (out channels, stride, expansion, squeeze-excite) per block; strides put C3/C4/C5 at 1/8, 1/16, 1/32.
 BACKBONE = [
@@ -113,13 +113,7 @@ def build(seed: int = 0, outliers: bool = True, **kwargs: object) -> DetectorNet
     SNR, even all-int16 loses everything), which no trained detector is; so the planted outliers sit in
     the heads' linear bottlenecks."""
     torch.manual_seed(seed)
-    model = DetectorNet(**kwargs)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.normal_(0, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.normal_(0, 0.1)
+    model = randomize_norms(DetectorNet(**kwargs))
     model.eval()
     if outliers:
         model.inject_outliers()
