@@ -222,8 +222,9 @@ def _export(req: ConvertRequest, loaded: LoadedModel, io: ModelIO, data: Data, r
     """Every file the mode needs, from the backend --exporter picks (see export/select.py)."""
     io_dtype = prof.runtime.io_dtype if MODES[mode].integer_io else "float32"
     jobs = [Job("fp32", "fp32")]
-    if mode == "mixed" and not uses_aeq_search(prof, req.mixed_search):  # the TF-converter search starts from plain int8
-        jobs.append(Job("int8", "int8", io_dtype))
+    if mode == "mixed":  # the AEQ search needs only the float model; the converter search starts from plain int8
+        if not uses_aeq_search(prof, req.mixed_search):
+            jobs.append(Job("int8", "int8", io_dtype))
     elif mode != "fp32":
         jobs.append(Job(mode, mode, io_dtype))
     ereq = ExportRequest(loaded=loaded, inputs=io.inputs, outputs=io.outputs, jobs=tuple(jobs),

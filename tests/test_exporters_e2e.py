@@ -100,3 +100,17 @@ def test_an_onnx_file_with_litert_torch_is_one_line_exit_2(tmp_path, capsys):
     assert code == 2
     assert err[-1].startswith("edgeport: error: --exporter litert-torch cannot convert this model: LiteRT Torch converts PyTorch")
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_mixed_runs_on_the_litert_torch_float_model(tmp_path, capsys):
+    """The AEQ search needs only a float .tflite, so --quant mixed works on either export path."""
+    code, rep = _run(["convert", "edgeport/zoo/attn_net.pt", "--model-class", "edgeport.zoo.hard_cases:AttnNet",
+                      "--profile", "raspberry-pi-4", "--quant", "mixed", "--exporter", "litert-torch", "--calib",
+                      "builtin:digits", "--val", "builtin:digits-val", "--output", str(tmp_path / "o"), "--runs", "3"], capsys)
+    q = rep["quantization"]
+    assert rep["export"]["backend"] == "litert-torch" and q["search"]["method"] == "aeq"
+    assert sum(q["levels"].values()) == len(q["layers"]) and q["levels"]["int8"] > 0
+    assert not any(name.endswith("int8.tflite") for name in (p.name for p in (tmp_path / "o").iterdir()))
+    assert rep["accuracy"]["drop_pp"] <= 1.0
+    assert code == 0, rep["verdict"]
