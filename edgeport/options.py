@@ -84,11 +84,9 @@ def input_shape(value: str) -> str:
 
 def exporter(value: str) -> str:
     """The name only; whether that backend can take the model is decided once it is loaded."""
-    from edgeport.export.select import EXPORTERS, candidates
+    from edgeport.export.select import check_name
 
-    if value not in EXPORTERS:
-        candidates(value, "", "")  # raises the one message for an unknown exporter
-    return value
+    return check_name(value)
 
 
 def target(value: str) -> str:

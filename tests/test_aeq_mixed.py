@@ -297,7 +297,8 @@ def test_edge_tpu_profile_gets_int8_with_a_float_tail(outlier_case: dict[str, An
 
 
 def test_accept_applies_the_budget_on_a_real_run(tmp_path: Path) -> None:
-    from edgeport.quantize.aeq_accept import accept_for, tflite_layout
+    from edgeport.export.layout import tflite_layout
+    from edgeport.quantize.aeq_accept import accept_for
 
     model = write_tiny_tflite(tmp_path / "tiny.tflite", signature=True)
     x = np.random.default_rng(0).standard_normal((6, 16)).astype(np.float32)

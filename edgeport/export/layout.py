@@ -7,6 +7,8 @@ shapes; when a shape reads the same both ways (1x8x8x8) the caller decides: inpu
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 Perm = tuple[int, ...] | None
@@ -64,3 +66,10 @@ def output_perm(ref_shape: tuple[int, ...], tfl_sample: np.ndarray, ref_sample: 
         return found[-1]
     errors = [float(np.mean(np.abs(undo(tfl_sample, p).astype(np.float64) - ref_sample))) for p in found]
     return found[int(np.argmin(errors))]
+
+
+def tflite_layout(arrays: dict[str, np.ndarray], input_map: dict[str, dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Source-layout arrays (by source input name) -> TFLite-layout arrays by signature input name,
+    following a backend's input map (export/backend.py): what calibration and candidate runs feed."""
+    return {key: apply(arrays[spec["source"]], tuple(spec["perm"]) if spec.get("perm") is not None else None)
+            for key, spec in input_map.items()}

@@ -54,11 +54,16 @@ class ExportChoice:
                 "attempts": [a.to_dict() for a in self.attempts]}
 
 
-def candidates(requested: str, kind: str, mode: str) -> list[str]:
-    """Backends to try, in order; an explicit choice that cannot take this model is the user's error."""
+def check_name(requested: str) -> str:
     if requested not in EXPORTERS:
         raise InputError(f"--exporter '{requested}' is not one of {', '.join(EXPORTERS)}",
                          hint="use auto (onnx2tf, then LiteRT Torch when onnx2tf fails), onnx2tf or litert-torch")
+    return requested
+
+
+def candidates(requested: str, kind: str, mode: str) -> list[str]:
+    """Backends to try, in order; an explicit choice that cannot take this model is the user's error."""
+    check_name(requested)
     names = list(PREFERENCE) if requested == "auto" else [requested]
     usable = []
     for name in names:

@@ -15,16 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeport.export.layout import apply
 from edgeport.validate.metrics import compare_output
 from edgeport.validate.run import run_tflite
-
-
-def tflite_layout(arrays: Mapping[str, np.ndarray], input_map: Mapping[str, Mapping[str, Any]]) -> dict[str, np.ndarray]:
-    """Source-layout arrays (by ONNX input name) -> TFLite-layout arrays by signature input name, the
-    form aeq.calibrate and the search's probe samples take (input_map: ConversionResult.input_map)."""
-    return {key: apply(arrays[spec["source"]], tuple(spec["perm"]) if spec.get("perm") is not None else None)
-            for key, spec in input_map.items()}
 
 
 def accept_for(val_inputs: Mapping[str, np.ndarray], input_map: Mapping[str, Mapping[str, Any]],

@@ -18,7 +18,7 @@ import numpy as np
 from edgeport import progress
 from edgeport.errors import ConversionError
 from edgeport.export import trace_names
-from edgeport.export.layout import apply
+from edgeport.export.layout import tflite_layout
 from edgeport.validate.run import run_tflite
 
 
@@ -33,18 +33,13 @@ class MixedResult:
     notes: list[str] = field(default_factory=list)
 
 
-def _tflite_layout(arrays: dict[str, np.ndarray], input_map: dict[str, dict[str, Any]]) -> dict[str, np.ndarray]:
-    return {key: apply(arrays[spec["source"]], tuple(spec["perm"]) if spec.get("perm") is not None else None)
-            for key, spec in input_map.items()}
-
-
 def run_mixed(*, saved_model: Path, input_map: dict[str, dict[str, Any]], calibration: dict[str, np.ndarray],
               val_inputs: dict[str, np.ndarray], references: list[np.ndarray], labels: np.ndarray | None,
               budget: dict[str, Any], float_layers: str, io_dtype: str, threads: int, work: Path,
               timeout_s: float = 3600, int8_model: Path | None = None, diagnose_only: bool = False) -> MixedResult:
     work.mkdir(parents=True, exist_ok=True)
-    np.savez(work / "mixed_calib.npz", **_tflite_layout(calibration, input_map))
-    np.savez(work / "mixed_val.npz", **_tflite_layout(val_inputs, input_map))
+    np.savez(work / "mixed_calib.npz", **tflite_layout(calibration, input_map))
+    np.savez(work / "mixed_val.npz", **tflite_layout(val_inputs, input_map))
     np.savez(work / "mixed_refs.npz", **{f"r{i}": r for i, r in enumerate(references)})
     req: dict[str, Any] = {
         "saved_model": str(saved_model), "calibration": str(work / "mixed_calib.npz"),

@@ -75,8 +75,9 @@ def uses_aeq_search(prof: DeviceProfile, choice: str = "auto") -> bool:
 def aeq_mixed_stage(conv: Conversion, calibration: dict[str, np.ndarray], val: cal.Dataset, references: list[np.ndarray],
                     prof: DeviceProfile, work: Path, notes: list[str], threads: int):
     """The AEQ search on the backend's float32 model; the result becomes the artifact."""
+    from edgeport.export.layout import tflite_layout
     from edgeport.quantize import mixed_aeq
-    from edgeport.quantize.aeq_accept import accept_for, tflite_layout
+    from edgeport.quantize.aeq_accept import accept_for
 
     calib = tflite_layout(calibration, conv.input_map)
     probe = tflite_layout({k: v[:8] for k, v in val.inputs.items()}, conv.input_map)
