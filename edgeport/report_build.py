@@ -162,6 +162,7 @@ def _mixed_section(result: Any, prof: DeviceProfile) -> dict[str, Any]:
         section["forced_float"] = list(result.forced_float)
         section["levels"] = {level: sum(1 for v in result.levels.values() if v == level) for level in ("int8", "a16w8", "float")}
         section["search"]["timings"] = result.timings
+        section["search"]["built_by"] = result.built_by
     return section
 
 

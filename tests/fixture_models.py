@@ -196,3 +196,19 @@ class KeywordVad(nn.Module):
 
     def forward(self, x: torch.Tensor, *, sr: int) -> torch.Tensor:
         return self.fc(x) * (1.0 if sr == 16000 else 0.5)
+
+
+class TinySENet(nn.Module):
+    """One hard-swish inverted residual with squeeze-excite (hard-sigmoid -> TFLite RELU_0_TO_1, which
+    AI Edge Quantizer leaves float and the TF converter quantizes), pooled to 10 outputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from edgeport.zoo.cnn_families import InvertedResidual
+
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.Hardswish())
+        self.block = InvertedResidual(16, 16, 1, 3, nn.Hardswish, se=True)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.block(self.stem(x)).mean(dim=(2, 3)))

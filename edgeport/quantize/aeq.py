@@ -278,6 +278,10 @@ def read_levels(model: Path, ops: list[OpRecord]) -> dict[str, str | None]:
     found: dict[str, str | None] = {}
     for rec in ops:
         op = by_output.get(rec.tensor)
+        if op is not None and op["op"] == "DEQUANTIZE" != rec.op and op["inputs"]:
+            # a graph output with float I/O in the TF converter's files: the op writes an int8 tensor of
+            # another name and a DEQUANTIZE takes the output's name
+            op = by_output.get(op["inputs"][0]["name"])
         if op is None or op["op"] != rec.op:
             found[rec.tensor] = None
             continue

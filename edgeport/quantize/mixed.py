@@ -84,6 +84,28 @@ def run_mixed(*, saved_model: Path, input_map: dict[str, dict[str, Any]], calibr
                        list(res.get("notes") or []))
 
 
+def build_with_float(*, saved_model: Path, input_map: dict[str, dict[str, Any]], calibration: dict[str, np.ndarray],
+                     float_ops: list[str], io_dtype: str, out: Path, timeout_s: float = 3600) -> Path:
+    """The TF converter's int8 model with `float_ops` (TFLite output tensor names) left float: one
+    converter run in a child process (mixed_worker.build_one). The caller reads the file back."""
+    work = out.parent
+    work.mkdir(parents=True, exist_ok=True)
+    np.savez(work / "build_calib.npz", **tflite_layout(calibration, input_map))
+    req = {"saved_model": str(saved_model), "calibration": str(work / "build_calib.npz"), "io_dtype": io_dtype,
+           "denylist": list(float_ops), "out": str(out)}
+    (work / "build_req.json").write_text(json.dumps(req))
+    try:
+        proc = subprocess.run([sys.executable, "-m", "edgeport.quantize.mixed_worker", str(work / "build_req.json"),
+                               str(work / "build_result.json")], capture_output=True, text=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise ConversionError(f"the TF converter did not build the int8 model within {timeout_s:.0f} s") from exc
+    res_path = work / "build_result.json"
+    res = json.loads(res_path.read_text()) if res_path.exists() else {"ok": False, "error": f"exit status {proc.returncode}"}
+    if not res.get("ok") or not out.exists():
+        raise ConversionError(f"the TF converter could not build the int8 model: {str(res.get('error'))[:300]}")
+    return out
+
+
 def _show(st: progress.Stage, status: dict[str, Any]) -> None:
     """The worker's status file -> one progress update (see mixed_worker)."""
     phase = status.get("phase")

@@ -61,6 +61,7 @@ class AeqMixedResult:
     stopped: str
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    built_by: str = "ai-edge-quantizer"  # or "tf-converter" when edgeport.quantize.stage rebuilt the choice
 
 
 @dataclass(eq=False)  # compared and hashed by identity: a candidate is one measurement
@@ -102,12 +103,6 @@ class _Search:
         self.built += 1
         return aeq.quantize(self.float_tflite, self.cal, dict(levels), out=self.work / f"{tag}_{self.built}.tflite",
                             ops=self.ops)
-
-    def cost(self, path: Path) -> tuple[float, int]:
-        from edgeport.inspect_tflite import inspect_model
-        from edgeport.latency.simulator import simulate
-
-        return float(simulate(inspect_model(path), self.profile).p50_ms), path.stat().st_size
 
     def nsr(self, outs: list[np.ndarray] | None) -> float:
         """Noise-to-signal of the outputs against the float model, averaged over outputs (each output
@@ -169,7 +164,7 @@ class _Search:
             return self.accepted[key]
         cand = _Cand(label, dict(levels))
         path = self.build(levels, "check")
-        cand.ms, cand.bytes = self.cost(path)
+        cand.ms, cand.bytes = cost(path, self.profile)
         ok, metric = self.accept_fn(path)
         res = {"ok": bool(ok), "metric": metric if metric is not None and math.isfinite(metric) else None,
                "sim_ms": cand.ms, "bytes": cand.bytes, "path": path, "levels": dict(levels)}
@@ -187,6 +182,14 @@ class _Search:
         for p in self.keep:
             if p != final:
                 p.unlink(missing_ok=True)
+
+
+def cost(path: Path, profile: Any) -> tuple[float, int]:
+    """(simulated p50 ms on `profile`, file bytes): the two axes the search minimises, in that order."""
+    from edgeport.inspect_tflite import inspect_model
+    from edgeport.latency.simulator import simulate
+
+    return float(simulate(inspect_model(path), profile).p50_ms), path.stat().st_size
 
 
 def calibrate_and_search(float_tflite: Path, calib_samples: dict[str, np.ndarray], probe: dict[str, np.ndarray],

@@ -4,7 +4,10 @@ OutlierNet: hard-swish CNN with a float-equivalent outlier channel between two c
 tensor's per-tensor int8 scale is set by one channel and the other channels lose their precision,
 the failure mode of real depthwise/linear-bottleneck models. AttnNet: a one-block vision transformer
 (LayerNorm, softmax attention) with a float-equivalent outlier feature after its first LayerNorm,
-the pattern that breaks int8 in real transformers.
+the pattern that breaks int8 in real transformers. HeadNet: OutlierNet's trunk without its outlier and
+a MobileNetV3-style classifier head (Linear -> Hardswish -> Linear) whose hidden layer carries one
+massive activation (a unit far larger than the rest, held in hard-swish's linear range): the head's
+int8 tensors lose the other units, and equalization cannot move it (hard-swish is not homogeneous).
 """
 
 from __future__ import annotations
@@ -39,6 +42,37 @@ class OutlierNet(nn.Module):
         bn.weight[channel] *= factor
         bn.bias[channel] *= factor
         self.expand[0].weight[:, channel] /= factor
+
+
+HEAD_UNIT = 7
+HEAD_LINEAR_FROM = 3.0  # hard-swish(x) == x for x >= 3
+
+
+class HeadNet(OutlierNet):
+    """OutlierNet's trunk (no outlier planted in it) with a sensitive classifier head."""
+
+    def __init__(self, num_classes: int = 10, hidden: int = 128) -> None:
+        super().__init__(num_classes)
+        self.classifier = nn.Sequential(nn.Linear(64, hidden), nn.Hardswish(), nn.Linear(hidden, num_classes))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.pool(self.expand(self.project(self.down(self.stem(x))))), 1)
+
+    @torch.no_grad()
+    def pin_unit(self, features: torch.Tensor, unit: int = HEAD_UNIT, margin: float = 1.0) -> None:
+        """Shift one hidden unit's bias so its pre-activation stays in hard-swish's linear range on
+        `features` (the classifier is then re-fitted: this changes the float function)."""
+        z = self.classifier[0](features)[:, unit]
+        self.classifier[0].bias[unit] += max(0.0, HEAD_LINEAR_FROM - float(z.min())) + margin
+
+    @torch.no_grad()
+    def inject_outlier(self, unit: int = HEAD_UNIT, factor: float = OUTLIER_FACTOR) -> None:
+        """Scale the pinned unit by `factor` and divide it out of the last layer: float-equivalent
+        wherever the unit stays in the linear range (hard-swish(f*x) == f*hard-swish(x) for x >= 3)."""
+        first, last = self.classifier[0], self.classifier[2]
+        first.weight[unit] *= factor
+        first.bias[unit] *= factor
+        last.weight[:, unit] /= factor
 
 
 class AttnNet(nn.Module):
