@@ -344,6 +344,26 @@ def test_refine_takes_a16w8_only_when_no_slower_and_smaller(a16_ms: float, expec
     assert res["ok"] and gains["need"] is not None
 
 
+def test_refine_swaps_in_a16w8_measured_on_another_unit_than_the_one_that_floated_the_op() -> None:
+    """HeadNet's shape: the unit MEAN->FC floats the FC (a consumer), the FC's own unit was measured at
+    a16w8. The swap applies to any op the choice holds in float, whoever put it there. ("need" is the
+    FC: the fake budget fails when it is int8.)"""
+    costs = {"int8": {"mean": (1.0, 0), "need": (1.0, 100)}, "float": {"mean": (1.0, 0), "need": (1.0, 400)},
+             "a16w8": {"mean": (3.0, 0), "need": (1.001, 110)}}
+    mean_node = Node(units([rec(0, "MEAN", ("x",))]))
+    mean_unit = mixed_aeq._Cand("mean", {"mean": "float", "need": "float"}, mean_node, "float", 1.0)
+    mean_a16 = mixed_aeq._Cand("mean", {"mean": "a16w8", "need": "a16w8"}, mean_node, "a16w8", 0.9)
+    fc_a16 = mixed_aeq._Cand("fc", {"need": "a16w8"}, Node(units([rec(1, "FULLY_CONNECTED", ("t0",))])), "a16w8", 0.9)
+    fake = LevelCostSearch(costs)
+    chosen = {"mean": "float", "need": "float"}
+    start = fake.check(chosen, "search", "start")
+    chosen, res, _gains = mixed_aeq._refine(fake, [mean_unit, mean_a16, fc_a16], chosen, start, 24)  # type: ignore[arg-type]
+    # the FC at a16w8 (0.001 ms slower: a tie; 290 bytes fewer); MEAN at a16w8 is 2 ms slower, so it is
+    # not swapped, and once the FC no longer needs the MEAN unit, that unit is dropped
+    assert chosen == {"need": "a16w8"}, chosen
+    assert res["ok"]
+
+
 def test_latency_ties_go_to_the_smaller_model() -> None:
     assert mixed_aeq.no_worse({"sim_ms": 10.04, "bytes": 10}, {"sim_ms": 10.0, "bytes": 20})  # within 0.5%: smaller wins
     assert not mixed_aeq.no_worse({"sim_ms": 10.04, "bytes": 30}, {"sim_ms": 10.0, "bytes": 20})

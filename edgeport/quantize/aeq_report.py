@@ -57,7 +57,7 @@ def _reason(op: OpRecord, row: dict[str, Any], searched: bool) -> str:
     elif row["kept_not_needed"]:
         k = row["kept_not_needed"]
         parts.append(f"the budget is met without them, but that model is not better: {k['ms_without']:+.4g} ms "
-                     f"simulated and {k['bytes_without']:+,} bytes (latencies within 0.5% tie, then bytes decide)")
+                     f"simulated and {k['bytes_without']:+,} bytes (latencies within the search's tie margin count as equal, then bytes decide)")
     else:
         parts.append("part of the fewest top-ranked candidates that met the budget")
     if harm is not None:
