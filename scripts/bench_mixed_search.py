@@ -48,6 +48,8 @@ def _cases(work: Path, detector_size: int) -> dict[str, dict]:
                                                         "edgeport.zoo.hard_cases:OutlierNet", *digits]},
         "attn_net (attention, outlier feature)": {"argv": [str(REPO / "edgeport/zoo/attn_net.pt"), "--model-class",
                                                            "edgeport.zoo.hard_cases:AttnNet", *digits]},
+        "head_net (CNN, sensitive classifier head)": {"argv": [str(REPO / "edgeport/zoo/head_net.pt"), "--model-class",
+                                                               "edgeport.zoo.hard_cases:HeadNet", *digits]},
     }
     torch.manual_seed(0)
     torch.save(seq.train(seq.TinyEncoder()).state_dict(), work / "encoder.pt")
@@ -95,16 +97,37 @@ def _convert(case: dict, extra: list[str], out: Path, timeout: float) -> dict:
             "snr_db_min": min((o["snr_db"] for o in acc.get("outputs") or []), default=None),
             "sim_p50_ms": rep["latency"]["simulated"].get("p50_ms"), "host_p50_ms": rep["latency"]["host"].get("p50_ms"),
             "host_runtime": acc.get("runtime"), "levels": q.get("levels"),
-            "float_ops": len(q.get("float_layers") or []), "stopped": (q.get("search") or {}).get("stopped")}
+            "float_ops": len(q.get("float_layers") or []), "stopped": (q.get("search") or {}).get("stopped"),
+            "built_by": (q.get("search") or {}).get("built_by"),
+            "accuracy_passed": all(c["passed"] for c in rep["verdict"]["checks"]
+                                   if c["name"] in ("accuracy_drop_pp", "top1_agreement", "snr_db"))}
 
 
-def _ratios(rows: dict[str, dict]) -> dict[str, float | None]:
-    base, new = rows.get("int8", {}), rows.get("mixed (AEQ search)", {})
+def _ratios(rows: dict[str, dict]) -> dict[str, float | bool | None]:
+    """The issue's targets: where int8 misses the budget, the AEQ mixed model meets it within 1.2x the int8
+    size and 1.3x its simulated latency, and is never worse than the converter search's on both axes."""
+    base, new, old = rows.get("int8", {}), rows.get("mixed (AEQ search)", {}), rows.get("mixed (converter search)", {})
     if not (base.get("finished") and new.get("finished")):
         return {}
-    return {"aeq_mixed_size_vs_int8": round(new["size_bytes"] / base["size_bytes"], 3),
-            "aeq_mixed_sim_vs_int8": round(new["sim_p50_ms"] / base["sim_p50_ms"], 3) if base.get("sim_p50_ms") else None,
-            "aeq_mixed_wall_vs_int8": round(new["wall_s"] / base["wall_s"], 3)}
+    out: dict[str, float | bool | None] = {
+        "aeq_mixed_size_vs_int8": round(new["size_bytes"] / base["size_bytes"], 3),
+        "aeq_mixed_sim_vs_int8": round(new["sim_p50_ms"] / base["sim_p50_ms"], 3) if base.get("sim_p50_ms") else None,
+        "aeq_mixed_wall_vs_int8": round(new["wall_s"] / base["wall_s"], 3)}
+    out["int8_meets_budget"] = _budget_met(base)
+    out["aeq_mixed_meets_budget"] = _budget_met(new)
+    out["within_size_and_latency_targets"] = bool(out["aeq_mixed_size_vs_int8"] <= 1.2 and (out["aeq_mixed_sim_vs_int8"] or 0) <= 1.3)
+    if old.get("finished"):
+        out["aeq_vs_converter_size"] = round(new["size_bytes"] / old["size_bytes"], 4)
+        out["aeq_vs_converter_sim"] = round(new["sim_p50_ms"] / old["sim_p50_ms"], 4) if old.get("sim_p50_ms") else None
+        out["worse_than_converter_on_both_axes"] = bool(new["size_bytes"] > old["size_bytes"]
+                                                        and new["sim_p50_ms"] > old["sim_p50_ms"])
+        out["aeq_vs_converter_wall"] = round(new["wall_s"] / old["wall_s"], 3)
+    return out
+
+
+def _budget_met(row: dict) -> bool:
+    """The accuracy check alone (the detector's profile may fail other checks, e.g. latency on a Pi)."""
+    return bool(row.get("accuracy_passed"))
 
 
 def main() -> None:

@@ -364,6 +364,24 @@ def test_refine_swaps_in_a16w8_measured_on_another_unit_than_the_one_that_floate
     assert res["ok"]
 
 
+@pytest.mark.parametrize("int8_ms,taken", [(5.0, True), (1.5, False)])
+def test_ops_priced_far_slower_in_int8_go_float_for_speed(int8_ms: float, taken: bool) -> None:
+    """An int8 op the delegate does not run (5 ms against 1 ms in float) goes float when the real check
+    agrees; one only 1.5x slower stays int8 (its borders' (de)quantize ops would eat the gain)."""
+    costs = {"int8": {"t0": (1.0, 100), "t1": (int8_ms, 0), "need": (0.0, 0)},
+             "float": {"t0": (2.0, 400), "t1": (1.0, 0), "need": (0.0, 0)},
+             "a16w8": {"t0": (3.0, 120), "t1": (4.0, 0), "need": (0.0, 0)}}
+    fake = LevelCostSearch(costs)
+    fake.ops = [rec(0, "CONV_2D", ("x",)), rec(1, "HARD_SWISH", ("t0",), ("int8", "float"))]
+    base = fake.check({"need": "float"}, "search", "start")
+    chosen, res, speed = mixed_aeq._faster_in_float(fake, {"need": "float"}, base, 24)  # type: ignore[arg-type]
+    if taken:
+        assert chosen == {"need": "float", "t1": "float"} and res["sim_ms"] < base["sim_ms"]
+        assert speed is not None and mixed_aeq.SPEED_LABEL in speed.label
+    else:
+        assert chosen == {"need": "float"} and res is base and speed is None
+
+
 def test_latency_ties_go_to_the_smaller_model() -> None:
     assert mixed_aeq.no_worse({"sim_ms": 10.04, "bytes": 10}, {"sim_ms": 10.0, "bytes": 20})  # within 0.5%: smaller wins
     assert not mixed_aeq.no_worse({"sim_ms": 10.04, "bytes": 30}, {"sim_ms": 10.0, "bytes": 20})

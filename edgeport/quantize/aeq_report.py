@@ -46,6 +46,9 @@ def layers(ops: Sequence[OpRecord], levels: Mapping[str, str], owner: Mapping[st
 def _reason(op: OpRecord, row: dict[str, Any], searched: bool) -> str:
     if op.levels == ("float",):
         return f"float: AI Edge Quantizer has no quantized kernel rule for {op.op}"
+    if row["evidence"] and "faster in float on this profile" in row["evidence"]:  # mixed_aeq.SPEED_LABEL
+        return (f"float for speed: {row['evidence']}; the model with these ops float meets the budget"
+                + (f", {row['bytes_cost']:+,} bytes against all-int8" if row["bytes_cost"] is not None else ""))
     what = f"{row['evidence_ops']} op(s) incl. this one" if row["evidence"] else ""
     harm = row["proxy_gain"]
     if not searched:

@@ -247,7 +247,9 @@ def _run(s: _Search, first_groups: int, max_probes: int, a16w8_probes: int, max_
     if tpu:  # before the int8 check: an op AEQ keeps in float may sit mid-graph, which the TPU cannot take
         return _tail_search(s, base, done, notes, max_checks)
     if base["ok"]:
-        return done({}, base, "int8 already fits the accuracy budget", [], {})
+        chosen, res, speed = _faster_in_float(s, {}, base, max_checks)
+        return done(chosen, res, "int8 already fits the accuracy budget" + (f"; {speed.label}" if speed else ""),
+                    [speed] if speed else [], {})
     started = time.perf_counter()
     cands = _score(s, base, first_groups, max_probes, a16w8_probes)
     timings["scoring_s"] = round(time.perf_counter() - started, 2)
@@ -263,7 +265,9 @@ def _run(s: _Search, first_groups: int, max_probes: int, a16w8_probes: int, max_
         return _fallback(s, best, done, "budget not met even with every op in float (the float model itself misses it)", cands)
     chosen, res = found
     chosen, res, gains = _refine(s, ranked, chosen, res, max_checks)
-    return done(chosen, res, "budget met", ranked + [c for c in cands if c not in ranked], gains)
+    chosen, res, speed = _faster_in_float(s, chosen, res, max_checks)
+    order = ranked + [c for c in cands if c not in ranked] + ([speed] if speed else [])
+    return done(chosen, res, "budget met" + (f"; {speed.label}" if speed else ""), order, gains)
 
 
 def _fallback(s: _Search, best: dict[str, Any], done: Any, stopped: str, cands: list[_Cand]) -> AeqMixedResult:
@@ -426,6 +430,36 @@ def _refine(s: _Search, ranked: list[_Cand], chosen: dict[str, str], res: dict[s
             for t in mine:
                 gains[t] = res["metric"] - got["metric"]
     return chosen, res, gains
+
+
+SPEED_LABEL = "faster in float on this profile"
+
+
+def _faster_in_float(s: _Search, chosen: dict[str, str], res: dict[str, Any],
+                     max_checks: int) -> tuple[dict[str, str], dict[str, Any], _Cand | None]:
+    """The objective's first axis, on its own: ops the profile's simulator prices at least twice as fast in
+    float as at their chosen level (an int8 op outside the CPU delegate's kernels), tried in float together in
+    one real run. Kept only when that model meets the budget and is faster beyond LATENCY_TIE: the
+    per-op prices leave out the (de)quantize ops a float op adds at its borders, the real check does not."""
+    if len(s.accepted) >= max_checks:
+        return chosen, res, None
+    if not s.costs:
+        s.costs = s.op_costs()
+    # at least twice as fast in float: a float op adds a DEQUANTIZE and a QUANTIZE at its borders, which
+    # cost about what an elementwise float op over the same tensors does
+    faster = {o.tensor: "float" for o in adjustable(s.ops) if chosen.get(o.tensor, "int8") != "float"
+              and 2 * s.costs["float"][o.tensor][0] < s.costs[chosen.get(o.tensor, "int8")][o.tensor][0]}
+    saving = sum(s.costs[chosen.get(t, "int8")][t][0] - s.costs["float"][t][0] for t in faster)
+    tie = LATENCY_TIE * max(res["sim_ms"], 1e-6)
+    if not faster or saving <= tie:
+        return chosen, res, None
+    trial = {**chosen, **faster}
+    got = s.check(trial, "speed", f"{len(faster)} op(s) priced faster in float")
+    if not (got["ok"] and got["sim_ms"] < res["sim_ms"] - tie):
+        return chosen, res, None
+    speed = _Cand(f"{len(faster)} op(s) {SPEED_LABEL} ({res['sim_ms'] - got['sim_ms']:.4g} ms less simulated)",
+                  faster, None, "float", None, got["sim_ms"], got["bytes"])
+    return trial, got, speed
 
 
 def _a16w8_swaps(s: _Search, ranked: list[_Cand], chosen: Mapping[str, str], res: Mapping[str, Any]) -> list[_Cand]:
