@@ -145,19 +145,30 @@ def _feed(samples: Mapping[str, np.ndarray], names: list[str]) -> Iterator[dict[
 
 
 def calibrate(float_tflite: Path, samples: Mapping[str, np.ndarray], *, threads: int | None = None) -> Calibration:
-    """Min/max of every tensor over `samples` ({signature input name: array of N samples, TFLite layout}).
-
-    Uses AEQ's profiler-based calibrator: it records every tensor regardless of the recipe (so one
-    calibration serves int8, a16w8 and any mix) and, on a 495-op 480x480 detector here, ran ~6x faster
-    than the preserve-all-tensors mode with statistics equal to 1e-6."""
-    quantizer, _, _, calibrator, _ = _aeq()
+    """Min/max of every tensor over `samples` ({signature input name: array of N samples, TFLite layout},
+    one model call per sample)."""
     key, names = signature_inputs(float_tflite)
     missing = [n for n in names if n not in samples]
     if missing:
         raise InputError(f"calibration data has no array for input(s) {', '.join(missing)}",
                          hint=f"the model's signature '{key}' takes: {', '.join(names)}")
+    return calibrate_calls(float_tflite, list(_feed(samples, names)), signature=key, threads=threads)
+
+
+def calibrate_calls(float_tflite: Path, calls: list[dict[str, np.ndarray]], *, signature: str | None = None,
+                    threads: int | None = None) -> Calibration:
+    """Min/max of every tensor over `calls` (one {signature input name: array} per model call): the one
+    calibration of the project, for the mixed search and for the LiteRT Torch backend's modes.
+
+    Uses AEQ's profiler-based calibrator: it records every tensor regardless of the recipe (so one
+    calibration serves int8, a16w8, int16x8 and any mix) and, on a 495-op 480x480 detector here, ran ~6x
+    faster than the preserve-all-tensors mode with statistics equal to 1e-6."""
+    quantizer, _, _, calibrator, _ = _aeq()
     from ai_edge_quantizer.utils import qsv_utils
 
+    if not calls:
+        raise InputError("calibration needs at least one sample", hint="pass calibration data with --calib")
+    key = signature or signature_inputs(float_tflite)[0]
     start = time.perf_counter()
     q = quantizer.Quantizer(str(float_tflite))
     q.add_static_config(".*", "*", 8, 8)  # the profiler-based mode ignores the recipe; AEQ wants one
@@ -170,13 +181,13 @@ def calibrate(float_tflite: Path, samples: Mapping[str, np.ndarray], *, threads:
     try:
         with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):  # AEQ's own progress bar
             manager = _recipe_manager(q.get_quantization_recipe())
-            calib.calibrate({key: list(_feed(samples, names))}, manager)
+            calib.calibrate({key: calls}, manager)
             qsvs = calib.get_model_qsvs()
     except (ValueError, RuntimeError) as exc:
         raise ConversionError(f"AI Edge Quantizer could not calibrate '{Path(float_tflite).name}': {type(exc).__name__}: "
                               f"{str(exc).splitlines()[0][:300] if str(exc) else ''}",
                               hint="check the calibration data's shapes and dtypes against the model's inputs") from exc
-    return Calibration(qsvs=dict(qsvs), signature=key, samples=len(next(iter(samples.values()))),
+    return Calibration(qsvs=dict(qsvs), signature=key, samples=len(calls),
                        seconds=time.perf_counter() - start, model_sha=_model_sha(Path(float_tflite)))
 
 

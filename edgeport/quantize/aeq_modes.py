@@ -62,28 +62,18 @@ def with_float_io(rules: Recipe) -> Recipe:
     return manager.get_quantization_recipe()
 
 
-def calibrate(float_tflite: Path, samples: Sequence[dict[str, np.ndarray]], *,
-              recipe: Recipe | None = None, signature: str = SIGNATURE) -> Calibration:
-    """Run the float model over `samples` (signature input name -> array in the TFLite layout, one
-    model call each) and return the ranges of the tensors the recipe quantizes.
-
-    Ranges are the true min/max over all samples, not AEQ's default moving average (smoothing 0.95),
-    which shrinks them towards a typical sample's range and clips the rest: on a seeded GRU classifier
-    int8 top-1 agreement went 0.94 -> 1.00 and output cosine 0.976 -> 0.9998 with min/max.
-    The default recipe is static int8 over every supported op; its ranges are plain min/max values,
-    so the same result serves int16x8 and any mixed recipe built from the same rules."""
-    from ai_edge_quantizer import calibrator, recipe_manager
-    from ai_edge_quantizer.utils import qsv_utils
+def calibrate(float_tflite: Path, samples: Sequence[dict[str, np.ndarray]], *, signature: str = SIGNATURE) -> Calibration:
+    """Ranges of every tensor over `samples` (signature input name -> array in the TFLite layout, one
+    model call each), from edgeport.quantize.aeq's calibration: true min/max over all samples, not AEQ's
+    default moving average (smoothing 0.95), which shrinks them towards a typical sample's range and
+    clips the rest (on a seeded GRU classifier int8 top-1 agreement went 0.94 -> 1.00 and output cosine
+    0.976 -> 0.9998 with min/max). One calibration serves every recipe of the same model."""
+    from edgeport.quantize import aeq
 
     if not samples:
         raise ValueError("calibration needs at least one sample")
-    manager = recipe_manager.RecipeManager()
-    manager.load_quantization_recipe(recipe if recipe is not None else recipe_for("int8"))
-    # num_threads: AEQ defaults to 16 interpreter threads; this machine class has 2 cores.
-    calib = calibrator.Calibrator(str(float_tflite), num_threads=2, qsv_update_func=qsv_utils.min_max_update)
-    data = [{name: np.asarray(arr) for name, arr in sample.items()} for sample in samples]
-    calib.calibrate({signature: data}, manager)
-    return calib.get_model_qsvs()
+    calls = [{name: np.asarray(arr) for name, arr in sample.items()} for sample in samples]
+    return aeq.calibrate_calls(Path(float_tflite), calls, signature=signature, threads=2).qsvs
 
 
 def quantize(float_tflite: Path, recipe: Recipe, calibration: Calibration | None = None) -> bytes:
