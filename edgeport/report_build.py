@@ -6,6 +6,7 @@ keys, and `evidence()` extracts what the verdict (validate/judge.py) needs. Neit
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,8 +124,11 @@ def _accuracy(acc: dict[str, Any], r: ConvertResults) -> None:
         per_output = [metrics.compare_output(spec.name, ref, got)
                       for spec, ref, got in zip(r.io.outputs, r.references, run.outputs, strict=True)]
         acc["outputs"] = [{**m.to_dict(), "runtime": run.delegate} for m in per_output]
-        first = per_output[0]
-        acc.update(cosine_mean=first.cosine_mean, snr_db=first.snr_db, top1_agreement=first.top1_agreement)
+        # cosine and SNR are the worst output's: a detector whose score head broke must not pass on its box head
+        worst = min(per_output, key=lambda m: m.snr_db)  # -inf when an output is not finite
+        cosines = [m.cosine_mean for m in per_output]
+        acc.update(cosine_mean=float("nan") if any(math.isnan(c) for c in cosines) else min(cosines),
+                   snr_db=worst.snr_db, snr_db_output=worst.name, top1_agreement=per_output[0].top1_agreement)
         labels = r.data.val.labels
         if labels is not None:
             ref_acc = metrics.label_accuracy(r.references[0], labels)

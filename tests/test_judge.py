@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from edgeport.profiles import Budgets
@@ -87,3 +88,21 @@ def test_a_divergence_names_the_onnx_node_and_module() -> None:
     where = {"onnx_node": "/blocks.2/Gemm", "op": "Gemm", "pytorch_module": "blocks.2"}
     check = _checks(replace(GOOD, float_check={"matches": False, "cosine_min": 0.2, "first_divergent": where}))
     assert "first divergent ONNX node: /blocks.2/Gemm [Gemm] (PyTorch module blocks.2)" in check["float_conversion_matches_reference"]["detail"]
+
+
+def test_agreement_is_the_worst_output_s_so_a_broken_second_head_fails() -> None:
+    """A detector whose box head is exact and whose score head is noise: report.json's snr_db and
+    cosine_mean are the score head's, and the SNR budget fails."""
+    from types import SimpleNamespace
+
+    from edgeport.report_build import _accuracy
+
+    rng = np.random.default_rng(0)
+    boxes, scores = rng.standard_normal((8, 4)), rng.standard_normal((8, 3))
+    r = SimpleNamespace(run=SimpleNamespace(outputs=[boxes, rng.standard_normal((8, 3))], delegate="xnnpack"),
+                        io=SimpleNamespace(outputs=[SimpleNamespace(name="boxes"), SimpleNamespace(name="scores")]),
+                        references=[boxes, scores], data=SimpleNamespace(val=SimpleNamespace(labels=None)))
+    acc: dict = {}
+    _accuracy(acc, r)
+    assert acc["snr_db_output"] == "scores" and acc["snr_db"] < 3 and acc["cosine_mean"] < 0.5
+    assert not _checks(replace(GOOD, snr_db=acc["snr_db"]))["snr_db"]["passed"]
