@@ -148,6 +148,8 @@ def main() -> None:
             print(name, label, rows[label], flush=True)
         rows["ratios"] = _ratios(rows)
         results[name] = rows
+    if wanted and args.out.exists():  # --only re-measures some cases; the others keep their recorded rows
+        results = {**json.loads(args.out.read_text()).get("results", {}), **results}
     out = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
            "command": "python scripts/bench_mixed_search.py", "profile": "raspberry-pi-4 (detector: min_snr_db 35)",
            "results": results}
