@@ -364,6 +364,29 @@ def test_refine_swaps_in_a16w8_measured_on_another_unit_than_the_one_that_floate
     assert res["ok"]
 
 
+class BorderCostSearch(LevelCostSearch):
+    """LevelCostSearch plus the (de)quantize ops at a float -> int16 border, which per-op costs leave out."""
+
+    def check(self, levels: dict[str, str], phase: str, label: str) -> dict[str, Any]:
+        res = super().check(levels, phase, label)
+        if levels.get("mean", "int8") == "float" and levels.get("need") == "a16w8":
+            res["sim_ms"] += 0.1
+        return res
+
+
+def test_refine_puts_the_rest_of_a_float_unit_back_to_int8_when_its_a16w8_swap_pays_a_border() -> None:
+    """HeadNet: MEAN -> FC, the unit floated both; the FC at a16w8 behind a float MEAN pays a QUANTIZE
+    (slower beyond the tie), the FC at a16w8 behind an int8 MEAN does not: that pair is tried and kept."""
+    costs = {"int8": {"mean": (1.0, 0), "need": (1.0, 100)}, "float": {"mean": (1.0, 0), "need": (1.0, 400)},
+             "a16w8": {"mean": (3.0, 0), "need": (1.0, 110)}}
+    mean_unit = mixed_aeq._Cand("mean", {"mean": "float", "need": "float"}, Node(units([rec(0, "MEAN", ("x",))])), "float", 1.0)
+    fc_a16 = mixed_aeq._Cand("fc", {"need": "a16w8"}, Node(units([rec(1, "FULLY_CONNECTED", ("t0",))])), "a16w8", 0.9)
+    fake = BorderCostSearch(costs)
+    start = fake.check({"mean": "float", "need": "float"}, "search", "start")
+    chosen, res, _gains = mixed_aeq._refine(fake, [mean_unit, fc_a16], {"mean": "float", "need": "float"}, start, 24)  # type: ignore[arg-type]
+    assert chosen == {"need": "a16w8"} and res["sim_ms"] == start["sim_ms"] and res["bytes"] < start["bytes"], (chosen, res)
+
+
 @pytest.mark.parametrize("int8_ms,taken", [(5.0, True), (1.5, False)])
 def test_ops_priced_far_slower_in_int8_go_float_for_speed(int8_ms: float, taken: bool) -> None:
     """An int8 op the delegate does not run (5 ms against 1 ms in float) goes float when the real check
