@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from edgeport import calibration as cal
-from edgeport.errors import InputError
+from edgeport.errors import ConversionError, InputError
 from edgeport.export.backend import Conversion
 from edgeport.export.onnx_prep import PreparedOnnx
 from edgeport.profiles import DeviceProfile
@@ -98,7 +99,6 @@ def aeq_mixed_stage(conv: Conversion, calibration: dict[str, np.ndarray], val: c
     return result
 
 
-
 def converter_rebuild(conv: Conversion, calibration: dict[str, np.ndarray], result, accept, prof: DeviceProfile,
                       work: Path, notes: list[str]) -> None:
     """AEQ keeps ops it has no rule for in float (e.g. RELU_0_TO_1 from a hard-sigmoid), with (de)quantize
@@ -107,9 +107,6 @@ def converter_rebuild(conv: Conversion, calibration: dict[str, np.ndarray], resu
     model replaces AEQ's when it meets the budget and is no worse on (simulated latency, bytes): then
     the answer is never worse than the converter-only search's for the same float set. Its levels are
     read back from the file, as AEQ's are."""
-    import time
-
-    from edgeport.errors import ConversionError
     from edgeport.quantize import aeq
     from edgeport.quantize.mixed_aeq import cost, no_worse
 
