@@ -37,6 +37,14 @@ def test_metrics_flag_nonfinite_and_agreement():
     assert metrics.label_accuracy(ref, np.array([0, 1, 2, 0])) == 0.75
 
 
+def test_an_all_zero_reference_output_is_judged_by_its_absolute_error():
+    """Worst-output SNR judges every output, so a zero output (an unused head) must not be -inf dB for
+    float rounding, nor pass when it is really wrong."""
+    zero = np.zeros((4, 3), dtype=np.float32)
+    assert metrics.compare_output("z", zero, zero + 1e-7).snr_db == float("inf")
+    assert metrics.compare_output("z", zero, zero + 0.1).snr_db == float("-inf")
+
+
 def test_verdict_never_passes_unmeasured():
     assert verdict.at_most("x", None, 1.0).passed is False
     assert verdict.at_most("x", float("nan"), 1.0).passed is False

@@ -10,6 +10,7 @@ Usage: python -m edgeport.quantize.mixed_worker REQUEST.json RESULT.json
 from __future__ import annotations
 
 import json
+import math
 import sys
 import tempfile
 import traceback
@@ -71,14 +72,15 @@ class Evaluator:
             return {"ok": False, "accuracy": 0.0 if self.labels is not None else None, "top1": 0.0, "snr_db": None}
         if any(not np.all(np.isfinite(o)) for o in outs):
             return {"ok": False, "accuracy": 0.0 if self.labels is not None else None, "top1": 0.0, "snr_db": None}
-        snrs = []  # every output's: the worst one decides, as in the verdict
-        for ref_i, got_i in zip(self.refs, outs, strict=False):
-            r64, g64 = ref_i[: len(got_i)].astype(np.float64), got_i.astype(np.float64)
-            noise = float(np.sum((g64 - r64) ** 2))
-            snrs.append(float(10 * np.log10(np.sum(r64**2) / noise)) if noise > 0 else 99.0)
+        from edgeport.validate.metrics import compare_output
+
+        # every output's SNR, the worst one decides, as in the verdict (99 dB stands for an exact output)
+        snr = min(min(compare_output("o", ref_i[: len(got_i)], got_i).snr_db, 99.0)
+                  for ref_i, got_i in zip(self.refs, outs, strict=False))
         ref = self.refs[0][: len(outs[0])].astype(np.float64)
         got = outs[0].astype(np.float64)
-        res: dict[str, Any] = {"ok": True, "snr_db": round(min(snrs), 3), "top1": None, "accuracy": None}
+        res: dict[str, Any] = {"ok": True, "snr_db": round(snr, 3) if math.isfinite(snr) else -99.0, "top1": None,
+                               "accuracy": None}
         if ref.ndim == 2 and ref.shape[1] > 1:
             res["top1"] = float(np.mean(np.argmax(ref, 1) == np.argmax(got, 1)))
             if self.labels is not None:
