@@ -19,7 +19,7 @@ import re
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +62,6 @@ class Calibration:
     signature: str
     samples: int
     seconds: float
-    model_sha: str = ""
-    notes: tuple[str, ...] = field(default_factory=tuple)
 
 
 def _aeq() -> tuple[Any, Any, Any, Any, Any]:
@@ -85,12 +83,6 @@ def _static_config(bits: int) -> Any:
         weight_tensor_config=qtyping.TensorQuantizationConfig(num_bits=8, symmetric=True,
                                                               granularity=qtyping.QuantGranularity.CHANNELWISE),
         compute_precision=qtyping.ComputePrecision.INTEGER, explicit_dequantize=False)
-
-
-def _model_sha(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def quantizable_ops(float_tflite: Path) -> list[OpRecord]:
@@ -187,8 +179,7 @@ def calibrate_calls(float_tflite: Path, calls: list[dict[str, np.ndarray]], *, s
         raise ConversionError(f"AI Edge Quantizer could not calibrate '{Path(float_tflite).name}': {type(exc).__name__}: "
                               f"{str(exc).splitlines()[0][:300] if str(exc) else ''}",
                               hint="check the calibration data's shapes and dtypes against the model's inputs") from exc
-    return Calibration(qsvs=dict(qsvs), signature=key, samples=len(calls),
-                       seconds=time.perf_counter() - start, model_sha=_model_sha(Path(float_tflite)))
+    return Calibration(qsvs=dict(qsvs), signature=key, samples=len(calls), seconds=time.perf_counter() - start)
 
 
 def _recipe_manager(rules: list[dict[str, Any]]) -> Any:
