@@ -66,6 +66,7 @@ class AeqMixedResult:
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     built_by: str = "ai-edge-quantizer"  # or "tf-converter" when edgeport.quantize.stage rebuilt the choice
+    ops: list[aeq.OpRecord] = field(default_factory=list)  # the float model's ops, as the search read them
 
 
 @dataclass(eq=False)  # compared and hashed by identity: a candidate is one measurement
@@ -242,7 +243,8 @@ def _run(s: _Search, first_groups: int, max_probes: int, a16w8_probes: int, max_
         aeq.verify_levels(res["path"], levels, s.ops)  # the read-back proof, on the file that is returned
         rows = aeq_report.layers(s.ops, levels, owners(cands, chosen), cands, gains, int8, _unit_index(s))
         return AeqMixedResult(res["path"], levels, rows, s.curve, [t for t, v in chosen.items() if v == "float"],
-                              [t for t, v in chosen.items() if v == "a16w8"], forced, int8, stopped, notes, timings)
+                              [t for t, v in chosen.items() if v == "a16w8"], forced, int8, stopped, notes, timings,
+                              ops=s.ops)
 
     if tpu:  # before the int8 check: an op AEQ keeps in float may sit mid-graph, which the TPU cannot take
         return _tail_search(s, base, done, notes, max_checks)
@@ -391,10 +393,15 @@ def _smallest_prefix(s: _Search, ranked: list[_Cand], max_checks: int) -> tuple[
     return best["levels"], best
 
 
+def _tie(ms: float) -> float:
+    """Milliseconds within which two simulated latencies around `ms` count as equal."""
+    return LATENCY_TIE * max(ms, 1e-6)
+
+
 def no_worse(got: Mapping[str, Any], res: Mapping[str, Any]) -> bool:
     """The objective: lower simulated latency, then fewer bytes. A gain below the simulator's resolution
     is no reason to keep a float layer's 4-byte weights, so latencies within LATENCY_TIE of each other tie."""
-    tie = LATENCY_TIE * max(res["sim_ms"], 1e-6)
+    tie = _tie(res["sim_ms"])
     if got["sim_ms"] < res["sim_ms"] - tie:
         return True
     return got["sim_ms"] <= res["sim_ms"] + tie and got["bytes"] <= res["bytes"]
@@ -460,7 +467,7 @@ def _faster_in_float(s: _Search, chosen: dict[str, str], res: dict[str, Any],
     faster = {o.tensor: "float" for o in adjustable(s.ops) if chosen.get(o.tensor, "int8") != "float"
               and 2 * s.costs["float"][o.tensor][0] < s.costs[chosen.get(o.tensor, "int8")][o.tensor][0]}
     saving = sum(s.costs[chosen.get(t, "int8")][t][0] - s.costs["float"][t][0] for t in faster)
-    tie = LATENCY_TIE * max(res["sim_ms"], 1e-6)
+    tie = _tie(res["sim_ms"])
     if not faster or saving <= tie:
         return chosen, res, None
     trial = {**chosen, **faster}
@@ -478,13 +485,15 @@ def _a16w8_swaps(s: _Search, ranked: list[_Cand], chosen: Mapping[str, str], res
     often another one's), that the per-op costs say are no slower (within LATENCY_TIE) and smaller;
     the cheapest in latency first (a swap that is faster makes room for one that is slightly slower),
     then the most bytes saved."""
-    tie = LATENCY_TIE * max(res["sim_ms"], 1e-6)
+    if not s.costs:
+        return []
+    tie = _tie(res["sim_ms"])
     swaps = []
     for alt in (a for a in ranked if a.level == "a16w8"):
         if any(chosen.get(t) != "float" for t in alt.levels):
             continue
         raised = [t for t, lv in alt.levels.items() if lv == "a16w8"]
-        if not raised or not s.costs:
+        if not raised:
             continue
         ms = sum(s.costs["a16w8"][t][0] - s.costs["float"][t][0] for t in raised)
         saved = sum(s.costs["float"][t][1] - s.costs["a16w8"][t][1] for t in raised)

@@ -120,8 +120,7 @@ def converter_rebuild(conv: Conversion, calibration: dict[str, np.ndarray], resu
     except ConversionError as exc:
         notes.append(f"the TF converter could not rebuild the AEQ choice, AEQ's model is kept: {exc}")
         return
-    ops = aeq.quantizable_ops(conv.files["fp32"])
-    got = aeq.read_levels(out, ops)
+    got = aeq.read_levels(out, result.ops)
     # every op must be found in the converter's file, and every op the search put in float must be float there
     unread = [t for t, lv in got.items() if lv is None] + [t for t in result.kept if got.get(t) != "float"]
     mine = dict(zip(("sim_ms", "bytes"), cost(out, prof), strict=True))
@@ -146,7 +145,7 @@ def converter_rebuild(conv: Conversion, calibration: dict[str, np.ndarray], resu
         if row["tensor"] in quantized:
             row["reason"] = (f"int8 (TF converter): AI Edge Quantizer has no rule for {row['op']}; the converter's build "
                              "of the same choice met the budget and is no worse")
-    result.model, result.levels, result.built_by = out, {t: lv for t, lv in got.items() if lv is not None}, "tf-converter"
+    result.model, result.levels, result.built_by = out, dict(got), "tf-converter"  # every op read: `unread` is empty
     notes.append(f"the TF converter rebuilt the same choice with {len(quantized)} op(s) AEQ cannot quantize in int8: "
                  f"{mine['sim_ms']:.4g} ms vs {theirs['sim_ms']:.4g} ms simulated, {mine['bytes']:,} B vs {theirs['bytes']:,} B; "
                  "that model is kept")
