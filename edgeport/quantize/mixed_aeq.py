@@ -229,7 +229,7 @@ def search(float_tflite: Path, calibration: aeq.Calibration, probe: dict[str, np
 def _run(s: _Search, first_groups: int, max_probes: int, a16w8_probes: int, max_checks: int) -> AeqMixedResult:
     forced = [o.tensor for o in s.ops if o.levels == ("float",)]
     notes = [f"AI Edge Quantizer cannot quantize {len(forced)} op(s) ({', '.join(sorted({s.by_tensor[t].op for t in forced}))}): "
-             "they stay float with (de)quantize ops around them"] if forced else []
+             "in its models they stay float with (de)quantize ops around them"] if forced else []
     timings: dict[str, float] = {"reference_s": round(time.perf_counter() - s.t0, 2)}
     base = s.check({}, "int8", "all int8")
     base_nsr = s.probe_all([("all int8 (proxy)", {})], "int8")[0]

@@ -31,9 +31,12 @@ class OutlierNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(64, num_classes)
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled trunk output the classifier reads."""
+        return torch.flatten(self.pool(self.expand(self.project(self.down(self.stem(x))))), 1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.expand(self.project(self.down(self.stem(x))))
-        return self.classifier(torch.flatten(self.pool(x), 1))
+        return self.classifier(self.features(x))
 
     @torch.no_grad()
     def inject_outlier(self, channel: int = OUTLIER_CHANNEL, factor: float = OUTLIER_FACTOR) -> None:
@@ -54,9 +57,6 @@ class HeadNet(OutlierNet):
     def __init__(self, num_classes: int = 10, hidden: int = 128) -> None:
         super().__init__(num_classes)
         self.classifier = nn.Sequential(nn.Linear(64, hidden), nn.Hardswish(), nn.Linear(hidden, num_classes))
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.flatten(self.pool(self.expand(self.project(self.down(self.stem(x))))), 1)
 
     @torch.no_grad()
     def pin_unit(self, features: torch.Tensor, unit: int = HEAD_UNIT, margin: float = 1.0) -> None:
