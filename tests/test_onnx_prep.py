@@ -84,6 +84,16 @@ def test_old_opset_is_upgraded(tmp_path):
     assert any("upgraded opset 9" in n for n in prep.notes)
 
 
+def test_ir3_model_with_initializers_as_inputs_is_upgraded_before_they_are_removed(tmp_path):
+    """Caffe2's model-zoo exports (IR 3, opset 9) list every initializer as a graph input, which IR 3
+    requires; ONNX's version converter fails on them once those inputs are gone."""
+    old = _model([1, 4], opset=9, init_as_input=True)
+    old.ir_version = 3
+    prep = prepare_onnx(_save(old, tmp_path), tmp_path / "o.onnx")
+    assert prep.opset >= 11 and any("upgraded opset 9" in n for n in prep.notes)
+    assert [i.name for i in onnx.load(str(prep.path)).graph.input] == ["x"]
+
+
 def test_unsupported_op_names_op_and_node(tmp_path):
     with pytest.raises(InputError, match="custom op 'com.acme::FancyOp'.*Softmax_0|node 'Softmax_0'"):
         prepare_onnx(_save(_model([1, 4], op="FancyOp", domain="com.acme"), tmp_path), tmp_path / "o.onnx")

@@ -56,6 +56,10 @@ def prepare_onnx(src: Path, dst: Path, input_shapes: dict[str | None, tuple[int,
 
     model = _load(src)
     notes: list[str] = []
+    # Upgrade before anything edits the graph: in IR version 3 every initializer must also be a graph
+    # input, and ONNX's version converter rejects a model whose initializer inputs were already removed
+    # ("Input ... is undefined!" on the Caffe2-exported model-zoo ResNet-50, opset 9).
+    model = _upgrade_opset(model, notes)
     graph = model.graph
     init_names = {i.name for i in graph.initializer}
     stale = [i for i in graph.input if i.name in init_names]
@@ -64,7 +68,6 @@ def prepare_onnx(src: Path, dst: Path, input_shapes: dict[str | None, tuple[int,
     if stale:
         notes.append(f"removed {len(stale)} initializers listed as graph inputs (older exporters do this)")
     _fix_input_shapes(graph, dict(input_shapes or {}), notes)
-    model = _upgrade_opset(model, notes)
     renamed = _rename_nodes(model.graph, notes)
     _check_ops(model.graph)
     if simplify:
