@@ -217,9 +217,11 @@ def test_int8_runtime_abort_is_a_failed_verdict_not_a_pass(gelu, tmp_path, capsy
     assert Path(rep["artifact"]["path"]).exists(), "a failed budget still writes the artifact and report"
 
 
-def test_foreign_exporter_quirks_are_normalised(tiny, tmp_path, capsys):
-    """Paddle-style node names (`Softmax@0`), tf2onnx-style tensor names (`image:0`), unnamed nodes,
-    initializers listed as graph inputs and a dynamic batch: all fixed before onnx2tf sees them."""
+@pytest.mark.parametrize("input_name", ["image:0", "gpu_0/data_0"])
+def test_foreign_exporter_quirks_are_normalised(tiny, tmp_path, capsys, input_name):
+    """Paddle-style node names (`Softmax@0`), tf2onnx-style (`image:0`) and Caffe2-style (`gpu_0/data_0`)
+    input names, unnamed nodes, initializers listed as graph inputs and a dynamic batch: all fixed
+    before onnx2tf sees them, and the runtime feeds the input the written file names."""
     import onnx
     from onnx import helper
 
@@ -231,8 +233,8 @@ def test_foreign_exporter_quirks_are_normalised(tiny, tmp_path, capsys):
     for node in g.node:
         for j, name in enumerate(node.input):
             if name == old_in:
-                node.input[j] = "image:0"
-    g.input[0].name = "image:0"
+                node.input[j] = input_name
+    g.input[0].name = input_name
     for dim, value in zip(g.input[0].type.tensor_type.shape.dim[1:], (3, 32, 32), strict=True):
         dim.Clear()
         dim.dim_value = value
@@ -240,7 +242,7 @@ def test_foreign_exporter_quirks_are_normalised(tiny, tmp_path, capsys):
         g.input.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
     onnx.save(model, str(tmp_path / "foreign.onnx"))
     x = image_data(40)
-    np.savez(tmp_path / "d.npz", **{"image:0": x})
+    np.savez(tmp_path / "d.npz", **{input_name: x})
     code, rep = _run(["convert", str(tmp_path / "foreign.onnx"), "--profile", "host", "--quant", "int8", "--calib",
                       str(tmp_path / "d.npz"), "--output", str(tmp_path / "out"), "--runs", "3"], capsys)
     notes = " ".join(rep["model"]["normalization_notes"])

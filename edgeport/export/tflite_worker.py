@@ -83,7 +83,10 @@ def _signature_inputs(saved_model: str) -> dict[str, tuple[int, ...]]:
     loaded = tf.saved_model.load(saved_model)
     fn = loaded.signatures["serving_default"]
     _, kwargs = fn.structured_input_signature
-    return {name: tuple(int(d) if d is not None else -1 for d in spec.shape) for name, spec in kwargs.items()}
+    # Keyed by the TensorSpec's name, not the keyword: TF sanitises keywords ('gpu_0/data_0' becomes
+    # 'gpu_0_data_0'), while the TFLite signature, the converter's calibration feed and the runtime all
+    # use the spec's name (Caffe2- and TF-exported ONNX inputs carry '/').
+    return {spec.name or name: tuple(int(d) if d is not None else -1 for d in spec.shape) for name, spec in kwargs.items()}
 
 
 def _match_names(sig_names: list[str], onnx_names: list[str]) -> dict[str, str]:
