@@ -75,6 +75,7 @@ def build_report(r: ConvertResults) -> dict[str, Any]:
                        "outputs": [asdict(s) for s in r.io.outputs],
                        "normalization_notes": list(onnx.notes) if onnx else [],
                        "pool_rewrites": list(onnx.pool_rewrites) if onnx else [],
+                       "graph_rewrites": list(onnx.graph_rewrites) if onnx else [],
                        "constants": r.bindings, "ops": r.info["op_counts"], "macs": r.info["total_macs"]}
     report["data"] = _data_section(r.data)
     # One flag a script can test: every accuracy figure in this report comes from generated inputs,

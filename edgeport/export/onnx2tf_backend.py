@@ -37,6 +37,7 @@ class Onnx2tfBackend:
             notes.append("plain conversion needed Flex (Select TF) ops; retried with builtin replacements for "
                          f"{', '.join(PSEUDO_OP_REMEDY)}")
             conv = run_conversion(prepared, req.work, req.calibration, jobs, pseudo_ops=PSEUDO_OP_REMEDY)
+        notes.extend(conv.notes)
         failed = [job.key for job in reversed(req.jobs) if job.key in conv.errors]
         if failed:
             raise _job_error(failed[0], conv.errors[failed[0]])

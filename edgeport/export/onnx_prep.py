@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeport.errors import ConversionError, InputError, cause_line
+from edgeport.export.rewrites import apply_rewrites
 from edgeport.types import TensorSpec
 
 MIN_OPSET = 11
@@ -30,6 +31,7 @@ class PreparedOnnx:
     notes: tuple[str, ...] = ()
     original_node_names: dict[str, str] = field(default_factory=dict)  # new name -> name in the source file
     pool_rewrites: tuple[dict, ...] = ()  # padded max-pools rewritten for int8 under XNNPACK (pool_padding.py)
+    graph_rewrites: tuple[dict, ...] = ()  # float-exact rewrites proved on onnxruntime (export/rewrites/)
 
 
 def parse_shape(text: str) -> tuple[str | None, tuple[int, ...]]:
@@ -76,6 +78,7 @@ def prepare_onnx(src: Path, dst: Path, input_shapes: dict[str | None, tuple[int,
         model = onnx.shape_inference.infer_shapes(model)
     except Exception:  # noqa: BLE001 - shapes are a convenience for the report only
         notes.append("ONNX shape inference failed; output shapes are read from the converted model")
+    model, rewrites = apply_rewrites(model, notes)
     pools = _rewrite_pools(model, notes, renamed) if rewrite_pools else []
     dst.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(dst))
@@ -87,6 +90,7 @@ def prepare_onnx(src: Path, dst: Path, input_shapes: dict[str | None, tuple[int,
         notes=tuple(notes),
         original_node_names=renamed,
         pool_rewrites=tuple(pools),
+        graph_rewrites=tuple({**r, "node": renamed.get(r["node"], r["node"])} for r in rewrites),
     )
 
 

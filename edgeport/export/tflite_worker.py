@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeport.export import fused_lstm
 from edgeport.progress import write_status
 
 # onnx2tf 1.x downloads MS-COCO sample images when every input looks like an RGB image (NHWC, 3
@@ -62,6 +63,7 @@ def run_onnx2tf(req: dict[str, Any]) -> None:
         _GENERATED_SHAPE = (int(shapes[0][2]), int(shapes[0][3]))
     o2t.download_test_image_data = _offline_sample_images
     o2t_common.download_test_image_data = _offline_sample_images
+    fused_lstm.install(fused_lstm.fusable_lstms(req["onnx"]))
     o2t.convert(
         input_onnx_file_path=req["onnx"],
         output_folder_path=req["saved_model"],
@@ -123,7 +125,8 @@ def _calibration_feed(req: dict[str, Any], sig: dict[str, tuple[int, ...]]) -> t
 
 
 def convert_variant(saved_model: str, job: dict[str, Any], feed: list[dict[str, np.ndarray]],
-                    status: str | None = None, position: tuple[int, int] = (0, 1)) -> bytes:
+                    status: str | None = None, position: tuple[int, int] = (0, 1),
+                    integer_options: dict[str, Any] | None = None) -> bytes:
     """One TFLite flatbuffer for one quantization mode. Only builtin ops are allowed: Flex (Select TF)
     ops would run on no Coral/GPU/standard runtime, so their presence is an error, not a fallback."""
     import tensorflow as tf
@@ -156,6 +159,8 @@ def convert_variant(saved_model: str, job: dict[str, Any], feed: list[dict[str, 
             builtins = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
         else:
             builtins = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        for key, value in (integer_options or {}).items():
+            setattr(conv, key, value)
         io = job.get("io_dtype", "float32")
         if io in ("int8", "uint8"):
             conv.inference_input_type = tf.int8 if io == "int8" else tf.uint8
@@ -212,6 +217,8 @@ def main(argv: list[str]) -> int:
         sig = _signature_inputs(req["saved_model"])
         feed, mapping = _calibration_feed(req, sig)
         result["inputs"] = {k: {"shape": list(sig[k]), **v} for k, v in mapping.items()}
+        fused = fused_lstm.fusable_lstms(req["onnx"])
+        result["lstm"] = fused
         result["stage"] = "tflite"
         jobs = req.get("jobs", [])
         for index, job in enumerate(jobs):
@@ -222,7 +229,7 @@ def main(argv: list[str]) -> int:
             entry: dict[str, Any] = {"mode": job["mode"], "path": job["out"]}
             try:
                 _atomic_write(Path(job["out"]), convert_variant(req["saved_model"], job, feed, req.get("status"),
-                                                                   (index, len(jobs))))
+                                                                   (index, len(jobs)), fused_lstm.quantizer_for(fused)))
                 entry["ok"] = True
             except Exception as exc:  # noqa: BLE001 - reported per variant, the parent decides
                 entry.update(ok=False, error=_short(exc))

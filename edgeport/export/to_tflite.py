@@ -106,7 +106,20 @@ def run_conversion(
             raise ConversionError(f"onnx2tf could not convert {where or 'the model'}: {_clean(result.get('error', 'unknown error'))}",
                                   hint=hint)
         files, errors = _collect(jobs, result)
-    return ConversionResult(saved, files, errors, result.get("inputs", {}), log_path)
+    return ConversionResult(saved, files, errors, result.get("inputs", {}), log_path, _lstm_notes(result.get("lstm") or {}))
+
+
+def _lstm_notes(lstm: dict[str, str | None]) -> tuple[str, ...]:
+    """Which ONNX LSTMs became TFLite's fused sequence op and why the others kept onnx2tf's loop."""
+    fused = [name for name, why in lstm.items() if why is None]
+    kept = {name: why for name, why in lstm.items() if why is not None}
+    notes = []
+    if fused:
+        notes.append(f"{len(fused)} LSTM node(s) became fused UNIDIRECTIONAL_SEQUENCE_LSTM ops: {', '.join(fused[:6])}")
+    if kept:
+        notes.append(f"{len(kept)} LSTM node(s) kept onnx2tf's loop (int8 may be impossible): "
+                     + "; ".join(f"{n} ({w})" for n, w in list(kept.items())[:4]))
+    return tuple(notes)
 
 
 def _collect(jobs: list[dict[str, Any]], result: dict[str, Any]) -> tuple[dict[str, Path], dict[str, str]]:
