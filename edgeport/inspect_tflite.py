@@ -106,6 +106,8 @@ def inspect_model(path: Path) -> dict[str, Any]:
         "flex_ops": sorted({op["op"] for op in ops if op["op"].startswith("CUSTOM:Flex")}),
         "float_ops": [op["index"] for op in ops if op["dtype"] in FLOAT_TYPES and op["op"] not in ("QUANTIZE", "DEQUANTIZE")],
         "subgraphs": len(model.subgraphs),
+        # State an op keeps between invocations (fused LSTMs): an app must reset it between sequences.
+        "variable_tensors": sum(1 for t in sg.tensors if t.isVariable),
     }
 
 
@@ -141,6 +143,12 @@ def _macs(name: str, ins: list[dict], outs: list[dict]) -> int:
         return n_out * ins[0]["shape"][-1]
     if name == "CONV_3D" and len(w) == 5:
         return n_out * w[0] * w[1] * w[2] * w[3]
+    if name in ("UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM") and len(ins) > 5 and len(w) == 2:
+        # four gates per step, each an input and a recurrent mat-vec: outputs * 4 * (input + hidden) per
+        # direction; a bidirectional op's output holds both directions already
+        recurrent = ins[5]["shape"]
+        hidden = recurrent[-1] if len(recurrent) == 2 else 0
+        return n_out * 4 * (w[1] + hidden)
     return 0
 
 

@@ -178,6 +178,20 @@ def convert_variant(saved_model: str, job: dict[str, Any], feed: list[dict[str, 
     return conv.convert()
 
 
+def _convert_with_quantizer(req: dict[str, Any], job: dict[str, Any], feed: list[dict[str, np.ndarray]],
+                            position: tuple[int, int], fused: dict[str, str | None], entry: dict[str, Any]) -> bytes:
+    """The older quantizer first when the model holds fused LSTMs (see fused_lstm.py). It knows fewer ops;
+    when it refuses one, the MLIR quantizer builds the file and validation judges what it did to the LSTMs."""
+    options = fused_lstm.quantizer_for(fused) if job["mode"] in ("int8", "mixed") else {}
+    try:
+        return convert_variant(req["saved_model"], job, feed, req.get("status"), position, options)
+    except Exception as exc:  # noqa: BLE001 - retried once, then reported per variant by the caller
+        if not options:
+            raise
+        entry["quantizer_note"] = f"the older quantizer refused this model ({_short(exc)[:300]}); used the MLIR quantizer"
+    return convert_variant(req["saved_model"], job, feed, req.get("status"), position, {})
+
+
 def _with_denylist(conv: Any, nodes: list[str]) -> Any:
     import tensorflow as tf
 
@@ -228,8 +242,7 @@ def main(argv: list[str]) -> int:
             out.write_text(json.dumps({**result, "running": job["mode"]}))
             entry: dict[str, Any] = {"mode": job["mode"], "path": job["out"]}
             try:
-                _atomic_write(Path(job["out"]), convert_variant(req["saved_model"], job, feed, req.get("status"),
-                                                                   (index, len(jobs)), fused_lstm.quantizer_for(fused)))
+                _atomic_write(Path(job["out"]), _convert_with_quantizer(req, job, feed, (index, len(jobs)), fused, entry))
                 entry["ok"] = True
             except Exception as exc:  # noqa: BLE001 - reported per variant, the parent decides
                 entry.update(ok=False, error=_short(exc))

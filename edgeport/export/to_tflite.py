@@ -106,7 +106,9 @@ def run_conversion(
             raise ConversionError(f"onnx2tf could not convert {where or 'the model'}: {_clean(result.get('error', 'unknown error'))}",
                                   hint=hint)
         files, errors = _collect(jobs, result)
-    return ConversionResult(saved, files, errors, result.get("inputs", {}), log_path, _lstm_notes(result.get("lstm") or {}))
+    quantizer = tuple(f"{j['mode']}: {j['quantizer_note']}" for j in result["jobs"] if j.get("quantizer_note"))
+    return ConversionResult(saved, files, errors, result.get("inputs", {}), log_path,
+                            _lstm_notes(result.get("lstm") or {}) + quantizer)
 
 
 def _lstm_notes(lstm: dict[str, str | None]) -> tuple[str, ...]:
@@ -115,7 +117,10 @@ def _lstm_notes(lstm: dict[str, str | None]) -> tuple[str, ...]:
     kept = {name: why for name, why in lstm.items() if why is not None}
     notes = []
     if fused:
-        notes.append(f"{len(fused)} LSTM node(s) became fused UNIDIRECTIONAL_SEQUENCE_LSTM ops: {', '.join(fused[:6])}")
+        notes.append(f"{len(fused)} LSTM node(s) became fused UNIDIRECTIONAL_SEQUENCE_LSTM ops: {', '.join(fused[:6])}. "
+                     "They keep their state in variable tensors between invocations: reset it before each independent "
+                     "sequence (Interpreter.reset_all_variables() in Python, resetVariableTensors() on Android); "
+                     "edgeport's validation does")
     if kept:
         notes.append(f"{len(kept)} LSTM node(s) kept onnx2tf's loop (int8 may be impossible): "
                      + "; ".join(f"{n} ({w})" for n, w in list(kept.items())[:4]))

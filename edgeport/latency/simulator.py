@@ -39,7 +39,8 @@ from edgeport.types import LatencyStats
 # over one channel, so they run far below peak; fully-connected ops at batch 1 are matrix-vector products.
 CONV_OPS = frozenset({"CONV_2D", "CONV_3D", "TRANSPOSE_CONV"})
 DEPTHWISE_OPS = frozenset({"DEPTHWISE_CONV_2D"})
-FC_OPS = frozenset({"FULLY_CONNECTED", "BATCH_MATMUL"})
+# A fused LSTM is mat-vecs per step (TFLite's built-in kernel; XNNPACK does not take it).
+FC_OPS = frozenset({"FULLY_CONNECTED", "BATCH_MATMUL", "UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM"})
 # Shape-only ops: TFLite/XNNPACK alias or copy small metadata; they cost dispatch overhead, not bandwidth.
 LAYOUT_OPS = frozenset({"RESHAPE", "SQUEEZE", "EXPAND_DIMS"})
 # Ops the TFLite XNNPACK delegate takes, per precision (tensorflow/lite/delegates/xnnpack/README.md,

@@ -76,6 +76,10 @@ def main(argv: list[str]) -> int:
     outs: dict[str, list[np.ndarray]] = {k: [] for k in out_details}
     for i in range(count if req.get("validate", True) else 0):
         sample = {k: quantize_input(v[i : i + 1], in_details[k]) for k, v in feeds.items()}
+        # Each sample is an independent sequence: a fused LSTM keeps its state in variable tensors
+        # between invocations, and without a reset one sample's final state would start the next.
+        if i:  # the first call allocates the tensors; resetting before it fails
+            interp.reset_all_variables()
         got = runner(**sample)
         for k in out_details:
             outs[k].append(dequantize_output(np.asarray(got[k]), out_details[k]))

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from edgeport.export.rewrites.gather_concat import gather_of_concat
+from edgeport.export.rewrites.l2_normalize import l2_normalize
 
 
 @dataclass
@@ -49,7 +50,7 @@ class RewriteContext:
 
 
 Rewrite = Callable[[Any, RewriteContext], list[dict]]
-REWRITES: list[tuple[str, Rewrite]] = [("gather_of_concat", gather_of_concat)]
+REWRITES: list[tuple[str, Rewrite]] = [("gather_of_concat", gather_of_concat), ("l2_normalize", l2_normalize)]
 FLOAT_TOLERANCE = 1e-4  # relative to the output's range: rewrites reorder float math, never approximate
 
 
