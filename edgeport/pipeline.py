@@ -21,7 +21,7 @@ import numpy as np
 
 from edgeport import options, progress
 from edgeport.errors import ConversionError, InputError
-from edgeport.export import select
+from edgeport.export import arbitrate, select
 from edgeport.export.backend import Conversion, ExportRequest, Job
 from edgeport.export.checkpoint import LoadedModel, check_checkpoint_path, load_checkpoint
 from edgeport.export.constants import bind_constants, parse_const_args
@@ -39,14 +39,14 @@ from edgeport.quantize.stage import (
     mixed_stage,
     uses_aeq_search,
 )
-from edgeport.report import summary_lines
-from edgeport.report_build import ConvertResults, build_report, evidence
+from edgeport.report import check_text, summary_lines
+from edgeport.report_build import ConvertResults, attempt_accuracy, build_report, evidence
 from edgeport.report_html import render as render_html
 from edgeport.runners.common import RunOptions
 from edgeport.types import plain
-from edgeport.validate import xnnpack
+from edgeport.validate import verdict, xnnpack
 from edgeport.validate.divergence import check_samples, float_conversion_check
-from edgeport.validate.judge import judge
+from edgeport.validate.judge import Evidence, judge
 from edgeport.validate.run import reference_outputs, run_tflite
 
 
@@ -100,13 +100,18 @@ class Report:
 
 
 class _Timer:
+    """Seconds per stage. A stage inside another (an exporter's float check and validation inside
+    "convert") counts only for itself, so the stages add up to the run."""
+
     def __init__(self) -> None:
         self.timings: dict[str, float] = {}
+        self._nested = [0.0]  # per open stage: time spent in stages inside it
 
     @contextmanager
     def stage(self, name: str, show: str | None = None):
         """show: also announce the stage on stderr (long stages only; see edgeport.progress)."""
         t0 = time.perf_counter()
+        self._nested.append(0.0)
         try:
             if show is None:
                 yield
@@ -114,7 +119,10 @@ class _Timer:
                 with progress.stage(name, show):
                     yield
         finally:
-            self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t0, 3)
+            spent = time.perf_counter() - t0
+            inner = self._nested.pop()
+            self._nested[-1] += spent
+            self.timings[name] = round(self.timings.get(name, 0.0) + spent - inner, 3)
 
 
 def convert(checkpoint: str | Path, profile: str, **options: Any) -> Report:
@@ -169,8 +177,8 @@ def run_convert(req: ConvertRequest) -> Report:
         with timer.stage("reference", f"float reference outputs on {data.val.count} samples"):
             references = reference_outputs(loaded.module, io.onnx.path if io.onnx else None, list(io.inputs), data.val.inputs)
         threads = min(prof.runtime.threads, os.cpu_count() or 1)
-        with timer.stage("convert"):
-            choice = _export(req, loaded, io, data, references, mode, prof, work, threads, notes)
+        with timer.stage("convert"):  # under auto, each exporter's artifact is validated here (export/arbitrate.py)
+            choice = _export(req, loaded, io, data, references, mode, prof, work, threads, notes, timer)
         conv = choice.conversion
         artifact_key = mode
         mixed_result = diagnosis = None
@@ -182,11 +190,15 @@ def run_convert(req: ConvertRequest) -> Report:
             with timer.stage("mixed_search" if mode == "mixed" else "diagnose"):
                 found = _per_layer(conv, data, io, references, prof, work, notes, diagnose_only=mode != "mixed")
             mixed_result, diagnosis = (found, None) if mode == "mixed" else (None, found)
-        with timer.stage("validate", f"TFLite vs reference on {data.val.count} samples, then {req.runs} timed runs"):
+        with timer.stage("validate", None if choice.validated else f"TFLite vs reference on {data.val.count} samples, "
+                                                                      f"then {req.runs} timed runs"):
             model = conv.files[artifact_key]
-            run = run_tflite(model, data.val.inputs, conv.input_map, references, threads=threads, runs=req.runs)
-            run, xnn = xnnpack.fallback(run, model, conv.files["fp32"], conv.onnx, data.val.inputs, conv.input_map,
-                                        references, threads, req.runs)
+            validated = choice.validated or _validate_artifact(conv, artifact_key, io, data, references, mode, prof,
+                                                               threads, req.runs)
+            if validated.mismatch:  # a --quant mixed model built after the choice
+                raise ConversionError(f"the {artifact_key} TFLite model does not fit the reference: {validated.mismatch}",
+                                      hint="the converter changed the model's outputs; try another --quant or --exporter")
+            run, xnn = validated.run, validated.xnnpack
         with timer.stage("float_check", "float32 TFLite vs the reference"):
             float_check = choice.float_check.result
             if artifact_key == "fp32":  # the artifact's own run covers every validation sample
@@ -204,7 +216,7 @@ def run_convert(req: ConvertRequest) -> Report:
             info=info, device=device, simulated=simulated, edgetpu=tpu, mixed=mixed_result, diagnosis=diagnosis,
             bindings=bindings, notes=[*conv.notes, *notes])
         report = build_report(results)
-        report["verdict"] = judge(evidence(results, report), prof.budgets)
+        report["verdict"] = _verdict(evidence(results, report), prof, choice)
         report["timings"] = timer.timings
         report_path = out_dir / "report.json"
         _publish(model, results.final, report, report_path)
@@ -218,8 +230,9 @@ def run_convert(req: ConvertRequest) -> Report:
 
 
 def _export(req: ConvertRequest, loaded: LoadedModel, io: ModelIO, data: Data, references: list[np.ndarray], mode: str,
-            prof: DeviceProfile, work: Path, threads: int, notes: list[str]) -> select.ExportChoice:
-    """Every file the mode needs, from the backend --exporter picks (see export/select.py)."""
+            prof: DeviceProfile, work: Path, threads: int, notes: list[str], timer: _Timer) -> select.ExportChoice:
+    """Every file the mode needs, from the backend --exporter picks (see export/select.py): under auto,
+    the one whose float32 model and artifact hold up best (export/arbitrate.py)."""
     io_dtype = prof.runtime.io_dtype if MODES[mode].integer_io else "float32"
     jobs = [Job("fp32", "fp32")]
     if mode == "mixed":  # the AEQ search needs only the float model; the converter search starts from plain int8
@@ -235,12 +248,56 @@ def _export(req: ConvertRequest, loaded: LoadedModel, io: ModelIO, data: Data, r
     def check(conv: Conversion) -> select.FloatCheck:
         # One float32 run serves twice: the check that the conversion itself matches the reference
         # (on a few samples), and its host time beside the artifact's.
-        fp32 = conv.files["fp32"]
-        run = run_tflite(fp32, sample_inputs, conv.input_map, sample_refs, threads=threads, runs=req.runs if mode != "fp32" else 1)
-        found = float_conversion_check(run, references, fp32, _onnx_path(conv), data.val.inputs, conv.input_map, _node_names(conv))
-        return select.FloatCheck(bool(found["matches"]), found, run)
+        with timer.stage("float_check", f"{conv.backend}: float32 TFLite vs the reference"):
+            fp32 = conv.files["fp32"]
+            run = run_tflite(fp32, sample_inputs, conv.input_map, sample_refs, threads=threads,
+                             runs=req.runs if mode != "fp32" else 1)
+            found = float_conversion_check(run, references, fp32, _onnx_path(conv), data.val.inputs, conv.input_map,
+                                           _node_names(conv))
+            return select.FloatCheck(bool(found["matches"]), found, run, run.mismatch)
 
-    return select.export(ereq, req.exporter, loaded.kind, mode, check, note=notes.append)
+    def validate(conv: Conversion) -> select.ArtifactCheck:
+        with timer.stage("validate", f"{conv.backend} {mode} TFLite vs reference on {data.val.count} samples, "
+                                     f"then {req.runs} timed runs"):
+            return _validate_artifact(conv, mode, io, data, references, mode, prof, threads, req.runs)
+
+    # The --quant mixed model and the --diagnose table are built from the kept conversion after the
+    # choice, so there the choice rests on conversion and the float32 check alone.
+    judged_here = mode != "mixed" and not req.diagnose
+    return select.export(ereq, req.exporter, loaded.kind, mode, check, note=notes.append,
+                         validate=validate if judged_here else None)
+
+
+def _validate_artifact(conv: Conversion, key: str, io: ModelIO, data: Data, references: list[np.ndarray], mode: str,
+                       prof: DeviceProfile, threads: int, runs: int) -> select.ArtifactCheck:
+    """The artifact on the validation data as the report shows it (under XNNPACK, else on builtin
+    kernels, labelled so), with the figures and the verdict's run and accuracy checks it would get."""
+    model, fp32 = conv.files[key], conv.files["fp32"]
+    run = run_tflite(model, data.val.inputs, conv.input_map, references, threads=threads, runs=runs)
+    run, xnn = xnnpack.fallback(run, model, fp32, conv.onnx, data.val.inputs, conv.input_map, references, threads, runs)
+    acc = attempt_accuracy(run, io, references, data)
+    size = model.stat().st_size
+    ev = Evidence(mode=mode, size_bytes=size, ran=run.outputs is not None, run_error=run.error,
+                  nonfinite=tuple((o["name"], o["nonfinite"]) for o in acc["outputs"]), drop_pp=acc["drop_pp"],
+                  top1_agreement=acc["top1_agreement"], snr_db=acc["snr_db"], xnnpack=xnn)
+    failed = [c for c in judge(ev, prof.budgets)["checks"] if c["name"] in arbitrate.ACCURACY_CHECKS and not c["passed"]]
+    return select.ArtifactCheck(
+        key=key, size_bytes=size, fp32_size_bytes=fp32.stat().st_size, ran=run.outputs is not None,
+        runtime_error=run.error or xnn.get("error"), mismatch=run.mismatch, cosine=acc["cosine_mean"],
+        top1_agreement=acc["top1_agreement"], snr_db=acc["snr_db"], drop_pp=acc["drop_pp"],
+        failed=tuple(check_text(c) + (f" ({c['detail'][:200]})" if c.get("detail") else "") for c in failed),
+        run=run, xnnpack=xnn)
+
+
+def _verdict(ev: Evidence, prof: DeviceProfile, choice: select.ExportChoice) -> dict[str, Any]:
+    """judge(), plus `fallback_exporter_is_an_answer` when --exporter auto kept a fallback exporter's
+    artifact (export/arbitrate.py): one that is no answer fails the verdict, saying why."""
+    found = judge(ev, prof.budgets)
+    answer = choice.answer_check()
+    if answer is None:
+        return found
+    check = verdict.must(arbitrate.ANSWER_CHECK, answer[0], answer[0], answer[1])
+    return {"passed": found["passed"] and check.passed, "checks": [*found["checks"], check.to_dict()]}
 
 
 def _equalizer(data: Data, work: Path, notes: list[str]):

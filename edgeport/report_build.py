@@ -198,3 +198,13 @@ def evidence(r: ConvertResults, report: dict[str, Any]) -> Evidence:
         edgetpu_first_cpu_op=r.edgetpu.first_unsupported if r.edgetpu is not None else None,
         kept_float=kept, kept_float_not_float=tuple(verify_kept_float(info, list(kept))) if kept is not None else (),
     )
+
+
+def attempt_accuracy(run: TfliteRun, io: ModelIO, references: list[np.ndarray], data: Data) -> dict[str, Any]:
+    """report.json's accuracy figures for one exporter's artifact (export.attempts[]), computed by the
+    same code as the report's own `accuracy` section, so an attempt is judged on the figures it would show."""
+    from types import SimpleNamespace
+
+    acc: dict[str, Any] = {"drop_pp": None, "top1_agreement": None, "cosine_mean": None, "snr_db": None, "outputs": []}
+    _accuracy(acc, SimpleNamespace(run=run, io=io, references=references, data=data))  # type: ignore[arg-type]
+    return acc

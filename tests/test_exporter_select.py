@@ -58,7 +58,7 @@ def test_auto_falls_back_when_onnx2tf_crashes_and_says_why(fakes, tmp_path: Path
     notes: list[str] = []
     choice = select.export(_req(tmp_path), "auto", "state_dict", "int8", _check({"litert-torch"}), note=notes.append)
     assert choice.conversion.backend == "litert-torch"
-    assert "SIGSEGV" in choice.reason and "litert-torch matches the reference" in choice.reason
+    assert "SIGSEGV" in choice.reason and "litert-torch kept: its float32 model matches the reference" in choice.reason
     assert fakes["litert-torch"].calls == [tmp_path / "litert-torch"]  # its own work directory
     assert any("exporter onnx2tf failed" in n for n in notes)
     assert choice.to_dict()["attempts"][0]["converted"] is False
@@ -73,7 +73,7 @@ def test_auto_falls_back_when_the_float_model_disagrees(fakes, tmp_path: Path) -
 def test_when_no_backend_matches_the_first_conversion_is_kept_and_fails_its_check(fakes, tmp_path: Path) -> None:
     choice = select.export(_req(tmp_path), "auto", "state_dict", "fp32", _check(set()))
     assert choice.conversion.backend == "onnx2tf" and not choice.float_check.matches
-    assert "kept, but it disagrees too" in choice.reason
+    assert "onnx2tf kept: litert-torch did no better and it was tried first, although its float32 model disagrees" in choice.reason
 
 
 def test_onnx_files_have_only_the_onnx_path(fakes, tmp_path: Path) -> None:
@@ -107,3 +107,142 @@ def test_a_missing_backend_package_is_named(monkeypatch: pytest.MonkeyPatch) -> 
     assert select.candidates("auto", "state_dict", "fp32") == ["onnx2tf"]
     with pytest.raises(InputError, match="not installed"):
         select.candidates("litert-torch", "state_dict", "fp32")
+
+
+# --- arbitration on the artifact (export/arbitrate.py): fakes for the validated int8 file ---------------
+
+def _art(key: str = "int8", size: int = 40, fp32: int = 100, ran: bool = True, cosine: float | None = 0.999,
+         failed: tuple[str, ...] = (), error: str | None = None, mismatch: str | None = None) -> select.ArtifactCheck:
+    return select.ArtifactCheck(key=key, size_bytes=size, fp32_size_bytes=fp32, ran=ran, runtime_error=error,
+                                mismatch=mismatch, cosine=cosine, top1_agreement=cosine, snr_db=30.0, drop_pp=None,
+                                failed=failed)
+
+
+CRASH = _art(ran=False, cosine=None, error="the TFLite runtime crashed (SIGABRT) while running the model on validation data",
+             failed=("runs_on_validation_data: no (the TFLite runtime crashed (SIGABRT) ...)",))
+MISSES = _art(cosine=0.44, failed=("accuracy_drop_pp: 57.5 vs budget 1",))
+
+
+def _validate(by_backend: dict[str, select.ArtifactCheck], calls: list[str] | None = None):
+    def validate(conv: Conversion) -> select.ArtifactCheck:
+        if calls is not None:
+            calls.append(conv.backend)
+        return by_backend[conv.backend]
+    return validate
+
+
+def _both_match():
+    return _check({"onnx2tf", "litert-torch"})
+
+
+def test_a_first_artifact_that_works_settles_it_without_a_second_conversion(fakes, tmp_path: Path) -> None:
+    calls: list[str] = []
+    choice = select.export(_req(tmp_path), "auto", "state_dict", "int8", _both_match(),
+                           validate=_validate({"onnx2tf": _art(), "litert-torch": _art()}, calls))
+    assert choice.conversion.backend == "onnx2tf" and calls == ["onnx2tf"] and not fakes["litert-torch"].calls
+    assert choice.reason == "onnx2tf converted, its float32 model matches the reference and its int8 model meets the accuracy budget"
+    assert choice.validated is choice.attempts[0].artifact and choice.answer_check() is None
+
+
+def test_an_int8_model_that_crashes_at_run_time_makes_auto_try_litert_torch(fakes, tmp_path: Path) -> None:
+    notes: list[str] = []
+    choice = select.export(_req(tmp_path), "auto", "state_dict", "int8", _both_match(), note=notes.append,
+                           validate=_validate({"onnx2tf": CRASH, "litert-torch": _art(cosine=0.998)}))
+    assert choice.conversion.backend == "litert-torch"
+    first, second = (a.to_dict() for a in choice.attempts)
+    assert first["converted"] and first["float_matches"] and not first["kept"]
+    assert first["artifact"]["ran"] is False and "SIGABRT" in first["artifact"]["runtime_error"]
+    assert "SIGABRT" in first["error"] and "fails at run time" in first["why"]
+    assert second["kept"] and second["artifact"] == {
+        "mode": "int8", "size_bytes": 40, "fp32_size_bytes": 100, "size_vs_fp32": 0.4, "ran": True, "runtime_error": None,
+        "cosine_mean": 0.998, "top1_agreement": 0.998, "snr_db": 30.0, "drop_pp": None, "meets_budget": True,
+        "failed_checks": []}
+    assert "onnx2tf: its int8 model fails at run time" in choice.reason and "litert-torch kept" in choice.reason
+    assert any("trying litert-torch" in n for n in notes)
+    assert choice.answer_check() == (True, "")  # a fallback was judged, and it is an answer
+
+
+def test_an_int8_model_that_misses_the_budget_loses_to_one_that_meets_it(fakes, tmp_path: Path) -> None:
+    choice = select.export(_req(tmp_path), "auto", "state_dict", "int8", _both_match(),
+                           validate=_validate({"onnx2tf": MISSES, "litert-torch": _art(cosine=0.9993)}))
+    assert choice.conversion.backend == "litert-torch"
+    assert [a.kept for a in choice.attempts] == [False, True]
+    assert "accuracy_drop_pp: 57.5 vs budget 1" in choice.attempts[0].why
+
+
+def test_when_both_miss_the_budget_the_higher_worst_output_cosine_is_kept(fakes, tmp_path: Path) -> None:
+    first = _art(cosine=0.95, failed=("snr_db: 13 vs budget 15",))
+    for cosine, kept in ((0.93, "onnx2tf"), (0.97, "litert-torch")):
+        second = _art(cosine=cosine, failed=("snr_db: 12 vs budget 15",))
+        choice = select.export(_req(tmp_path), "auto", "state_dict", "int8", _both_match(),
+                               validate=_validate({"onnx2tf": first, "litert-torch": second}))
+        assert choice.conversion.backend == kept
+    assert "higher worst-output cosine (0.97 vs 0.95 for onnx2tf), although its int8 model misses the budget" in choice.reason
+
+
+def test_a_fallback_larger_than_its_own_fp32_is_not_an_answer(fakes, tmp_path: Path) -> None:
+    """The fallback meets the budget, but its int8 file outweighs its float32 one: quantization bought nothing."""
+    bloated = _art(size=157, fp32=100, cosine=0.999)
+    choice = select.export(_req(tmp_path), "auto", "state_dict", "int8", _both_match(),
+                           validate=_validate({"onnx2tf": MISSES, "litert-torch": bloated}))
+    assert choice.conversion.backend == "onnx2tf"  # failing, and the verdict says so through its own checks
+    second = choice.attempts[1]
+    assert not second.kept and "larger than its float32 model (157 bytes, 157% of 100)" in second.why
+    assert choice.answer_check() is None
+
+
+def test_a_fallback_far_below_the_first_exporters_float_agreement_is_not_an_answer(fakes, tmp_path: Path) -> None:
+    """The issue's case: the fallback returned cosine 0.50; onnx2tf's float32 model agreed at 1.0."""
+    choice = select.export(_req(tmp_path), "auto", "state_dict", "int8", _both_match(),
+                           validate=_validate({"onnx2tf": CRASH, "litert-torch": _art(cosine=0.5)}))
+    assert choice.conversion.backend == "litert-torch"  # it runs; the crash does not
+    assert "cosine 0.5 is far below the float32 agreement 1 of onnx2tf" in choice.attempts[1].objection
+    passed, detail = choice.answer_check()
+    assert not passed and detail.startswith("litert-torch's int8 model's worst-output cosine 0.5 is far below")
+    assert "onnx2tf: its int8 model fails at run time" in detail
+
+
+def test_a_fallback_that_is_no_answer_is_kept_when_nothing_else_exists_and_fails_the_verdict(fakes, tmp_path: Path) -> None:
+    fakes["onnx2tf"].fails = "the TFLite converter crashed (SIGSEGV) while converting to int8"
+    choice = select.export(_req(tmp_path), "auto", "state_dict", "int8", _check({"litert-torch"}),
+                           validate=_validate({"litert-torch": _art(size=135, fp32=100)}))
+    assert choice.conversion.backend == "litert-torch"
+    passed, detail = choice.answer_check()
+    assert not passed and "litert-torch's int8 model is larger than its float32 model" in detail and "SIGSEGV" in detail
+    assert choice.attempts[1].why.startswith("kept: the only exporter that gave a model, although it is no answer")
+
+
+def test_an_explicit_exporter_is_not_second_guessed(fakes, tmp_path: Path) -> None:
+    choice = select.export(_req(tmp_path), "onnx2tf", "state_dict", "int8", _both_match(),
+                           validate=_validate({"onnx2tf": CRASH}))
+    assert choice.conversion.backend == "onnx2tf" and choice.reason == "--exporter onnx2tf"
+    assert not fakes["litert-torch"].calls and choice.answer_check() is None
+
+
+def test_a_float_model_that_does_not_fit_the_reference_rejects_the_exporter(fakes, tmp_path: Path) -> None:
+    mismatch = "output shape (24, 256) does not match reference (8, 256)"
+
+    def check(conv: Conversion) -> select.FloatCheck:
+        if conv.backend == "onnx2tf":
+            return select.FloatCheck(False, {"matches": False, "cosine_min": None, "error": mismatch}, None, mismatch)
+        return select.FloatCheck(True, {"matches": True, "cosine_min": 1.0}, None)
+
+    choice = select.export(_req(tmp_path), "auto", "state_dict", "fp32", check)
+    assert choice.conversion.backend == "litert-torch"
+    first = choice.attempts[0].to_dict()
+    assert first["converted"] and first["float_matches"] is False and first["error"] == mismatch
+    assert first["why"] == f"not kept: rejected, {mismatch}" and "onnx2tf rejected: output shape" in choice.reason
+    with pytest.raises(ConversionError, match=r"onnx2tf's float32 TFLite model does not fit the reference: output shape "
+                                              r"\(24, 256\) does not match reference \(8, 256\)"):
+        select.export(_req(tmp_path), "onnx2tf", "state_dict", "fp32", check)
+
+
+def test_an_artifact_that_does_not_fit_the_reference_rejects_the_exporter(fakes, tmp_path: Path) -> None:
+    wrong = _art(ran=False, cosine=None, mismatch="the TFLite model has 3 outputs but the reference has 1")
+    choice = select.export(_req(tmp_path), "auto", "state_dict", "int8", _both_match(),
+                           validate=_validate({"onnx2tf": wrong, "litert-torch": _art()}))
+    assert choice.conversion.backend == "litert-torch" and "3 outputs" in choice.attempts[0].why
+    with pytest.raises(ConversionError, match="onnx2tf's int8 TFLite model does not fit the reference: the TFLite model "
+                                              "has 3 outputs .*also tried litert-torch: litert-torch's int8"):
+        select.export(_req(tmp_path), "auto", "state_dict", "int8", _both_match(),
+                      validate=_validate({"onnx2tf": wrong, "litert-torch": wrong}))

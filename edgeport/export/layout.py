@@ -14,6 +14,11 @@ import numpy as np
 Perm = tuple[int, ...] | None
 
 
+class ShapeMismatch(ValueError):
+    """A TFLite tensor fits no layout reading of its source tensor: the converter changed the
+    model's interface (an output with 3x the batch, a missing dimension), not just its layout."""
+
+
 def channels_last_perm(rank: int) -> tuple[int, ...]:
     """(0, 2, ..., rank-1, 1): NCHW -> NHWC, NCW -> NWC, NCDHW -> NDHWC."""
     return (0, *range(2, rank), 1)
@@ -42,7 +47,7 @@ def input_perm(src_shape: tuple[int, ...], dst_shape: tuple[int, ...], moved_by_
     """Permutation to apply to a source-layout input so it matches the TFLite input."""
     found = candidate_perms(src_shape, dst_shape)
     if not found:
-        raise ValueError(f"input shape {tuple(src_shape)} does not match TFLite input {tuple(dst_shape)}")
+        raise ShapeMismatch(f"input shape {tuple(src_shape)} does not match TFLite input {tuple(dst_shape)}")
     if len(found) == 1:
         return found[0]
     return channels_last_perm(len(src_shape)) if moved_by_default else None
@@ -61,7 +66,7 @@ def output_perm(ref_shape: tuple[int, ...], tfl_sample: np.ndarray, ref_sample: 
     """Which reading of a TFLite output matches the reference; ties are settled by the values."""
     found = candidate_perms(tuple(ref_shape), tuple(tfl_sample.shape))
     if not found:
-        raise ValueError(f"output shape {tuple(tfl_sample.shape)} does not match reference {tuple(ref_shape)}")
+        raise ShapeMismatch(f"output shape {tuple(tfl_sample.shape)} does not match reference {tuple(ref_shape)}")
     if len(found) == 1 or ref_sample is None:
         return found[-1]
     errors = [float(np.mean(np.abs(undo(tfl_sample, p).astype(np.float64) - ref_sample))) for p in found]

@@ -1,9 +1,11 @@
 """`--exporter auto|onnx2tf|litert-torch`: which backend converts, chosen by evidence.
 
 `auto` tries onnx2tf first (the reference path, whose ONNX graph lets edgeport name the layer that
-went wrong). When it fails to export or convert, or its float32 TFLite disagrees with the reference,
-a PyTorch model gets a second try through LiteRT Torch; the backend whose float model matches the
-reference is kept, and the report says which one and why. ONNX files have only the ONNX path.
+went wrong). A PyTorch model gets a second try through LiteRT Torch when onnx2tf fails to convert,
+when its float32 TFLite disagrees with the reference or does not fit it (another output count or
+shape), or when its artifact (the file for --quant) fails at run time or misses the accuracy budget.
+Every attempt, with its figures, goes into the report; which one is kept, and why, follows the rule in
+export/arbitrate.py. ONNX files have only the ONNX path.
 """
 
 from __future__ import annotations
@@ -13,32 +15,24 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from edgeport.errors import ConversionError, InputError
+from edgeport.export import arbitrate
+from edgeport.export.arbitrate import ArtifactCheck, Attempt
 from edgeport.export.backend import BACKENDS, Conversion, ExportRequest
 
 PREFERENCE = ("onnx2tf", "litert-torch")  # what auto tries, in this order
 EXPORTERS = ("auto", *PREFERENCE)
+__all__ = ["ArtifactCheck", "Attempt", "ExportChoice", "FloatCheck", "candidates", "check_name", "export"]
 
 
 @dataclass(frozen=True)
 class FloatCheck:
-    """The float32 TFLite against the reference on a few samples; `run` is kept for its host timing."""
+    """The float32 TFLite against the reference on a few samples; `run` is kept for its host timing.
+    `mismatch`: its outputs do not fit the reference (count or shape), which rejects the exporter."""
 
     matches: bool
     result: dict[str, Any]
     run: Any
-
-
-@dataclass(frozen=True)
-class Attempt:
-    backend: str
-    converted: bool
-    float_matches: bool | None = None
-    cosine_min: float | None = None
-    error: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"backend": self.backend, "converted": self.converted, "float_matches": self.float_matches,
-                "cosine_min": self.cosine_min, "error": self.error}
+    mismatch: str | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +42,26 @@ class ExportChoice:
     requested: str
     reason: str
     attempts: tuple[Attempt, ...]
+
+    @property
+    def kept(self) -> Attempt:
+        return next(a for a in self.attempts if a.kept)
+
+    @property
+    def validated(self) -> ArtifactCheck | None:
+        """The kept artifact, already validated (None: validate it after the mixed search / diagnosis)."""
+        return self.kept.artifact
+
+    def answer_check(self) -> tuple[bool, str] | None:
+        """(passed, detail) for the verdict's `fallback_exporter_is_an_answer`, when a fallback exporter's
+        artifact is kept: it was judged, and one that is no answer must fail the verdict."""
+        kept = self.kept
+        if kept is self.attempts[0] or kept.artifact is None:
+            return None
+        if kept.objection is None:
+            return True, ""
+        others = "; ".join(arbitrate.describe(a) for a in self.attempts if a is not kept)
+        return False, f"{kept.backend}'s {kept.objection}, and no exporter did better ({others})"[:600]
 
     def to_dict(self) -> dict[str, Any]:
         return {"backend": self.conversion.backend, "requested": self.requested, "reason": self.reason,
@@ -101,50 +115,80 @@ def _load_backends() -> None:
 
 
 def export(req: ExportRequest, requested: str, kind: str, mode: str, check: Callable[[Conversion], FloatCheck],
-           note: Callable[[str], None] = lambda _: None) -> ExportChoice:
-    """Convert with the first backend whose float32 model matches the reference (see module doc)."""
+           note: Callable[[str], None] = lambda _: None,
+           validate: Callable[[Conversion], ArtifactCheck] | None = None) -> ExportChoice:
+    """Convert with one candidate exporter after another until one settles the choice, then keep the
+    best attempt (export/arbitrate.py). `check` runs the float32 model against the reference;
+    `validate` (None when the artifact is built later: --quant mixed, --diagnose) validates the artifact."""
     names = candidates(requested, kind, mode)
     attempts: list[Attempt] = []
-    kept: tuple[Conversion, FloatCheck] | None = None
-    first_error: ConversionError | None = None
-    for name in names:
-        backend = _backend(name)
-        work = req.work if not attempts else req.work / name  # a second backend never reads the first one's files
-        try:
-            conv = backend.convert(replace(req, work=work))
-        except ConversionError as exc:
-            attempts.append(Attempt(name, False, error=exc.one_line()))
-            first_error = first_error or exc
-            if len(names) > 1:
-                note(f"exporter {name} failed: {' '.join(exc.message.split())[:300]}")
-            continue
-        checked = check(conv)
-        attempts.append(Attempt(name, True, checked.matches, checked.result.get("cosine_min")))
-        if kept is None or (checked.matches and not kept[1].matches):
-            kept = (conv, checked)
-        if checked.matches:
+    found: dict[int, tuple[Conversion, FloatCheck]] = {}
+    errors: list[tuple[str, ConversionError]] = []
+    for i, name in enumerate(names):
+        attempt, got = _attempt(i, name, req, check, validate, attempts, errors)
+        attempts.append(attempt)
+        if got is not None:
+            found[i] = got
+        if arbitrate.settles(attempt):
             break
-        if len(names) > 1 and name != names[-1]:
-            note(f"exporter {name}: the float32 TFLite disagrees with the reference "
-                 f"(cosine {checked.result.get('cosine_min')}); trying the next exporter")
-    if kept is None:
-        assert first_error is not None
-        if len(attempts) > 1:
-            others = "; ".join(f"{a.backend}: {a.error}" for a in attempts[1:])
-            raise ConversionError(f"{first_error.message} (also tried {others})"[:1200], hint=first_error.hint)
-        raise first_error
-    conv, checked = kept
-    return ExportChoice(conv, checked, requested, _reason(requested, conv.backend, attempts), tuple(attempts))
+        if len(names) > 1:
+            then = f"; trying {names[i + 1]}" if i + 1 < len(names) else ""
+            note(f"exporter {' '.join(arbitrate.describe(attempt).split())[:400]}{then}")
+    if not found:
+        raise _no_exporter(errors)
+    kept = max(found, key=lambda i: arbitrate.rank(attempts[i], i))
+    attempts = arbitrate.explain(attempts, kept)
+    conv, checked = found[kept]
+    return ExportChoice(conv, checked, requested, _reason(requested, attempts, kept), tuple(attempts))
 
 
-def _reason(requested: str, chosen: str, attempts: list[Attempt]) -> str:
+def _attempt(order: int, name: str, req: ExportRequest, check: Callable[[Conversion], FloatCheck],
+             validate: Callable[[Conversion], ArtifactCheck] | None, earlier: list[Attempt],
+             errors: list[tuple[str, ConversionError]]) -> tuple[Attempt, tuple[Conversion, FloatCheck] | None]:
+    """One exporter: convert, check the float32 model, validate the artifact. Returns the evidence and,
+    when the attempt is usable, what it produced."""
+    work = req.work if order == 0 else req.work / name  # a second backend never reads the first one's files
+    try:
+        conv = _backend(name).convert(replace(req, work=work))
+    except ConversionError as exc:
+        errors.append((name, exc))
+        return Attempt(name, False, error=exc.one_line()), None
+    checked = check(conv)
+    cosine = checked.result.get("cosine_min")
+    if checked.mismatch:
+        errors.append((name, _mismatch_error(name, "float32", checked.mismatch)))
+        return Attempt(name, True, False, cosine, error=checked.mismatch, mismatch=checked.mismatch), None
+    art = validate(conv) if validate is not None else None
+    if art is not None and art.mismatch:
+        errors.append((name, _mismatch_error(name, art.key, art.mismatch)))
+        return Attempt(name, True, checked.matches, cosine, error=art.mismatch, mismatch=art.mismatch, artifact=art), None
+    objection = None
+    if order > 0 and art is not None:  # a fallback is judged before it is kept
+        first = next((a for a in earlier if a.cosine_min is not None), None)
+        objection = arbitrate.objection(art, first.cosine_min if first else cosine, first.backend if first else name)
+    error = checked.result.get("error") or (art.runtime_error if art is not None else None)
+    return Attempt(name, True, checked.matches, cosine, error=error, artifact=art, objection=objection), (conv, checked)
+
+
+def _mismatch_error(name: str, what: str, mismatch: str) -> ConversionError:
+    return ConversionError(f"{name}'s {what} TFLite model does not fit the reference: {mismatch}",
+                           hint="the converter changed the model's outputs (their count or shape), so it cannot be "
+                                "validated; try another --exporter, or rerun with --keep-work and report the model")
+
+
+def _no_exporter(errors: list[tuple[str, ConversionError]]) -> ConversionError:
+    first = errors[0][1]
+    if len(errors) == 1:
+        return first
+    others = "; ".join(f"{name}: {e.one_line()}" for name, e in errors[1:])
+    return ConversionError(f"{first.message} (also tried {others})"[:1200], hint=first.hint)
+
+
+def _reason(requested: str, attempts: list[Attempt], kept: int) -> str:
     if requested != "auto":
         return f"--exporter {requested}"
+    win = attempts[kept]
     if len(attempts) == 1:
-        return f"{chosen} converted and its float32 model matches the reference" if attempts[0].float_matches \
-            else f"{chosen} is the only exporter for this model"
-    failed = [a for a in attempts if a.backend != chosen]
-    why = "; ".join(f"{a.backend} {'failed: ' + (a.error or '')[:200] if not a.converted else 'float32 model disagrees with the reference'}"
-                    for a in failed)
-    win = next(a for a in attempts if a.backend == chosen)
-    return f"{why}; {chosen} {'matches the reference' if win.float_matches else 'kept, but it disagrees too'}"
+        return f"{win.backend} converted, {arbitrate.merit(win)}" if arbitrate.settles(win) \
+            else f"{win.backend} is the only exporter for this model"
+    return "; ".join(f"{a.backend} {a.why}" if i == kept else arbitrate.describe(a) for i, a in enumerate(attempts))

@@ -28,6 +28,11 @@ def float_conversion_check(fp32_run: TfliteRun, references: list[np.ndarray], fp
     """Judge an existing run of the float32 model (any number of samples) against the reference."""
     if fp32_run.outputs is None:
         return {"matches": False, "cosine_min": None, "error": fp32_run.error, "first_divergent": None}
+    if len(fp32_run.outputs) != len(references) or any(  # run_tflite reports these as `mismatch`; never a crash here
+            o.shape[1:] != r.shape[1:] for o, r in zip(fp32_run.outputs, references, strict=False)):
+        got = [tuple(o.shape) for o in fp32_run.outputs]
+        return {"matches": False, "cosine_min": None, "first_divergent": None,
+                "error": f"the float32 TFLite outputs {got} do not fit the reference {[tuple(r.shape) for r in references]}"}
     refs = [r[: len(o)] for r, o in zip(references, fp32_run.outputs, strict=True)]
     cos = min(compare_output("out", r, o).cosine_min for r, o in zip(refs, fp32_run.outputs, strict=True))
     result: dict[str, Any] = {"matches": bool(cos >= FLOAT_MATCH_COSINE), "cosine_min": round(float(cos), 6),

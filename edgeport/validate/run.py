@@ -13,8 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeport.errors import ConversionError
-from edgeport.export.layout import output_perm, undo
+from edgeport.export.layout import ShapeMismatch, output_perm, undo
 from edgeport.export.torch_to_onnx import flatten_outputs as _flatten
 from edgeport.types import LatencyStats, TensorSpec
 
@@ -29,6 +28,9 @@ class TfliteRun:
     # Which kernels produced the numbers: "xnnpack" (the delegate was created, as on devices by
     # default) or "builtin" (TFLite's reference/optimized kernels without any delegate).
     delegate: str | None = None
+    # The model ran, but its outputs do not fit the reference (another count, or a shape no layout
+    # reading explains): not a numeric disagreement, a different interface. Also in `error`; outputs is None.
+    mismatch: str | None = None
 
 
 def reference_outputs(module: Any, onnx_path: Path, inputs: list[TensorSpec], data: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -107,17 +109,31 @@ def run_tflite(
             latency = LatencyStats.from_samples(res["timings_ms"].tolist(), "host", threads=threads)
         outputs = None
         if data is not None:
-            keys = _order_output_keys(list(meta["outputs"]), references)
-            outputs = []
-            for i, key in enumerate(keys):
-                got = res[f"out::{key}"]
-                ref = references[i] if references is not None else None
-                perm = output_perm(ref.shape, got, ref) if ref is not None else None
-                outputs.append(undo(got, perm))
+            try:
+                outputs = _reference_layout(res, list(meta["outputs"]), references)
+            except ShapeMismatch as exc:
+                return TfliteRun(None, latency, meta["runtime"], error=str(exc), io=meta, delegate=delegate, mismatch=str(exc))
         return TfliteRun(outputs, latency, meta["runtime"], io=meta, delegate=delegate)
 
 
 _XNNPACK_CREATED = "Created TensorFlow Lite XNNPACK delegate"  # LiteRT's INFO line when it applies XNNPACK
+
+
+def _reference_layout(res: Any, keys: list[str], references: list[np.ndarray] | None) -> list[np.ndarray]:
+    """The TFLite outputs in reference order and layout; ShapeMismatch when they cannot be."""
+    keys = _order_output_keys(keys, references)
+    outputs = []
+    for i, key in enumerate(keys):
+        got = res[f"out::{key}"]
+        ref = references[i] if references is not None else None
+        try:
+            perm = output_perm(ref.shape, got, ref) if ref is not None else None
+        except ShapeMismatch as exc:
+            if len(keys) == 1:
+                raise
+            raise ShapeMismatch(f"{key} (of {len(keys)}): {exc}") from exc
+        outputs.append(undo(got, perm))
+    return outputs
 
 
 def _order_output_keys(keys: list[str], references: list[np.ndarray] | None) -> list[str]:
@@ -128,7 +144,7 @@ def _order_output_keys(keys: list[str], references: list[np.ndarray] | None) -> 
 
     ordered = sorted(keys, key=index)
     if references is not None and len(ordered) != len(references):
-        raise ConversionError(f"the TFLite model has {len(ordered)} outputs but the reference has {len(references)}")
+        raise ShapeMismatch(f"the TFLite model has {len(ordered)} outputs but the reference has {len(references)}")
     return ordered
 
 
