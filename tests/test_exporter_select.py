@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgeport.errors import ConversionError, InputError
@@ -246,3 +248,154 @@ def test_an_artifact_that_does_not_fit_the_reference_rejects_the_exporter(fakes,
                                               "has 3 outputs .*also tried litert-torch: litert-torch's int8"):
         select.export(_req(tmp_path), "auto", "state_dict", "int8", _both_match(),
                       validate=_validate({"onnx2tf": wrong, "litert-torch": wrong}))
+
+
+# --- outputs that do not fit the reference, through the real pipeline: tiny real .tflite files ----------
+
+def _tflite(path: Path, rows: int = 1, outputs: int = 1) -> Path:
+    """y = x + x for x of shape (1, 4), written with the TFLite schema (no conversion). rows > 1 adds a
+    zero (rows, 4) constant instead, so every sample's output has `rows` rows (onnx2tf once returned
+    each LSTM layer's h_n: 3x the batch); outputs > 1 returns the sum that many times."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as s
+
+    def tensor(name: str, shape: list[int], buffer: int) -> s.TensorT:
+        t = s.TensorT()
+        t.shape, t.type, t.buffer, t.name = shape, s.TensorType.FLOAT32, buffer, name
+        return t
+
+    code = s.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = s.BuiltinOperator.ADD
+    code.version = 1
+    zeros = s.BufferT()
+    zeros.data = np.zeros((rows, 4), np.float32).view(np.uint8).ravel()
+    tensors, buffers = [tensor("x", [1, 4], 1)], [s.BufferT(), s.BufferT()]
+    other = 0
+    if rows > 1:
+        tensors.append(tensor("zeros", [rows, 4], 2))
+        buffers.append(zeros)
+        other = 1
+    ops, outs = [], []
+    for k in range(outputs):
+        tensors.append(tensor(f"y{k}", [rows, 4], 0))
+        op = s.OperatorT()
+        op.opcodeIndex, op.inputs, op.outputs = 0, [0, other], [len(tensors) - 1]
+        op.builtinOptionsType, op.builtinOptions = s.BuiltinOptions.AddOptions, s.AddOptionsT()
+        ops.append(op)
+        outs.append(len(tensors) - 1)
+    graph = s.SubGraphT()
+    graph.tensors, graph.inputs, graph.outputs, graph.operators, graph.name = tensors, [0], outs, ops, "main"
+    sig = s.SignatureDefT()
+    sig.signatureKey, sig.subgraphIndex = "serving_default", 0
+    sig.inputs = [s.TensorMapT()]
+    sig.inputs[0].name, sig.inputs[0].tensorIndex = "x", 0
+    sig.outputs = []
+    for k, index in enumerate(outs):
+        entry = s.TensorMapT()
+        entry.name, entry.tensorIndex = f"output_{k}", index
+        sig.outputs.append(entry)
+    model = s.ModelT()
+    model.version, model.operatorCodes, model.subgraphs, model.buffers = 3, [code], [graph], buffers
+    model.signatureDefs = [sig]
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    path.write_bytes(bytes(builder.Output()))
+    return path
+
+
+@dataclass
+class TfliteBackend:
+    """Writes y = x + x for every job; `wrong` jobs get 3x the rows, or `outputs` outputs."""
+
+    name: str
+    wrong: tuple[str, ...] = ()
+    outputs: int = 1
+    refuse: str | None = None
+
+    def refuses(self, kind: str, mode: str) -> str | None:
+        return self.refuse
+
+    def convert(self, req: ExportRequest) -> Conversion:
+        req.work.mkdir(parents=True, exist_ok=True)
+        files = {job.key: _tflite(req.work / f"{job.key}.tflite", 3 if job.key in self.wrong else 1,
+                                  self.outputs if job.key in self.wrong else 1) for job in req.jobs}
+        return Conversion(self.name, files, {"x": {"source": "x", "perm": None, "shape": [1, 4]}})
+
+
+@pytest.fixture
+def doubler(tmp_path: Path) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    import edgeport.export.onnx2tf_backend  # noqa: F401 - registers itself now, not into the fake registry later
+
+    graph = helper.make_graph([helper.make_node("Add", ["x", "x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    return tmp_path / "m.onnx"
+
+
+def _convert(monkeypatch, capsys, model: Path, out: Path, quant: str, *backends: TfliteBackend) -> tuple[int, dict, list[str]]:
+    from edgeport.cli import main
+
+    registry = {b.name: b for b in backends}
+    monkeypatch.setattr(backend, "BACKENDS", registry)
+    monkeypatch.setattr(select, "BACKENDS", registry)
+    code = main(["convert", str(model), "--profile", "host", "--quant", quant, "--output", str(out), "--runs", "2", "--json"])
+    captured = capsys.readouterr()
+    return code, json.loads(captured.out), [ln for ln in captured.err.splitlines() if ln.strip()]
+
+
+NOT_ONNX = "LiteRT Torch converts PyTorch models, not ONNX files"
+
+
+def test_run_tflite_reports_outputs_that_do_not_fit_the_reference(tmp_path: Path) -> None:
+    from edgeport.validate.run import run_tflite
+
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    imap = {"x": {"source": "x", "perm": None, "shape": [1, 4]}}
+    run = run_tflite(_tflite(tmp_path / "m.tflite", rows=3), {"x": x}, imap, [2 * x], threads=1, runs=0)
+    assert run.outputs is None and run.mismatch == run.error == "output shape (6, 4) does not match reference (2, 4)"
+    run = run_tflite(_tflite(tmp_path / "two.tflite", outputs=2), {"x": x}, imap, [2 * x], threads=1, runs=0)
+    assert run.mismatch == "the TFLite model has 2 outputs but the reference has 1"
+    run = run_tflite(_tflite(tmp_path / "ok.tflite"), {"x": x}, imap, [2 * x], threads=1, runs=0)
+    assert run.mismatch is None and np.array_equal(run.outputs[0], 2 * x)
+
+
+def test_a_float_model_with_the_wrong_output_shape_makes_auto_use_the_next_exporter(doubler, tmp_path, monkeypatch, capsys):
+    code, rep, _ = _convert(monkeypatch, capsys, doubler, tmp_path / "o", "fp32",
+                            TfliteBackend("onnx2tf", wrong=("fp32",)), TfliteBackend("litert-torch"))
+    first, second = rep["export"]["attempts"]
+    assert first["converted"] and first["float_matches"] is False and not first["kept"]
+    assert first["error"] == "output shape (24, 4) does not match reference (8, 4)"  # the float check's 8 samples
+    assert second["kept"] and rep["export"]["backend"] == "litert-torch"
+    assert "onnx2tf rejected: output shape (24, 4)" in rep["export"]["reason"]
+    assert rep["float_conversion"]["matches"] is True and code == 0, rep["verdict"]
+
+
+@pytest.mark.parametrize("wrong, outputs, quant, said", [
+    (("fp32",), 1, "fp32", "onnx2tf's float32 TFLite model does not fit the reference: output shape (24, 4) does not match "
+                           "reference (8, 4)"),
+    (("fp32",), 2, "fp32", "onnx2tf's float32 TFLite model does not fit the reference: the TFLite model has 2 outputs but "
+                           "the reference has 1"),
+    (("fp16",), 1, "fp16", "onnx2tf's fp16 TFLite model does not fit the reference: output shape (96, 4) does not match "
+                           "reference (32, 4)"),
+])
+def test_outputs_that_do_not_fit_with_no_exporter_left_are_one_line_exit_3(doubler, tmp_path, monkeypatch, capsys,
+                                                                           wrong, outputs, quant, said):
+    code, rep, err = _convert(monkeypatch, capsys, doubler, tmp_path / "o", quant,
+                              TfliteBackend("onnx2tf", wrong=wrong, outputs=outputs), TfliteBackend("litert-torch", refuse=NOT_ONNX))
+    assert code == 3 and rep["exit_code"] == 3
+    assert err[-1].startswith(f"edgeport: error: {said} — the converter changed the model's outputs"), err
+    assert not any("Traceback" in ln or "internal error" in ln for ln in err)
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_artifact_with_the_wrong_output_shape_makes_auto_use_the_next_exporter(doubler, tmp_path, monkeypatch, capsys):
+    code, rep, _ = _convert(monkeypatch, capsys, doubler, tmp_path / "o", "fp16",
+                            TfliteBackend("onnx2tf", wrong=("fp16",)), TfliteBackend("litert-torch"))
+    first = rep["export"]["attempts"][0]
+    assert first["float_matches"] is True and first["error"] == "output shape (96, 4) does not match reference (32, 4)"
+    assert first["artifact"]["ran"] is False and rep["export"]["backend"] == "litert-torch"
+    assert code == 0, rep["verdict"]
