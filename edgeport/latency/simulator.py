@@ -40,7 +40,8 @@ from edgeport.types import LatencyStats
 CONV_OPS = frozenset({"CONV_2D", "CONV_3D", "TRANSPOSE_CONV"})
 DEPTHWISE_OPS = frozenset({"DEPTHWISE_CONV_2D"})
 # A fused LSTM is mat-vecs per step (TFLite's built-in kernel; XNNPACK does not take it).
-FC_OPS = frozenset({"FULLY_CONNECTED", "BATCH_MATMUL", "UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM"})
+SEQUENCE_LSTM_OPS = frozenset({"UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM"})
+FC_OPS = frozenset({"FULLY_CONNECTED", "BATCH_MATMUL"}) | SEQUENCE_LSTM_OPS
 # Shape-only ops: TFLite/XNNPACK alias or copy small metadata; they cost dispatch overhead, not bandwidth.
 LAYOUT_OPS = frozenset({"RESHAPE", "SQUEEZE", "EXPAND_DIMS"})
 # Ops the TFLite XNNPACK delegate takes, per precision (tensorflow/lite/delegates/xnnpack/README.md,
@@ -84,6 +85,12 @@ DEFAULTS: dict[str, float] = {
     "mem_thread_eff": 0.0,  # bandwidth each extra thread adds (per-core caches); 0 = shared bandwidth
     "cpu_xnnpack": 1.0,  # 1: the runtime hands XNNPACK-supported ops to XNNPACK; 0: built-in kernels only
     "cpu_eff_builtin": 0.5,  # built-in (non-XNNPACK) kernels vs XNNPACK, per MAC
+    # Fused sequence LSTMs run TFLite's own kernel, one time step after another on one thread: per MAC vs
+    # the fp32 GEMM rate. The integer kernel (int8 weights, int16 cell state, requantised gates) is slower
+    # still. Both measured on this project's host only (bench_results/recurrent.json: fp32 0.14 ms,
+    # int8 1.03 ms for the zoo's 3-layer encoder); on devices they are assumptions until measured there.
+    "cpu_eff_lstm": 0.1,
+    "cpu_eff_lstm_int8": 0.14,
     "cpu_builtin_ns_per_elem": 1.0,  # built-in non-MAC ops: nanoseconds per tensor element (one thread)
     # cpu_builtin_ns_per_elem_fp32: the same for float ops; defaults to cpu_builtin_ns_per_elem
     "mem_bw_gbps": 10.0,  # DRAM bytes per second a memory-bound op achieves
@@ -308,7 +315,9 @@ def cpu_op_ms(op: dict[str, Any], p: Mapping[str, float], threads: int) -> tuple
     if threads > 1 and delegated(op, p):
         overhead += p["thread_sync_us"] * 1e-6
     scale = max(1.0 + (threads - 1) * p["cpu_thread_eff"], 0.1)
-    if delegated(op, p) or (precision(op) == "dynamic" and op["macs"]):
+    if op["op"] in SEQUENCE_LSTM_OPS:
+        compute = lstm_seconds(op, p)
+    elif delegated(op, p) or (precision(op) == "dynamic" and op["macs"]):
         # XNNPACK (and the hybrid dynamic-range kernels, rated by cpu_eff_dynamic) split ops over threads
         compute = (mac_op_seconds(op, p) if op["macs"] else 0.0) / scale
     else:  # TFLite built-in kernels: measured to run on one thread here
@@ -331,6 +340,17 @@ def cpu_op_ms(op: dict[str, Any], p: Mapping[str, float], threads: int) -> tuple
     act_bw = p.get("act_bw_gbps", 0.0) * spread or bandwidth
     memory = op["activation_bytes"] / (act_bw * 1e9) + op["weight_bytes"] / (bandwidth * 1e9)
     return (max(compute, memory) + overhead) * 1000.0, _bound(compute, memory, overhead)
+
+
+def lstm_seconds(op: dict[str, Any], p: Mapping[str, float]) -> float:
+    """A fused sequence LSTM: its mat-vec MACs at the fp32 rate scaled by the LSTM kernel's efficiency."""
+    rate = p["cpu_ghz"] * 1e9 * p["cpu_macs_per_cycle_fp32"] * p["cpu_eff_lstm"]
+    prec = precision(op)
+    if prec == "int8":
+        rate *= p["cpu_eff_lstm_int8"]
+    elif prec == "dynamic":
+        rate *= p["cpu_eff_dynamic"]
+    return op["macs"] / rate
 
 
 def delegated(op: dict[str, Any], p: Mapping[str, float]) -> bool:
