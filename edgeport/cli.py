@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--trust-pickle", action="store_true", help="allow unpickling a whole module (runs code from the file)")
     conv.add_argument("--output", "-o", type=Path, default=Path("edgeport-out"))
     conv.add_argument("--opset", type=options.opset, default=17)
+    conv.add_argument("--state", action="append", default=[], metavar="IN=OUT",
+                      help="carried state of a streaming model: input IN takes output OUT of the previous chunk; data holds "
+                           "sequences [S, T, ...] and validation runs them chunk by chunk, closed-loop")
     conv.add_argument("--exporter", type=options.exporter, default="auto", metavar="{auto,onnx2tf,litert-torch}",
                       help="PyTorch -> TFLite path: onnx2tf (via ONNX), litert-torch (LiteRT Torch, no ONNX), or auto "
                            "(onnx2tf, then LiteRT Torch when onnx2tf fails or its float model disagrees; default)")
@@ -200,7 +203,7 @@ def _convert(args: argparse.Namespace) -> int:
         trust_pickle=args.trust_pickle, output=args.output, opset=args.opset, runs=args.runs,
         preprocessing=pre or None, keep_work=args.keep_work, targets=tuple(args.target),
         benchmark_binary=args.benchmark_binary, ssh_options=tuple(args.ssh_option), diagnose=args.diagnose,
-        constants=tuple(args.const), exporter=args.exporter, mixed_search=args.mixed_search,
+        constants=tuple(args.const), states=tuple(args.state), exporter=args.exporter, mixed_search=args.mixed_search,
     )
     report = run_convert(req)
     _emit(args, report.data, [*report.lines, f"  report     {report.path}"])

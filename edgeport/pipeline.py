@@ -44,7 +44,7 @@ from edgeport.report_build import ConvertResults, attempt_accuracy, build_report
 from edgeport.report_html import render as render_html
 from edgeport.runners.common import RunOptions
 from edgeport.types import plain
-from edgeport.validate import verdict, xnnpack
+from edgeport.validate import streaming, verdict, xnnpack
 from edgeport.validate.divergence import check_samples, float_conversion_check
 from edgeport.validate.judge import Evidence, judge
 from edgeport.validate.run import reference_outputs, run_tflite
@@ -76,6 +76,7 @@ class ConvertRequest:
     rewrite_pools: bool = True  # export/pool_padding.py; off only to study the unrewritten model (survey, tests)
     exporter: str = "auto"  # auto | onnx2tf | litert-torch (export/select.py)
     mixed_search: str = "auto"  # auto | aeq | converter (quantize/stage.py: which --quant mixed search)
+    states: tuple[str, ...] = ()  # IN=OUT pairs of carried state (validate/streaming.py)
 
     @property
     def run_options(self) -> RunOptions:
@@ -172,13 +173,17 @@ def run_convert(req: ConvertRequest) -> Report:
             raise InputError(f"--quant {mode} needs calibration data", hint="pass --calib DATA (.npz, .npy, an image folder or builtin:NAME)")
         with timer.stage("export", "normalising the ONNX graph" if loaded.kind == "onnx" else None):
             io = model_io(loaded, shapes, req.calib or req.val, work, req.rewrite_pools)
+        calib_src, val_src, stream = req.calib, req.val, None
+        if req.states:
+            with timer.stage("data", "streaming: the float model over each sequence, state carried"):
+                calib_src, val_src, stream = _streams(req, loaded, io, work, notes)
         with timer.stage("data", "loading calibration/validation data" if req.calib or req.val else None):
-            data = load_data(io, req.calib, req.val, req.preprocessing, req.max_calib_samples, req.max_val_samples, notes)
+            data = load_data(io, calib_src, val_src, req.preprocessing, req.max_calib_samples, req.max_val_samples, notes)
         with timer.stage("reference", f"float reference outputs on {data.val.count} samples"):
             references = reference_outputs(loaded.module, io.onnx.path if io.onnx else None, list(io.inputs), data.val.inputs)
         threads = min(prof.runtime.threads, os.cpu_count() or 1)
         with timer.stage("convert"):  # under auto, each exporter's artifact is validated here (export/arbitrate.py)
-            choice = _export(req, loaded, io, data, references, mode, prof, work, threads, notes, timer)
+            choice = _export(req, loaded, io, data, references, mode, prof, work, threads, notes, timer, stream)
         conv = choice.conversion
         artifact_key = mode
         mixed_result = diagnosis = None
@@ -229,8 +234,37 @@ def run_convert(req: ConvertRequest) -> Report:
             out_dir.rmdir()  # a failed run leaves nothing behind, not even the directory it made
 
 
+def _streams(req: ConvertRequest, loaded: LoadedModel, io: ModelIO, work: Path,
+             notes: list[str]) -> tuple[str | None, str | None, tuple[dict[str, str], int, list[str]] | None]:
+    """--state: sequence data -> chunk samples carrying the float model's states (validate/streaming.py)."""
+    pairs = streaming.parse_states(req.states, io.inputs, io.outputs)
+    if not (req.calib or req.val):
+        notes.append("--state without data: generated inputs are judged chunk by chunk with zero state")
+        return None, None, None
+
+    def reference(feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return reference_outputs(loaded.module, io.onnx.path if io.onnx else None, list(io.inputs), feed)
+
+    found: dict[str, tuple[str, int, int]] = {}
+    for role, spec, cap in (("calib", req.calib, req.max_calib_samples), ("val", req.val, req.max_val_samples)):
+        if spec:
+            path = work / f"stream_{role}.npz"
+            sequences, steps = streaming.unroll(spec, pairs, io.inputs, io.outputs, reference, path, max_samples=cap)
+            found[role] = (str(path), sequences, steps)
+    if "val" not in found:
+        calib, val = streaming.split_sequences(Path(found["calib"][0]), found["calib"][2])
+        found = {"calib": (str(calib), 0, found["calib"][2]), "val": (str(val), 0, found["calib"][2])}
+        notes.append("--state with --calib only: the last 30% of the sequences are held out for validation")
+    steps = found["val"][2]
+    notes.append(f"streaming: state {', '.join(f'{a} <- {b}' for a, b in pairs.items())} carried through sequences of "
+                 f"{steps} chunks; calibration sees the float model's states, and the TFLite model is judged "
+                 "closed-loop (its own states fed back) on every chunk")
+    return found.get("calib", (None,))[0], found["val"][0], (pairs, steps, [o.name for o in io.outputs])
+
+
 def _export(req: ConvertRequest, loaded: LoadedModel, io: ModelIO, data: Data, references: list[np.ndarray], mode: str,
-            prof: DeviceProfile, work: Path, threads: int, notes: list[str], timer: _Timer) -> select.ExportChoice:
+            prof: DeviceProfile, work: Path, threads: int, notes: list[str], timer: _Timer,
+            stream: tuple[dict[str, str], int, list[str]] | None = None) -> select.ExportChoice:
     """Every file the mode needs, from the backend --exporter picks (see export/select.py): under auto,
     the one whose float32 model and artifact hold up best (export/arbitrate.py)."""
     io_dtype = prof.runtime.io_dtype if MODES[mode].integer_io else "float32"
@@ -248,6 +282,8 @@ def _export(req: ConvertRequest, loaded: LoadedModel, io: ModelIO, data: Data, r
     def check(conv: Conversion) -> select.FloatCheck:
         # One float32 run serves twice: the check that the conversion itself matches the reference
         # (on a few samples), and its host time beside the artifact's.
+        if stream is not None:  # every later run of this conversion feeds its own state back (closed loop)
+            streaming.attach(conv.input_map, *stream)
         with timer.stage("float_check", f"{conv.backend}: float32 TFLite vs the reference"):
             fp32 = conv.files["fp32"]
             run = run_tflite(fp32, sample_inputs, conv.input_map, sample_refs, threads=threads,

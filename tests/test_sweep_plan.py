@@ -60,6 +60,7 @@ def _sweep_error(plan: Path, capsys) -> str:
     (lambda t: t + '[[models]]\ncheckpoint = "m.ts"\ncalib = "calib.npz"\n', ["models[1].name", "'m' is used"]),
     (lambda t: t + 'input_shapes = ["1xAx3"]\n', ["models[0] (m).input_shapes"]),
     (lambda t: t.replace("[[models]]", "[[modles]]"), ["modles", "not a plan key"]),
+    (lambda t: t + 'state = ["state"]\n', ["models[0] (m).state", "IN=OUT"]),
     (lambda t: "profiles = [\n", ["not valid TOML"]),
 ])
 def test_bad_plan_is_exit_2_with_one_line_naming_the_entry(plan_dir, capsys, edit, names):
@@ -85,6 +86,12 @@ def test_cells_are_the_cross_product_with_per_model_overrides(plan_dir):
     assert int8.request["quant"] == "int8" and int8.request["runs"] == 3
     assert Path(int8.request["calib"]) == plan_dir / "calib.npz", "paths are relative to the plan file"
     assert plan.output == plan_dir / "edgeport-sweep" or plan.output == Path("edgeport-sweep")
+
+
+def test_state_pairs_reach_the_cells_request(plan_dir):
+    (plan_dir / "plan.toml").write_text(GOOD + 'state = "state=stateN"\n')
+    plan = load_plan(plan_dir / "plan.toml")
+    assert all(c.request["states"] == ["state=stateN"] for c in plan.cells)
 
 
 def test_key_changes_with_each_input_and_only_for_the_cells_that_use_it(plan_dir):

@@ -74,8 +74,14 @@ def main(argv: list[str]) -> int:
     feeds = _load_feeds(req, in_details)
     count = len(next(iter(feeds.values()))) if feeds else 0
     outs: dict[str, list[np.ndarray]] = {k: [] for k in out_details}
+    carried = _state_links(req.get("input_map") or {}, list(out_details))
+    previous: dict[str, np.ndarray] = {}
     for i in range(count if req.get("validate", True) else 0):
         sample = {k: quantize_input(v[i : i + 1], in_details[k]) for k, v in feeds.items()}
+        for key, (out_key, steps) in carried.items():
+            # Streaming state (--state): within a sequence, the model's own previous state, not the float one
+            if i % steps and out_key in previous and previous[out_key].shape == sample[key].shape:
+                sample[key] = quantize_input(previous[out_key], in_details[key])
         # Each sample is an independent sequence: a fused LSTM keeps its state in variable tensors
         # between invocations, and without a reset one sample's final state would start the next.
         if i:  # the first call allocates the tensors; resetting before it fails
@@ -83,6 +89,7 @@ def main(argv: list[str]) -> int:
         got = runner(**sample)
         for k in out_details:
             outs[k].append(dequantize_output(np.asarray(got[k]), out_details[k]))
+        previous = {k: outs[k][-1] for k in out_details}
     for k, v in outs.items():
         if v:
             results[f"out::{k}"] = np.concatenate(v, axis=0)
@@ -104,6 +111,22 @@ def main(argv: list[str]) -> int:
     np.savez(tmp, **results)
     tmp.replace(out)
     return 0
+
+
+def ordered_output_keys(keys: list[str]) -> list[str]:
+    """Signature output keys in the source model's output order (SavedModel names them output_0, output_1, ...)."""
+    def index(k: str) -> tuple[int, str]:
+        tail = k.rsplit("_", 1)[-1]
+        return (int(tail), k) if tail.isdigit() else (10**6, k)
+
+    return sorted(keys, key=index)
+
+
+def _state_links(input_map: dict[str, dict[str, Any]], out_keys: list[str]) -> dict[str, tuple[str, int]]:
+    """{state input key: (output key that feeds it, chunks per sequence)} from validate/streaming.attach."""
+    ordered = ordered_output_keys(out_keys)
+    return {key: (ordered[int(spec["state_from"])], int(spec.get("steps", 1)))
+            for key, spec in input_map.items() if spec.get("state_from") is not None}
 
 
 def _load_feeds(req: dict[str, Any], in_details: dict[str, Any]) -> dict[str, np.ndarray]:

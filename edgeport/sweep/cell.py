@@ -175,7 +175,7 @@ def _child(spec_path: str, result_path: str) -> int:
         checkpoint=Path(r["checkpoint"]), profile=r["profile"], calib=r.get("calib"), val=r.get("val"), quant=r.get("quant"),
         input_shapes=tuple(r.get("input_shapes", ())), model_class=r.get("model_class"), model_kwargs=r.get("model_kwargs"),
         trust_pickle=bool(r.get("trust_pickle", False)), output=Path(r["output"]), opset=int(r.get("opset", 17)),
-        runs=int(r.get("runs", 20)), preprocessing=r.get("preprocessing"))
+        runs=int(r.get("runs", 20)), preprocessing=r.get("preprocessing"), states=tuple(r.get("states", ())))
     try:
         report = run_convert(req)
     except KeyboardInterrupt:

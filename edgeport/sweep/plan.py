@@ -22,7 +22,7 @@ from edgeport.errors import EdgeportError, InputError
 PLAN_KEYS = {"sweep", "profiles", "modes", "models"}
 SWEEP_KEYS = {"output", "shared_dir", "runs", "timeout_s", "cpus_per_cell", "memory_gb_per_cell", "workers"}
 MODEL_KEYS = {"name", "checkpoint", "model_class", "model_kwargs", "input_shapes", "calib", "val", "preprocess",
-              "profiles", "modes", "trust_pickle", "opset"}
+              "profiles", "modes", "trust_pickle", "opset", "state"}
 # Variables a cell's worker process must see as the driver does: the host-fit mode and cache decide the
 # simulated latency, PYTHONPATH decides where --model-class modules are found.
 FORWARDED_ENV = ("EDGEPORT_HOST_FIT", "EDGEPORT_CACHE_DIR", "EDGEPORT_PROFILES_DIR", "EDGEPORT_MIXED_WORKERS", "PYTHONPATH")
@@ -184,6 +184,11 @@ def _model_cells(entry: dict[str, Any], i: int, base: Path, default_profiles: An
         if not isinstance(pre, dict):
             raise _bad(f"{where}.preprocess", "must be a table", 'e.g. preprocess = { resize = "256", crop = "224" }')
         req["preprocessing"] = {str(k): str(v) for k, v in sorted(pre.items())}
+    if "state" in entry:  # carried state of a streaming model, as --state IN=OUT (validate/streaming.py)
+        states = [entry["state"]] if isinstance(entry["state"], str) else entry["state"]
+        req["states"] = _strs(states, f"{where}.state", '["state=stateN"]')
+        if any("=" not in item for item in req["states"]):
+            raise _bad(f"{where}.state", "must be IN=OUT pairs", 'e.g. state = ["state=stateN"]')
     for flag in ("trust_pickle",):
         if flag in entry:
             if not isinstance(entry[flag], bool):

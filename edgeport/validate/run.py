@@ -15,6 +15,7 @@ import numpy as np
 
 from edgeport.export.layout import ShapeMismatch, output_perm, undo
 from edgeport.export.torch_to_onnx import flatten_outputs as _flatten
+from edgeport.runners.tflite_exec import ordered_output_keys
 from edgeport.types import LatencyStats, TensorSpec
 
 
@@ -137,12 +138,7 @@ def _reference_layout(res: Any, keys: list[str], references: list[np.ndarray] | 
 
 
 def _order_output_keys(keys: list[str], references: list[np.ndarray] | None) -> list[str]:
-    # The SavedModel signature names outputs output_0, output_1, ... in ONNX output order.
-    def index(k: str) -> tuple[int, str]:
-        tail = k.rsplit("_", 1)[-1]
-        return (int(tail), k) if tail.isdigit() else (10**6, k)
-
-    ordered = sorted(keys, key=index)
+    ordered = ordered_output_keys(keys)
     if references is not None and len(ordered) != len(references):
         raise ShapeMismatch(f"the TFLite model has {len(ordered)} outputs but the reference has {len(references)}")
     return ordered
