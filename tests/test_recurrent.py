@@ -42,13 +42,16 @@ def _crnn() -> recurrent.Crnn:
     return model.eval()
 
 
-def _lstm_graph(*, read_cell_state: bool = False, state_input: bool = False, clip: float | None = None):
+def _lstm_graph(*, read_cell_state: bool = False, state_input: bool = False, clip: float | None = None,
+                lengths: int | None = None):
     """One ONNX LSTM node (seq 5, batch 1, input 3, hidden 4) with the variations fusable_lstms judges."""
     rng = np.random.default_rng(0)
     inits = [helper.make_tensor(n, TensorProto.FLOAT, s, rng.normal(0, 0.3, s).ravel().tolist())
              for n, s in (("W", [1, 16, 3]), ("R", [1, 16, 4]), ("B", [1, 32]))]
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, 1, 3])]
-    lstm_in = ["x", "W", "R", "B", "", "h0" if state_input else "", "c0" if state_input else ""]
+    lstm_in = ["x", "W", "R", "B", "lens" if lengths else "", "h0" if state_input else "", "c0" if state_input else ""]
+    if lengths:  # tf2onnx's constant sequence_lens
+        inits.append(helper.make_tensor("lens", TensorProto.INT32, [1], [lengths]))
     if state_input:
         inputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 1, 4]) for n in ("h0", "c0")]
     attrs = {"hidden_size": 4} | ({"clip": clip} if clip else {})
@@ -65,6 +68,8 @@ def _lstm_graph(*, read_cell_state: bool = False, state_input: bool = False, cli
     ({"read_cell_state": True}, "final cell state"),
     ({"state_input": True}, "not a zero constant"),
     ({"clip": 3.0}, "clip"),
+    ({"lengths": 5}, None),
+    ({"lengths": 3}, "sequence_lens shorter"),
 ])
 def test_fusable_lstms_fuses_only_what_the_fused_op_can_express(tmp_path, kwargs, reason):
     path = tmp_path / "lstm.onnx"

@@ -56,8 +56,8 @@ def fusable_lstms(onnx_path: str) -> dict[str, str | None]:
             why = "clip/input_forget cell"
         elif inputs[7]:
             why = "peephole weights"
-        elif inputs[4]:
-            why = "sequence_lens input"
+        elif inputs[4] and not _full_lengths(inputs[4], inputs[0], consts, graph, attrs.get("layout", 0)):
+            why = "sequence_lens shorter than the sequence (or not a constant)"
         elif len(node.output) > 2 and node.output[2] and node.output[2] in read:
             why = "its final cell state (Y_c) is read, which the fused op does not return"
         else:
@@ -66,6 +66,19 @@ def fusable_lstms(onnx_path: str) -> dict[str, str | None]:
                     why = "its initial state is not a zero constant (carried state)"
         found[node.name] = why
     return found
+
+
+def _full_lengths(lens_name: str, x_name: str, consts: dict, graph, layout: int) -> bool:
+    """tf2onnx writes a constant sequence_lens equal to the sequence length: that is no masking at all."""
+    from onnx import numpy_helper
+
+    if lens_name not in consts:
+        return False
+    lens = numpy_helper.to_array(consts[lens_name])
+    dims = next(([d.dim_value for d in vi.type.tensor_type.shape.dim] for vi in [*graph.input, *graph.value_info]
+                 if vi.name == x_name), None)
+    steps = dims[1 if layout else 0] if dims and len(dims) == 3 else 0
+    return steps > 0 and bool(np.all(lens == steps))
 
 
 def quantizer_for(fused: dict[str, str | None]) -> dict[str, Any]:
