@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgeport.export import fused_lstm
+from edgeport.export.rewrites import onnx2tf_ops
 from edgeport.progress import write_status
 
 # onnx2tf 1.x downloads MS-COCO sample images when every input looks like an RGB image (NHWC, 3
@@ -64,6 +65,7 @@ def run_onnx2tf(req: dict[str, Any]) -> None:
     o2t.download_test_image_data = _offline_sample_images
     o2t_common.download_test_image_data = _offline_sample_images
     fused_lstm.install(fused_lstm.fusable_lstms(req["onnx"]))
+    onnx2tf_ops.install()  # onnx2tf keeps and builds the contrib ops export/rewrites/ writes (GELU)
     o2t.convert(
         input_onnx_file_path=req["onnx"],
         output_folder_path=req["saved_model"],

@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 
 from edgeport.export.rewrites.gather_concat import gather_of_concat
+from edgeport.export.rewrites.gelu import gelu
 from edgeport.export.rewrites.l2_normalize import l2_normalize
+from edgeport.export.rewrites.layer_norm import layer_norm
 
 
 @dataclass
@@ -50,7 +52,8 @@ class RewriteContext:
 
 
 Rewrite = Callable[[Any, RewriteContext], list[dict]]
-REWRITES: list[tuple[str, Rewrite]] = [("gather_of_concat", gather_of_concat), ("l2_normalize", l2_normalize)]
+REWRITES: list[tuple[str, Rewrite]] = [("gather_of_concat", gather_of_concat), ("l2_normalize", l2_normalize),
+                                       ("gelu", gelu), ("layer_norm", layer_norm)]
 FLOAT_TOLERANCE = 1e-4  # relative to the output's range: rewrites reorder float math, never approximate
 
 
