@@ -17,12 +17,24 @@ class QuantMode:
     integer_io: bool  # graph inputs/outputs may follow the profile's int8/uint8 runtime.io_dtype
     delegates: tuple[str, ...]  # runtimes whose fast kernels take it; the rest fall back to builtin kernels
     summary: str
+    # Built by AI Edge Quantizer from the backend's float32 .tflite (quantize/weight_only.py), not by a
+    # backend job: the same recipe whichever backend converted.
+    weight_only: bool = False
 
 
 _TABLE = (
     QuantMode("fp32", False, False, ("xnnpack", "gpu"), "float32"),
     QuantMode("fp16", False, False, ("gpu", "xnnpack"), "float16 weights, float32 compute on CPUs"),
     QuantMode("dynamic", False, False, ("xnnpack",), "int8 weights, float activations (dynamic range)"),
+    # Measured with ai_edge_litert 2.3 (quantize/weight_only.xnnpack_coverage): XNNPACK takes w8's DEQUANTIZE
+    # of int8 weights (dequantized once, fp32 kernels) and w4's blockwise-int4 FULLY_CONNECTED (its qd8-f32-qb4w
+    # kernels); TFLite's builtin blockwise-int4 kernel is a reference loop, far slower.
+    QuantMode("w8", False, False, ("xnnpack",),
+              "weight-only int8 (per channel) behind a DEQUANTIZE: float activations and float compute",
+              weight_only=True),
+    QuantMode("w4", False, False, ("xnnpack",),
+              "blockwise int4 FULLY_CONNECTED weights (block 32), float activations; int8 weight-only elsewhere",
+              weight_only=True),
     QuantMode("int8", True, True, ("xnnpack", "edgetpu"),
               "full integer, per-channel int8 weights and int8 activations"),
     # XNNPACK has no int16 activation kernels: int16x8 runs on TFLite's builtin kernels everywhere.

@@ -32,6 +32,7 @@ from edgeport.latency.host_fit import resolve as resolve_host_fit
 from edgeport.model_io import Data, ModelIO, load_data, model_io
 from edgeport.modes import MODES
 from edgeport.profiles import DeviceProfile, check_quant_allowed, load_profile
+from edgeport.quantize import fp16_compare, weight_only
 from edgeport.quantize.stage import (
     MIXED_SEARCHES,
     aeq_mixed_stage,
@@ -186,6 +187,8 @@ def run_convert(req: ConvertRequest) -> Report:
             choice = _export(req, loaded, io, data, references, mode, prof, work, threads, notes, timer, stream)
         conv = choice.conversion
         artifact_key = mode
+        if MODES[mode].weight_only:  # built in validate() per exporter; here: the kept one's delegation and notes
+            notes.extend(weight_only.stage(conv, mode, coverage=True).notes)
         mixed_result = diagnosis = None
         if mode == "mixed" and uses_aeq_search(prof, req.mixed_search):
             with timer.stage("mixed_search", "AI Edge Quantizer: calibrate once, search int8 / a16w8 / float per op"):
@@ -213,13 +216,14 @@ def run_convert(req: ConvertRequest) -> Report:
             device = _measure_targets(model, prof, req)
         info = inspect_model(model)
         simulated, tpu = _simulate(info, prof, model, work, notes)
+        fp16 = fp16_compare.compare(conv, mode, model, simulated, prof, work, notes)  # mixed/w8/w4 beside fp16
         results = ConvertResults(
             options={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(req).items()},
             checkpoint=req.checkpoint, profile=prof, mode=mode, loaded=loaded, io=io, data=data, references=references,
             choice=choice, artifact_key=artifact_key, final=out_dir / f"{_stem(req.checkpoint)}_{mode}.tflite", run=run,
             fp32_run=None if artifact_key == "fp32" else choice.float_check.run, float_check=float_check, xnnpack=xnn,
             info=info, device=device, simulated=simulated, edgetpu=tpu, mixed=mixed_result, diagnosis=diagnosis,
-            bindings=bindings, notes=[*conv.notes, *notes])
+            bindings=bindings, notes=[*conv.notes, *notes], fp16_comparison=fp16)
         report = build_report(results)
         report["verdict"] = _verdict(evidence(results, report), prof, choice)
         report["timings"] = timer.timings
@@ -272,7 +276,7 @@ def _export(req: ConvertRequest, loaded: LoadedModel, io: ModelIO, data: Data, r
     if mode == "mixed":  # the AEQ search needs only the float model; the converter search starts from plain int8
         if not uses_aeq_search(prof, req.mixed_search):
             jobs.append(Job("int8", "int8", io_dtype))
-    elif mode != "fp32":
+    elif mode != "fp32" and not MODES[mode].weight_only:  # w8/w4: AI Edge Quantizer on the float model, in validate()
         jobs.append(Job(mode, mode, io_dtype))
     ereq = ExportRequest(loaded=loaded, inputs=io.inputs, outputs=io.outputs, jobs=tuple(jobs),
                          calibration=data.calibration_arrays(io.inputs), work=work, opset=req.opset, onnx=io.onnx,
@@ -293,6 +297,9 @@ def _export(req: ConvertRequest, loaded: LoadedModel, io: ModelIO, data: Data, r
             return select.FloatCheck(bool(found["matches"]), found, run, run.mismatch)
 
     def validate(conv: Conversion) -> select.ArtifactCheck:
+        if MODES[mode].weight_only:
+            with timer.stage("quantize", f"{conv.backend}: AI Edge Quantizer {mode} from the float32 model"):
+                weight_only.stage(conv, mode)
         with timer.stage("validate", f"{conv.backend} {mode} TFLite vs reference on {data.val.count} samples, "
                                      f"then {req.runs} timed runs"):
             return _validate_artifact(conv, mode, io, data, references, mode, prof, threads, req.runs)

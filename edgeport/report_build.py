@@ -50,6 +50,7 @@ class ConvertResults:
     diagnosis: Any = None  # the per-layer table of --diagnose
     bindings: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    fp16_comparison: Any = None  # quantize.fp16_compare.Fp16Comparison for mixed/w8/w4 on profiles that run fp16
 
     @property
     def artifact_path(self) -> Path:
@@ -93,6 +94,11 @@ def build_report(r: ConvertResults) -> dict[str, Any]:
     report["quantization"]["weight_bytes"] = r.info["weight_bytes"]
     if r.mixed is not None:
         report["quantization"].update(_mixed_section(r.mixed, prof))
+    weight_only = conv.extra.get("weight_only")
+    if weight_only is not None and weight_only.mode == r.mode:
+        report["quantization"]["weight_only"] = weight_only.to_dict()
+    if r.fp16_comparison is not None:
+        report["quantization"]["fp16_comparison"] = r.fp16_comparison.to_dict()
     if r.edgetpu is not None:
         report["edgetpu"] = r.edgetpu.to_dict()
     report["float_conversion"] = r.float_check
@@ -197,6 +203,8 @@ def evidence(r: ConvertResults, report: dict[str, Any]) -> Evidence:
         edgetpu_share=r.edgetpu.share_on_tpu if r.edgetpu is not None else None,
         edgetpu_first_cpu_op=r.edgetpu.first_unsupported if r.edgetpu is not None else None,
         kept_float=kept, kept_float_not_float=tuple(verify_kept_float(info, list(kept))) if kept is not None else (),
+        fp16_comparison=r.fp16_comparison.to_dict() | {"detail": r.fp16_comparison.detail()}
+        if r.fp16_comparison is not None else None,
     )
 
 

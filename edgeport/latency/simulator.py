@@ -243,6 +243,11 @@ def precision(op: dict[str, Any]) -> str:
         return "int16"
     if act in FLOAT_TYPES and any(t["const"] and t["dtype"] in INT_TYPES for t in op["inputs"][1:2]):
         return "dynamic"  # int8 weights with float activations: dynamic-range kernels
+    # --quant w4: int4 weights read by the float op itself. XNNPACK takes it (qd8-f32-qb4w kernels; measured
+    # with ai_edge_litert 2.3, quantize/weight_only.xnnpack_coverage) at about the fp32 GEMM rate per MAC
+    # (1.2x at 128 tokens on this project's host), so it is priced as fp32 compute, and its weight traffic
+    # is the int4 bytes (the weight tensor's own size). --quant w8's int8 weights sit behind a DEQUANTIZE of
+    # a constant, which costs nothing per inference (dequantized once, as fp16's weights): fp32 below too.
     return "fp32"
 
 

@@ -36,6 +36,9 @@ class Evidence:
     edgetpu_first_cpu_op: str | None = None
     kept_float: tuple[str, ...] | None = None  # mixed: ops the search kept in float
     kept_float_not_float: tuple[str, ...] = ()  # ...of which the written file has these in integer
+    # mixed/w8/w4: an fp16 build of the same float model (quantize/fp16_compare): size_bytes,
+    # simulated_p50_ms, dominated, recommendation, detail. Judged for --quant mixed only.
+    fp16_comparison: dict[str, Any] | None = None
 
 
 def judge(ev: Evidence, budgets: Budgets) -> dict[str, Any]:
@@ -66,7 +69,22 @@ def _extra(ev: Evidence, b: Budgets) -> list[Check | None]:
                                        f"first op on the CPU: {ev.edgetpu_first_cpu_op}" if ev.edgetpu_first_cpu_op else ""))
     checks.append(_float_conversion(ev.float_check))
     checks.append(_xnnpack(ev.xnnpack))
+    checks.append(_not_dominated(ev))
     return checks
+
+
+def _not_dominated(ev: Evidence) -> Check | None:
+    """--quant mixed must not be both larger and slower (simulated) than fp16 of the same model: then
+    fp16 is the answer, and the verdict says so instead of passing a dominated model."""
+    cmp = ev.fp16_comparison
+    if ev.mode != "mixed" or cmp is None or cmp.get("dominated") is None:
+        return None
+    dominated = bool(cmp["dominated"])
+    detail = cmp.get("detail", "")
+    if dominated:
+        detail = f"{detail}; {cmp.get('recommendation')}"
+    return verdict.must("mixed_not_dominated", not dominated, {"size_vs_fp16": cmp.get("size_ratio"),
+                                                               "simulated_latency_vs_fp16": cmp.get("latency_ratio")}, detail)
 
 
 def _float_conversion(result: dict[str, Any]) -> Check:
