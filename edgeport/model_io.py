@@ -50,9 +50,12 @@ class Data:
 
 def model_io(loaded: LoadedModel, shapes: dict, data_hint: str | None, work: Path, rewrite_pools: bool = True) -> ModelIO:
     if loaded.kind == "onnx":
-        from edgeport.export.onnx2tf_backend import prepare_onnx_input
+        from edgeport.export.onnx_prep import prepare_onnx
 
-        prepared = prepare_onnx_input(loaded, shapes, work, rewrite_pools)
+        # Inputs bound with --const (constants.bind_constants) are folded into the graph here.
+        bound = {p.name: p.default for p in loaded.params or () if not p.tensor}
+        prepared = prepare_onnx(loaded.path, work / "model.onnx", shapes, rewrite_pools=rewrite_pools, constants=bound)
+        memory.check_fits(memory.estimate_onnx(prepared.path), prepared.inputs)
         return ModelIO(prepared.inputs, prepared.outputs, prepared)
     from edgeport.export.torch_to_onnx import probe_outputs
 

@@ -100,14 +100,20 @@ def forward_params(loaded: LoadedModel) -> list[Param] | None:
 
 def bind_constants(loaded: LoadedModel, consts: dict[str, Any], shape_names: list[str]) -> tuple[LoadedModel, list[dict[str, Any]]]:
     """A LoadedModel whose module takes only the tensor arguments, plus the bindings for the report.
+    For an ONNX file, `consts` name graph inputs (a scalar `sr`) to fold into constants.
 
     Fails with one line for a value of the wrong type, an unknown name, a shape given for a plain
     argument, and a plain argument with neither a default nor a value."""
     if loaded.kind == "onnx":
-        if consts:
-            raise InputError("--const binds forward() arguments of a torch model; an ONNX file has tensor inputs only",
-                             hint="drop --const, or export the ONNX with the value fixed")
-        return loaded, []
+        if not consts:
+            return loaded, []
+        # A graph input is bound instead: checked here, folded when the graph is normalised
+        # (onnx_prep.prepare_onnx, via model_io), which reads the values from `params`.
+        from edgeport.export.onnx_constants import onnx_bindings
+
+        bindings = onnx_bindings(loaded.path, consts, shape_names)
+        params = tuple(Param(b["name"], False, b["type"], True, consts[b["name"]]) for b in bindings)
+        return replace(loaded, params=params), bindings
     params = forward_params(loaded)
     if params is None:
         if consts:
@@ -238,6 +244,7 @@ def _bound_module(inner: Any, params: list[Param], values: dict[str, Any]) -> An
             # The ONNX exporter cannot trace into a TorchScript module from a plain wrapper ("not part
             # of the active trace"); a torch.jit.trace of the wrapper first can (see torch_to_onnx).
             self.trace_before_export = isinstance(inner, torch.jit.ScriptModule)
+            self.bound_values = {p.name: values[p.name] for p in params if p.name in values}  # named in export errors
 
         def forward(self, *tensors: Any) -> Any:
             it = iter(tensors)

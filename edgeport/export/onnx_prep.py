@@ -53,7 +53,9 @@ def parse_shape(text: str) -> tuple[str | None, tuple[int, ...]]:
 
 
 def prepare_onnx(src: Path, dst: Path, input_shapes: dict[str | None, tuple[int, ...]] | None = None,
-                 simplify: bool = True, rewrite_pools: bool = True) -> PreparedOnnx:
+                 simplify: bool = True, rewrite_pools: bool = True, constants: dict | None = None) -> PreparedOnnx:
+    """`constants`: `--const` values for graph inputs, folded before shapes are fixed and onnxslim
+    runs (export/onnx_constants.py), so what depends on them folds too."""
     import onnx
 
     model = _load(src)
@@ -69,6 +71,10 @@ def prepare_onnx(src: Path, dst: Path, input_shapes: dict[str | None, tuple[int,
         graph.input.remove(item)
     if stale:
         notes.append(f"removed {len(stale)} initializers listed as graph inputs (older exporters do this)")
+    if constants:
+        from edgeport.export.onnx_constants import fold_constants
+
+        notes.extend(fold_constants(model, constants))
     _fix_input_shapes(graph, dict(input_shapes or {}), notes)
     renamed = _rename_nodes(model.graph, notes)
     _check_ops(model.graph)
