@@ -75,3 +75,34 @@ def parameters(model: nn.Module) -> int:
 def make_tokens(count: int, seed: int, tokens: int = TOKENS, dim: int = DIM) -> np.ndarray:
     """[count, tokens, dim] float32 inputs: seeded normal token embeddings."""
     return np.random.default_rng(seed).standard_normal((count, tokens, dim)).astype(np.float32)
+
+
+class SensitiveMlp(nn.Module):
+    """An MLP whose every layer breaks under int8: each hidden Linear writes one channel scaled up by
+    `outlier` that the next Linear reads scaled down by the same factor. The float function is a plain
+    MLP's, but a per-tensor int8 activation scale sized for the outlier channel flattens every other
+    channel, so every op is sensitive and `--quant mixed` keeps most of them in float (the case where
+    fp16 of the same model is the better answer). tanh between layers: no positive-homogeneous
+    activation for cross-layer equalization to rescale the outlier away."""
+
+    def __init__(self, dim: int = 64, hidden: int = 256, layers: int = 6, classes: int = 16, outlier: float = 1000.0,
+                 seed: int = 0) -> None:
+        super().__init__()
+        sizes = [dim] + [hidden] * layers
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:], strict=False))
+        self.head = nn.Linear(hidden, classes)
+        _heavy_tailed_init(self, seed)
+        with torch.no_grad():
+            for i, layer in enumerate(self.layers):
+                layer.weight[:, 0] /= outlier if i else 1.0  # reads the previous layer's outlier channel back down
+                layer.weight[0] *= outlier
+                layer.bias[0] *= outlier
+            self.head.weight[:, 0] /= outlier
+        self.outlier = outlier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            h = layer(x)
+            # tanh on every channel but the outlier, which stays linear (tanh would clamp it to 1)
+            x = torch.cat([h[..., :1], torch.tanh(h[..., 1:])], dim=-1)
+        return self.head(x)
