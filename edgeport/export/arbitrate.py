@@ -20,7 +20,7 @@ attempt and the rule that decides; it is pure (no I/O), so each rule has a fast 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 # The verdict checks (validate/judge.py) that decide whether an artifact "works": it runs on the
@@ -169,8 +169,6 @@ def preference(kept: Attempt, other: Attempt) -> str:
 
 def explain(attempts: list[Attempt], kept: int) -> list[Attempt]:
     """Every attempt with `kept` and `why` filled in."""
-    from dataclasses import replace
-
     best = attempts[kept]
     rivals = [i for i, a in enumerate(attempts) if a.usable and i != kept]
     runner_up = max(rivals, key=lambda i: rank(attempts[i], i), default=None)
@@ -186,9 +184,8 @@ def explain(attempts: list[Attempt], kept: int) -> list[Attempt]:
             why = "not kept: it did not convert"
         elif a.mismatch is not None:
             why = f"not kept: rejected, {a.mismatch}"
-        else:
-            why = f"not kept: {preference(best, a)} for {best.backend}" if not shortfalls(a) else \
-                f"not kept: {', and '.join(shortfalls(a))}"
+        else:  # it did not settle the choice (else no later attempt exists), so it has shortfalls
+            why = f"not kept: {', and '.join(shortfalls(a)) or f'ranked below {best.backend}'}"
         out.append(replace(a, kept=i == kept, why=why))
     return out
 
