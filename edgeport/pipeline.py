@@ -305,8 +305,9 @@ def _export(req: ConvertRequest, loaded: LoadedModel, io: ModelIO, data: Data, r
             return _validate_artifact(conv, mode, io, data, references, mode, prof, threads, req.runs)
 
     # The --quant mixed model and the --diagnose table are built from the kept conversion after the
-    # choice, so there the choice rests on conversion and the float32 check alone.
-    judged_here = mode != "mixed" and not req.diagnose
+    # choice, and rewrite_pools=False studies the ONNX path's own unrewritten model: there the choice
+    # rests on conversion and the float32 check alone.
+    judged_here = mode != "mixed" and not req.diagnose and req.rewrite_pools
     return select.export(ereq, req.exporter, loaded.kind, mode, check, note=notes.append,
                          validate=validate if judged_here else None)
 
