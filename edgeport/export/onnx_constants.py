@@ -159,7 +159,9 @@ class _Fold:
             for node in list(graph.node):
                 if node.op_type == "If" and node.domain in ("", "ai.onnx") and node.input[0] in derived:
                     taken = bool(np.asarray(derived[node.input[0]]).reshape(-1)[0])
-                    kept.extend(self.inline(graph, node, taken))
+                    nodes, moved = self.inline(graph, node, taken)
+                    kept.extend(nodes)
+                    static.update(moved)  # the branch's initializers, now in this graph
                     label = node.name or f"If -> {node.output[0]}"
                     self.ifs.append(f"'{label}'{f' (in {where})' if where else ''} -> "
                                     f"{'then' if taken else 'else'} branch")
@@ -215,11 +217,12 @@ class _Fold:
             return None
         return values
 
-    def inline(self, graph, node, taken: bool) -> list:
-        """The taken branch's nodes, its outputs renamed to the If's outputs; its initializers move to
-        `graph`. A branch-local name also defined elsewhere in the model (a sibling branch may reuse
+    def inline(self, graph, node, taken: bool) -> tuple[list, dict[str, np.ndarray]]:
+        """The taken branch's nodes, its outputs renamed to the If's outputs, and its initializers,
+        which move to `graph`. A branch-local name also defined elsewhere in the model (a sibling branch may reuse
         it) gets a fresh name, so the graph stays in SSA form."""
         import onnx
+        from onnx import numpy_helper
 
         branch = next(onnx.helper.get_attribute_value(a) for a in node.attribute
                       if a.name == ("then_branch" if taken else "else_branch"))
@@ -249,12 +252,14 @@ class _Fold:
             copy.CopyFrom(n)
             _rename(copy, rename)
             nodes.append(copy)
+        moved = {}
         for init in branch.initializer:
             copy = onnx.TensorProto()
             copy.CopyFrom(init)
             copy.name = rename.get(init.name, init.name)
             graph.initializer.append(copy)
-        return nodes
+            moved[copy.name] = numpy_helper.to_array(copy)
+        return nodes, moved
 
 
 def _rename(node, mapping: dict[str, str]) -> None:

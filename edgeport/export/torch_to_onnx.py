@@ -130,7 +130,8 @@ def _bound_error(exc: BaseException, bound: dict[str, Any], opset: int) -> Conve
     op = re.search(r"exporting (.+?) for ", text) or re.search(r"[Ee]xporting the operator '?([\w:.]+)'?", text)
     where = re.search(r'File "([^"]+)", line (\d+)', str(exc))
     what = f"op {op.group(1)!r}" if op else cause_line(exc, limit=160)
-    at = f" (at {Path(where.group(1)).name}:{where.group(2)})" if where and not where.group(1).startswith("code/") else ""
+    at = (f" on a value from {Path(where.group(1)).name}:{where.group(2)}"
+          if where and not where.group(1).startswith("code/") else "")
     first = next(iter(bound))
     consts = " ".join(f"--const {n}={_literal(v)}" for n, v in bound.items())
     return ConversionError(
