@@ -189,10 +189,15 @@ def test_wrong_onnx_bindings_are_one_line_exit_2(vad, tmp_path, capsys, extra, e
     assert not out.exists()
 
 
-def test_onnx_bindings_are_checked_when_the_model_loads(vad):
+def test_onnx_bindings_are_checked_when_the_model_loads(vad, tmp_path):
     loaded, bindings = bind_constants(load_checkpoint(vad["onnx"]), {"sr": 16000}, [])
     assert bindings == [{"name": "sr", "type": "int64", "value": 16000, "source": "--const"}]
     assert [(p.name, p.default) for p in loaded.params] == [("sr", 16000)]
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "gain"], ["y"])], "g", [_vi("x", shape=[1, 2]),
+                              _vi("gain", shape=[1, 2])], [_vi("y", shape=[1, 2])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(tmp_path / "g.onnx"))
+    _, bindings = bind_constants(load_checkpoint(tmp_path / "g.onnx"), {"gain": [[0.1, 2]]}, [])
+    assert bindings == [{"name": "gain", "type": "float32", "value": [[0.1, 2.0]], "source": "--const"}]  # as given
 
 
 def test_torchscript_export_folds_what_the_exporter_refuses(vad, tmp_path, monkeypatch):

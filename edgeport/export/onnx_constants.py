@@ -75,10 +75,17 @@ def onnx_bindings(path: Path, consts: dict[str, Any], shape_names: list[str]) ->
         if name in shape_names:
             raise InputError(f"'{name}' is bound with --const, so it is no longer an input and has no shape",
                              hint=f"drop --input-shape {name}")
-        arr = value_array(spec, value)
-        rows.append({"name": name, "type": spec.dtype, "value": arr.tolist() if isinstance(value, (list, tuple))
-                     else arr.reshape(-1)[0].item(), "source": "--const"})
+        value_array(spec, value)  # fits, or one line
+        rows.append({"name": name, "type": spec.dtype, "value": _as_given(spec.elem_type, value), "source": "--const"})
     return rows
+
+
+def _as_given(elem_type: int, value: Any) -> Any:
+    """The value as the user wrote it, in the input's kind (2 -> 2.0 for a float input), as the
+    torch path reports bindings: not the float32-rounded array."""
+    if isinstance(value, (list, tuple)):
+        return [_as_given(elem_type, v) for v in value]
+    return float(value) if elem_type in _FLOATS else value
 
 
 def value_array(spec: GraphInput, value: Any) -> np.ndarray:
