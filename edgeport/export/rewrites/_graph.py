@@ -55,12 +55,13 @@ def use_domain(model: Any, domain: str, version: int = 1) -> None:
         model.opset_import.append(helper.make_opsetid(domain, version))
 
 
-def replace(model: Any, old: Any, new: Any) -> None:
-    """Put `new` where `old` was (same position keeps the node list topologically sorted)."""
+def replace(model: Any, old: Any, *new: Any) -> None:
+    """Put the `new` nodes, in order, where `old` was (that position keeps the list topologically sorted)."""
     graph = model.graph
     index = next(i for i, n in enumerate(graph.node) if n is old)
     graph.node.remove(old)
-    graph.node.insert(index, new)
+    for offset, node in enumerate(new):
+        graph.node.insert(index + offset, node)
 
 
 def close(a: float | None, b: float, rel: float = 1e-5) -> bool:

@@ -77,25 +77,29 @@ def _match(ix: GraphIndex, fn: Any) -> tuple[Any, str] | None:
 
 
 def _product_root(ix: GraphIndex, s: str, pattern: list) -> tuple[Any, str | None]:
-    """Climb from s = 1 + f(u) through at most two Mul nodes until the product is x · s · 0.5."""
+    """Climb from s = 1 + f(u) through at most three Mul (or Div-by-constant) nodes until the product
+    is x · s · 0.5."""
     current, scale, leaves = s, 1.0, []
-    for _ in range(2):
-        mul = ix.only_reader(current)
-        if mul is None or mul.op_type != "Mul" or list(mul.input).count(current) != 1:
+    for _ in range(3):
+        node = ix.only_reader(current)
+        if node is None or list(node.input).count(current) != 1 or len(node.input) != 2:
             return None, None
-        pattern.append(mul)
-        other = next(t for t in mul.input if t != current)
-        got = _factors(ix, other, pattern)
-        if got is None:
+        other = next(t for t in node.input if t != current)
+        if node.op_type == "Mul":
+            got = _factors(ix, other, pattern)
+        elif node.op_type == "Div" and node.input[0] == current and ix.scalar(other) not in (None, 0.0):
+            got = 1.0 / ix.scalar(other), []  # x · (1 + erf(...)) / 2
+        else:
             return None, None
+        pattern.append(node)
         scale, leaves = scale * got[0], leaves + got[1]
-        current = mul.output[0]
+        current = node.output[0]
         if len(leaves) == 1 and close(scale, 0.5):
-            return mul, leaves[0]
+            return node, leaves[0]
     return None, None
 
 
-def _factors(ix: GraphIndex, name: str, pattern: list) -> tuple[float, list[str]] | None:
+def _factors(ix: GraphIndex, name: str, pattern: list) -> tuple[float, list[str]]:
     """`name` as constant × leaves, looking through a private Mul or Div by a constant (x * 0.5, x / 2)."""
     value = ix.scalar(name)
     if value is not None:
