@@ -22,6 +22,7 @@ import numpy as np
 
 from edgeport.export.rewrites.gather_concat import gather_of_concat
 from edgeport.export.rewrites.gelu import gelu
+from edgeport.export.rewrites.gru_unroll import gru_unroll
 from edgeport.export.rewrites.hard_sigmoid import hard_sigmoid
 from edgeport.export.rewrites.l2_normalize import l2_normalize
 from edgeport.export.rewrites.layer_norm import layer_norm
@@ -54,7 +55,8 @@ class RewriteContext:
 
 Rewrite = Callable[[Any, RewriteContext], list[dict]]
 REWRITES: list[tuple[str, Rewrite]] = [("gather_of_concat", gather_of_concat), ("l2_normalize", l2_normalize),
-                                       ("gelu", gelu), ("layer_norm", layer_norm), ("hard_sigmoid", hard_sigmoid)]
+                                       ("gelu", gelu), ("layer_norm", layer_norm), ("hard_sigmoid", hard_sigmoid),
+                                       ("gru_unroll", gru_unroll)]
 FLOAT_TOLERANCE = 1e-4  # relative to the output's range: rewrites reorder float math, never approximate
 
 

@@ -17,7 +17,7 @@ lays it out. The float math is the same up to summation order; apply_rewrites pr
 onnxruntime and drops the rewrite when any output moves.
 
 Left as a loop: sequence_lens, clip, activations other than Sigmoid/Tanh, layout=1, non-constant
-weights, unknown sequence length, and more than MAX_STEPS steps (the graph grows by 13 ops a step).
+weights, unknown sequence length, and more than MAX_STEPS steps (the graph grows by 16 ops a step).
 """
 
 from __future__ import annotations
@@ -28,7 +28,10 @@ import numpy as np
 
 from edgeport.export.rewrites._graph import GraphIndex, opset
 
-MAX_STEPS = 256  # about 3,300 ops per direction; longer sequences keep onnx2tf's loop
+# 16 ops a step. onnx2tf's time grows faster than its node count: a 128-step GRU(48) took 58 s to
+# convert (2,056 ops; fp32 342 KB, int8 499 KB), 256 steps 210 s. Longer sequences keep onnx2tf's loop
+# (float only; a PyTorch model still gets LiteRT Torch's int8 under --exporter auto).
+MAX_STEPS = 128
 
 
 def gru_unroll(model: Any, ctx) -> list[dict]:
@@ -88,6 +91,7 @@ class _Unroller:
         self.base = node.name or node.output[0]
         self.new: list[Any] = []
         self.count = 0
+        self.shared: dict[tuple, str] = {}
         self.modern = opset(model) >= 13  # Split/Unsqueeze take their sizes/axes as inputs
 
     # -- small builders -------------------------------------------------------------------------
@@ -96,10 +100,17 @@ class _Unroller:
         return f"{self.base}/{what}_{self.count}"
 
     def _const(self, what: str, value: np.ndarray) -> str:
+        """A new initializer; integer ones (shapes, axes, step indices) are shared when equal."""
         from onnx import numpy_helper
 
+        value = np.array(value, order="C")
+        key = (what, value.dtype.str, value.shape, value.tobytes()) if value.dtype.kind == "i" else None
+        if key in self.shared:
+            return self.shared[key]
         name = self._name(what)
-        self.model.graph.initializer.append(numpy_helper.from_array(np.array(value, order="C"), name))
+        self.model.graph.initializer.append(numpy_helper.from_array(value, name))
+        if key is not None:
+            self.shared[key] = name
         return name
 
     def _op(self, op_type: str, inputs: list[str], what: str, outputs: int = 1, **attrs: Any) -> list[str]:
