@@ -3,15 +3,18 @@
 Why: TFLite has no fused GRU op. onnx2tf builds a GRU as a Keras RNN that the TFLite converter lowers
 to a WHILE loop: the float model runs, but full int8 crashes the converter in calibration (SIGSEGV,
 TF 2.21, with the MLIR and the older quantizer alike) and AI Edge Quantizer cannot quantize inside
-the loop. Written out, a GRU is GATHER, FULLY_CONNECTED, SPLIT, ADD, LOGISTIC, TANH, MUL and SUB:
-every quantizer handles them, each step's activations get their own calibrated range, and the file
-holds one copy of each weight matrix, because every step's Gemm reads the same initializer (the
-converter keeps one buffer per constant). Measured against the other int8 routes (onnx2tf's own
+the loop. Written out, a GRU is GATHER, FULLY_CONNECTED, ADD, LOGISTIC, TANH, MUL and SUB: every
+quantizer handles them, each step's activations get their own calibrated range, and the file holds
+one copy of each weight matrix, because every step's Gemm reads the same initializer (the converter
+keeps one buffer per constant). Measured against the other int8 routes (onnx2tf's own
 unrolling, AEQ, LiteRT Torch) in bench_results/gru_int8.json (scripts/bench_gru_int8.py).
 
-Per direction: one Gemm projects the whole input sequence (T*batch rows, so one op, not T), then each
-step is Gather(step t), Gemm(h, R) + R's bias, and the gate arithmetic of the ONNX definition in its
-own order (linear_before_reset or not). A reader that only picks one step of Y (torch's `out[:, -1]`:
+Per direction and gate (z, r, n): one Gemm projects the whole input sequence (T*batch rows: one op,
+not T) with R's bias folded in where the ONNX definition allows it (all but linear_before_reset's n
+bias). Each step is then a Gather of step t per gate, one Gemm of h per gate, and the gate arithmetic
+in the ONNX definition's order (linear_before_reset or not). A Gemm per gate, not one split three
+ways, gives each gate its own int8 scale and no slicing ops (onnx2tf writes a Split as one
+STRIDED_SLICE per piece): on the GruClassifier that was 66 KB instead of 85 KB in int8. A reader that only picks one step of Y (torch's `out[:, -1]`:
 Squeeze, Transpose, Gather) reads that step's state directly; otherwise Y is concatenated as ONNX
 lays it out. The float math is the same up to summation order; apply_rewrites proves it on
 onnxruntime and drops the rewrite when any output moves.
@@ -92,7 +95,7 @@ class _Unroller:
         self.new: list[Any] = []
         self.count = 0
         self.shared: dict[tuple, str] = {}
-        self.modern = opset(model) >= 13  # Split/Unsqueeze take their sizes/axes as inputs
+        self.modern = opset(model) >= 13  # Unsqueeze takes its axes as an input
 
     # -- small builders -------------------------------------------------------------------------
     def _name(self, what: str) -> str:
@@ -113,13 +116,12 @@ class _Unroller:
             self.shared[key] = name
         return name
 
-    def _op(self, op_type: str, inputs: list[str], what: str, outputs: int = 1, **attrs: Any) -> list[str]:
+    def _op(self, op_type: str, inputs: list[str], what: str, **attrs: Any) -> list[str]:
         from onnx import helper
 
         name = self._name(what)
-        outs = [name] if outputs == 1 else [f"{name}:{i}" for i in range(outputs)]
-        self.new.append(helper.make_node(op_type, inputs, outs, name=name, **attrs))
-        return outs
+        self.new.append(helper.make_node(op_type, inputs, [name], name=name, **attrs))
+        return [name]
 
     def _unsqueeze(self, x: str, axes: list[int], what: str) -> str:
         if self.modern:
