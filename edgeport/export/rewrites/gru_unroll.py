@@ -166,21 +166,25 @@ class _Unroller:
         xs = []
         for g, gate in enumerate("zrn"):
             rows = slice(g * hidden, (g + 1) * hidden)
-            proj = self._op("Gemm", [flat, self._const(f"W_{gate}", w[rows]), self._const(f"b_{gate}", x_bias[g])],
-                            f"d{d}_x_{gate}", transB=1)[0]
+            bias = [self._const(f"b_{gate}", x_bias[g])] if np.any(x_bias[g]) else []  # no all-zero constants
+            proj = self._op("Gemm", [flat, self._const(f"W_{gate}", w[rows]), *bias], f"d{d}_x_{gate}", transB=1)[0]
             xs.append(self._op("Reshape", [proj, shape], f"d{d}_x_{gate}_steps")[0])
         r_z, r_r, r_n = (self._const(f"R_{gate}", r[g * hidden : (g + 1) * hidden]) for g, gate in enumerate("zrn"))
-        rb_n = self._const("Rb_n", rb[2]) if lbr else None
+        rb_n = self._const("Rb_n", rb[2]) if lbr and np.any(rb[2]) else None
         h = self._initial(d)
         order = range(steps - 1, -1, -1) if (p["reverse"] or d == 1) else range(steps)
         by_time: dict[int, str] = {}
         for t in order:
             at = self._const("t", np.array(t, np.int64))
             x_z, x_r, x_n = (self._op("Gather", [x, at], f"d{d}_t{t}_x_{gate}", axis=0)[0] for x, gate in zip(xs, "zrn", strict=True))
+            if h is None:
+                h = self._first_step(x_z, x_r, x_n, rb_n, f"d{d}_t{t}")
+                by_time[t] = h
+                continue
             z = self._gate("Sigmoid", x_z, self._op("Gemm", [h, r_z], f"d{d}_t{t}_h_z", transB=1)[0], f"d{d}_t{t}_z")
             rt = self._gate("Sigmoid", x_r, self._op("Gemm", [h, r_r], f"d{d}_t{t}_h_r", transB=1)[0], f"d{d}_t{t}_r")
             if lbr:
-                h_n = self._op("Gemm", [h, r_n, rb_n], f"d{d}_t{t}_h_n", transB=1)[0]
+                h_n = self._op("Gemm", [h, r_n, *([rb_n] if rb_n else [])], f"d{d}_t{t}_h_n", transB=1)[0]
                 gated = self._op("Mul", [rt, h_n], f"d{d}_t{t}_r_hn")[0]
             else:
                 gated = self._op("Gemm", [self._op("Mul", [rt, h], f"d{d}_t{t}_r_h")[0], r_n], f"d{d}_t{t}_rh_n", transB=1)[0]
@@ -191,17 +195,32 @@ class _Unroller:
             by_time[t] = h
         return [by_time[t] for t in range(steps)]
 
+    def _first_step(self, x_z: str, x_r: str, x_n: str, rb_n: str | None, what: str) -> str:
+        """The step from a zero state, written without it: every h product is zero, so z = sigmoid(x_z),
+        n = tanh(x_n [+ r * R_n's bias]) and h = n - z * n (the same floats as n + z * (0 - n)). An
+        all-zero state constant is what the TF converter's int16x8 mode gives a scale of 0, and such a
+        model aborts at run time."""
+        z = self._op("Sigmoid", [x_z], f"{what}_z")[0]
+        pre = x_n
+        if rb_n is not None:
+            rt = self._op("Sigmoid", [x_r], f"{what}_r")[0]
+            pre = self._op("Add", [x_n, self._op("Mul", [rt, rb_n], f"{what}_r_hn")[0]], f"{what}_n_in")[0]
+        n = self._op("Tanh", [pre], f"{what}_n")[0]
+        return self._op("Sub", [n, self._op("Mul", [z, n], f"{what}_z_n")[0]], f"{what}_h")[0]
+
     def _gate(self, act: str, a: str, b: str, what: str) -> str:
         return self._op(act, [self._op("Add", [a, b], f"{what}_in")[0]], what)[0]
 
-    def _initial(self, d: int) -> str:
+    def _initial(self, d: int) -> str | None:
+        """The state before the first step; None when it is zero (see _first_step)."""
         p = self.p
         shape = (p["batch"], p["hidden"])
         if p["initial"] is None:
-            return self._const("h0", np.zeros(shape, np.float32))
+            return None
         value = self.ix.ctx.constants.get(p["initial"])
         if value is not None:
-            return self._const("h0", np.asarray(value, np.float32)[d].reshape(shape))
+            value = np.asarray(value, np.float32)[d].reshape(shape)
+            return self._const("h0", value) if np.any(value) else None
         return self._op("Gather", [p["initial"], self._const("dir", np.array(d, np.int64))], f"d{d}_h0", axis=0)[0]
 
     def _pick_step(self, y: str, states: list[list[str]]) -> int | None:
