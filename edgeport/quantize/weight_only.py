@@ -14,7 +14,7 @@ from the float32 .tflite of whichever backend converted. No calibration: activat
 
 Why not int4 behind a DEQUANTIZE (float compute, like w8): measured with ai_edge_litert 2.3, XNNPACK does
 not take a DEQUANTIZE of int4, so each FULLY_CONNECTED fell back to TFLite's builtin kernels (4x slower
-than fp32 on a 4-layer MLP here). TFLite's builtin kernel for blockwise int4 is a reference loop (270x
+than fp32 on a five-Linear MLP here). TFLite's builtin kernel for blockwise int4 is a reference loop (270x
 slower than XNNPACK on the same MLP): w4 is for runtimes with XNNPACK.
 
 Every written model is read back (`read_levels`): an op that AEQ supports at the asked level but wrote
