@@ -12,7 +12,7 @@ class GraphIndex:
     afterwards, so an index is good for one pass only."""
 
     def __init__(self, model: Any, ctx) -> None:
-        self.model, self.ctx = model, ctx
+        self.ctx = ctx
         self.producer = {out: node for node in model.graph.node for out in node.output}
         self.readers: dict[str, list[Any]] = {}
         for node in model.graph.node:
@@ -38,9 +38,16 @@ class GraphIndex:
         """True when every reader of `name` is one of the nodes `inside` (ids), so removing them loses nothing."""
         return name not in self.graph_outputs and all(id(n) in inside for n in self.readers.get(name, []))
 
-    def made_by(self, name: str, op_type: str) -> Any | None:
-        node = self.producer.get(name)
-        return node if node is not None and node.op_type == op_type else None
+
+def is_float32(model: Any, name: str) -> bool:
+    """True when `name` is declared float32 (the constants the rewrites add are float32; mixing types
+    would fail the float proof and drop every rewrite)."""
+    from onnx import TensorProto
+
+    for vi in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
+        if vi.name == name:
+            return vi.type.tensor_type.elem_type == TensorProto.FLOAT
+    return False
 
 
 def opset(model: Any) -> int:

@@ -5,15 +5,15 @@ x * 0.5 * (1 + erf(x / 1.4142135)) and `nn.GELU(approximate="tanh")` as
 0.5 * x * (1 + tanh(0.7978846 * (x + 0.044715 * x³))), other exporters in other orders. TFLite has
 no ERF builtin: the plain conversion needs a Flex op, and the builtin retry makes onnx2tf write Erf
 as a polynomial with two DIVs by computed values, which full int8 cannot run ("div.cc: data[i] !=
-zero_point"). onnx2tf 1.28.8 has its own GELU detection in ops/Div.py, but it never fires on
-torch's export (it compares `.numpy()` of a constant that onnx2tf hands over as a numpy array).
+zero_point"). onnx2tf 1.28.8 has its own GELU detection in ops/Div.py, but it never fired on
+torch's export: it tests `hasattr(divisor, "numpy")`, which the numpy constant it is handed lacks.
 
 The pattern is matched by what it computes, not by node order: the product x · (1 + f(u)) · 0.5
 through Mul (and Div-by-constant) nodes, and u a polynomial in x (x/√2 for Erf, √(2/π)·(x + 0.044715x³)
 for Tanh), read off the nodes symbolically. The replacement is the default-domain Gelu from opset 20,
-else onnxruntime's com.microsoft Gelu / FastGelu, so the float proof still runs on onnxruntime; onnx2tf
-builds tf.nn.gelu from either (onnx2tf_ops.py teaches it FastGelu), and the TFLite converter fuses that
-into its GELU op.
+else onnxruntime's com.microsoft Gelu / FastGelu, so the float proof still runs on onnxruntime. onnx2tf
+builds tf.nn.gelu from either (onnx2tf_ops.py keeps their domain through onnx2tf's op renaming and
+teaches it FastGelu), and the TFLite converter fuses that into its GELU op.
 """
 
 from __future__ import annotations

@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from edgeport.export.rewrites._graph import close, replace
+from edgeport.export.rewrites._graph import close, is_float32, replace
 
 
 def hard_sigmoid(model: Any, ctx) -> list[dict]:
     done: list[dict] = []
     for node in list(model.graph.node):
-        if node.op_type == "HardSigmoid" and node.domain in ("", "ai.onnx"):
+        if node.op_type == "HardSigmoid" and node.domain in ("", "ai.onnx") and is_float32(model, node.input[0]):
             attrs = {a.name: a.f for a in node.attribute}
             alpha, beta = attrs.get("alpha", 0.2), attrs.get("beta", 0.5)
             replace(model, node, *_relu6_form(model, node, alpha, beta))
