@@ -26,3 +26,17 @@ def tests_dir() -> Path:
 @pytest.fixture
 def repo_root() -> Path:
     return REPO
+
+
+@pytest.fixture
+def without_rewrites(monkeypatch):
+    """Leave named graph rewrites (edgeport/export/rewrites) out, for a test whose subject is the very
+    failure a rewrite removes (an int8 DIV that aborts, an op AEQ cannot quantize, the Flex retry)."""
+    from edgeport.export import rewrites
+
+    def drop(*names: str) -> None:
+        unknown = set(names) - {name for name, _ in rewrites.REWRITES}
+        assert not unknown, f"no such rewrite: {unknown}"
+        monkeypatch.setattr(rewrites, "REWRITES", [(n, f) for n, f in rewrites.REWRITES if n not in names])
+
+    return drop

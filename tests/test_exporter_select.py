@@ -182,6 +182,16 @@ def test_when_both_miss_the_budget_the_higher_worst_output_cosine_is_kept(fakes,
     assert "higher worst-output cosine (0.97 vs 0.95 for onnx2tf), although its int8 model misses the budget" in choice.reason
 
 
+def test_cosines_equal_below_the_step_are_a_tie_that_the_first_exporter_keeps(fakes, tmp_path: Path) -> None:
+    """Two int8 files of one CNN differed by 1e-11 in cosine: noise, not evidence for the fallback."""
+    first = _art(cosine=0.99991977264, failed=("top1_agreement: 0.9722 vs budget 0.98",))
+    second = _art(cosine=0.99991977266, failed=("top1_agreement: 0.9722 vs budget 0.98",))
+    choice = select.export(_req(tmp_path), "auto", "state_dict", "int8", _both_match(),
+                           validate=_validate({"onnx2tf": first, "litert-torch": second}))
+    assert choice.conversion.backend == "onnx2tf"
+    assert "litert-torch did no better and it was tried first" in choice.reason or "tried first" in choice.reason
+
+
 def test_a_fallback_larger_than_its_own_fp32_is_not_an_answer(fakes, tmp_path: Path) -> None:
     """The fallback meets the budget, but its int8 file outweighs its float32 one: quantization bought nothing."""
     bloated = _art(size=157, fp32=100, cosine=0.999)

@@ -27,6 +27,9 @@ from typing import Any
 # validation data, under XNNPACK, and meets the accuracy budgets. Size and latency are not weighed.
 ACCURACY_CHECKS = ("runs_on_validation_data", "runs_under_xnnpack", "accuracy_drop_pp", "top1_agreement", "snr_db")
 FAR_BELOW_COSINE = 0.1  # a worst-output cosine this far below the float agreement is a broken model, not a coarse one
+# Below these steps two artifacts agree equally well: the exporter tried first keeps a tie (two int8 files
+# of one CNN differed by 1e-11 in cosine, which once sent the choice to the fallback).
+COSINE_STEP, AGREEMENT_STEP = 1e-4, 1e-3
 ANSWER_CHECK = "fallback_exporter_is_an_answer"
 
 
@@ -110,8 +113,8 @@ def rank(a: Attempt, order: int) -> tuple:
     art = a.artifact
     if art is None:
         return (True, True, bool(a.float_matches), True, -math.inf, -math.inf, -order)
-    return (art.ran, a.objection is None, bool(a.float_matches), art.meets_budget, _num(art.cosine),
-            _num(art.top1_agreement), -order)
+    return (art.ran, a.objection is None, bool(a.float_matches), art.meets_budget, _level(art.cosine, COSINE_STEP),
+            _level(art.top1_agreement, AGREEMENT_STEP), -order)
 
 
 def shortfalls(a: Attempt) -> list[str]:
@@ -160,9 +163,9 @@ def preference(kept: Attempt, other: Attempt) -> str:
     if ka is not None and oa is not None:
         if ka.meets_budget != oa.meets_budget:
             return f"its {ka.key} model meets the accuracy budget"
-        if _num(ka.cosine) != _num(oa.cosine):
+        if _level(ka.cosine, COSINE_STEP) != _level(oa.cosine, COSINE_STEP):
             return f"higher worst-output cosine ({_fmt(ka.cosine)} vs {_fmt(oa.cosine)} for {other.backend})"
-        if _num(ka.top1_agreement) != _num(oa.top1_agreement):
+        if _level(ka.top1_agreement, AGREEMENT_STEP) != _level(oa.top1_agreement, AGREEMENT_STEP):
             return f"higher top-1 agreement ({_fmt(ka.top1_agreement)} vs {_fmt(oa.top1_agreement)} for {other.backend})"
     return f"{other.backend} did no better and it was tried first"
 
@@ -188,6 +191,10 @@ def explain(attempts: list[Attempt], kept: int) -> list[Attempt]:
             why = f"not kept: {', and '.join(shortfalls(a)) or f'ranked below {best.backend}'}"
         out.append(replace(a, kept=i == kept, why=why))
     return out
+
+
+def _level(value: float | None, step: float) -> float:
+    return _num(value) if _num(value) == -math.inf else round(float(value) / step)
 
 
 def _num(value: float | None) -> float:
