@@ -16,16 +16,20 @@ pytestmark = pytest.mark.slow
 ZOO = Path(__file__).resolve().parent.parent / "edgeport" / "zoo"
 
 
-def _convert(tmp_path: Path, capsys, name: str, cls: str, quant: str, profile: str = "raspberry-pi-4") -> tuple[int, dict]:
+def _convert(tmp_path: Path, capsys, name: str, cls: str, quant: str, profile: str = "raspberry-pi-4",
+             *extra: str) -> tuple[int, dict]:
     code = main(["convert", str(ZOO / name), "--model-class", cls, "--profile", profile, "--calib", "builtin:digits",
-                 "--val", "builtin:digits-val", "--quant", quant, "--output", str(tmp_path / quant), "--runs", "5", "--json"])
+                 "--val", "builtin:digits-val", "--quant", quant, "--output", str(tmp_path / quant), "--runs", "5", "--json",
+                 *extra])
     return code, json.loads(capsys.readouterr().out)
 
 
 @pytest.mark.parametrize("name,cls", [("outlier_net.pt", "edgeport.zoo.hard_cases:OutlierNet"),
                                       ("attn_net.pt", "edgeport.zoo.hard_cases:AttnNet")])
-def test_mixed_recovers_where_int8_collapses(tmp_path, capsys, name, cls):
-    code8, int8 = _convert(tmp_path, capsys, name, cls, "int8")
+def test_mixed_recovers_where_int8_collapses(tmp_path, capsys, name, cls, without_rewrites):
+    without_rewrites("gelu", "layer_norm")  # the subject is the search: keep the LayerNorm as exported
+    # onnx2tf's int8 is the one that collapses (auto would take LiteRT Torch's int8 for attn_net instead)
+    code8, int8 = _convert(tmp_path, capsys, name, cls, "int8", "raspberry-pi-4", "--exporter", "onnx2tf")
     assert code8 == 1 and int8["accuracy"]["drop_pp"] > 2.0, int8["accuracy"]
     code, mixed = _convert(tmp_path, capsys, name, cls, "mixed")
     assert code == 0, mixed["verdict"]
@@ -65,13 +69,20 @@ def _convert_ln(layernorm_model, tmp_path, capsys, profile: str) -> tuple[int, d
     return code, json.loads(capsys.readouterr().out)
 
 
-def test_mixed_keeps_the_layers_that_break_int8_in_float(layernorm_model, tmp_path, capsys):
+def test_mixed_keeps_the_layers_that_break_int8_in_float(layernorm_model, tmp_path, capsys, without_rewrites):
     """Plain int8 of this GELU/LayerNorm MLP misses the budget (it can even abort at run time: a quantized
-    DIV at its zero point); mixed keeps the ops that break it in float, traced to their PyTorch modules."""
+    DIV at its zero point); mixed keeps the ops that break it in float, traced to their PyTorch modules.
+    (The GELU/LayerNorm rewrites remove that DIV; the subject here is the search.)"""
+    without_rewrites("gelu", "layer_norm")
     code, rep = _convert_ln(layernorm_model, tmp_path, capsys, "host")
     q = rep["quantization"]
     assert q["int8_only"]["ok"] is False
-    assert code == 0, rep["verdict"]
+    failed = [c for c in rep["verdict"]["checks"] if not c["passed"]]
+    # The search meets the accuracy budget; on this 4-layer MLP the float ops can leave mixed no better than
+    # fp16 of the same model, which the verdict then says (mixed_not_dominated) and recommends fp16.
+    assert {c["name"] for c in failed} <= {"mixed_not_dominated"}, failed
+    if failed:
+        assert code == 1 and any("use --quant fp16" in n for n in rep["notes"]), rep["notes"]
     kept = q["float_layers"]
     assert kept and all(k["pytorch_module"] in ("a", "act", "norm", "b") for k in kept), kept
     checks = {c["name"]: c for c in rep["verdict"]["checks"]}
