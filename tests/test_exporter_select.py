@@ -192,6 +192,23 @@ def test_cosines_equal_below_the_step_are_a_tie_that_the_first_exporter_keeps(fa
     assert "litert-torch did no better and it was tried first" in choice.reason or "tried first" in choice.reason
 
 
+def test_ties_are_a_margin_not_a_rounding_and_agreement_decides_between_equal_cosines(fakes, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    miss = ("top1_agreement: 0.9 vs budget 0.98",)
+    # either side of a 1e-4 rounding edge, 1e-6 apart: still a tie, which the exporter tried first keeps
+    choice = select.export(_req(tmp_path), "auto", "state_dict", "int8", _both_match(),
+                           validate=_validate({"onnx2tf": _art(cosine=0.99985, failed=miss),
+                                               "litert-torch": _art(cosine=0.999851, failed=miss)}))
+    assert choice.conversion.backend == "onnx2tf" and "litert-torch did no better and it was tried first" in choice.reason
+    first = replace(_art(cosine=0.95, failed=miss), top1_agreement=0.90)
+    second = replace(_art(cosine=0.95004, failed=miss), top1_agreement=0.95)
+    choice = select.export(_req(tmp_path), "auto", "state_dict", "int8", _both_match(),
+                           validate=_validate({"onnx2tf": first, "litert-torch": second}))
+    assert choice.conversion.backend == "litert-torch"
+    assert "higher top-1 agreement (0.95 vs 0.9 for onnx2tf)" in choice.reason
+
+
 def test_a_fallback_larger_than_its_own_fp32_is_not_an_answer(fakes, tmp_path: Path) -> None:
     """The fallback meets the budget, but its int8 file outweighs its float32 one: quantization bought nothing."""
     bloated = _art(size=157, fp32=100, cosine=0.999)

@@ -9,8 +9,8 @@ attempt and the rule that decides; it is pure (no I/O), so each rule has a fast 
   and, for a fallback exporter, is an answer (below).
 - Otherwise the next exporter is tried (auto only). Among the attempts that gave an artifact, the
   kept one is, in this order: one that runs; an answer; one whose float32 model matches the
-  reference; one that meets the budget; then the higher worst-output cosine, then top-1 agreement;
-  then the exporter tried first.
+  reference; one that meets the budget; then the higher worst-output cosine, then the higher top-1
+  agreement (closer than COSINE_STEP / AGREEMENT_STEP counts as equal); then the exporter tried first.
 - A fallback's artifact is *no answer* when it is larger than its own float32 file (quantization
   bought nothing) or its worst-output cosine is far (FAR_BELOW_COSINE) below the float32 agreement
   of the first exporter that converted. It is kept only when nothing else runs, and then the
@@ -27,9 +27,11 @@ from typing import Any
 # validation data, under XNNPACK, and meets the accuracy budgets. Size and latency are not weighed.
 ACCURACY_CHECKS = ("runs_on_validation_data", "runs_under_xnnpack", "accuracy_drop_pp", "top1_agreement", "snr_db")
 FAR_BELOW_COSINE = 0.1  # a worst-output cosine this far below the float agreement is a broken model, not a coarse one
-# Below these steps two artifacts agree equally well: the exporter tried first keeps a tie (two int8 files
-# of one CNN differed by 1e-11 in cosine, which once sent the choice to the fallback).
+# Closer than these steps two artifacts agree equally well: the exporter tried first keeps a tie (two int8
+# files of one CNN differed by 1e-11 in cosine, which once sent the choice to the fallback). A margin, not
+# rounding, so two values either side of a rounding edge are still a tie.
 COSINE_STEP, AGREEMENT_STEP = 1e-4, 1e-3
+STEPS = {"cosine": COSINE_STEP, "top1_agreement": AGREEMENT_STEP}
 ANSWER_CHECK = "fallback_exporter_is_an_answer"
 
 
@@ -108,13 +110,37 @@ def settles(a: Attempt) -> bool:
     return a.artifact is None or (a.artifact.meets_budget and a.objection is None)
 
 
-def rank(a: Attempt, order: int) -> tuple:
-    """Sort key, higher is better (module doc); `order` is the attempt's position (earlier wins ties)."""
+def _standing(a: Attempt) -> tuple[bool, bool, bool, bool]:
+    """The yes/no rules, most important first (module doc)."""
     art = a.artifact
     if art is None:
-        return (True, True, bool(a.float_matches), True, -math.inf, -math.inf, -order)
-    return (art.ran, a.objection is None, bool(a.float_matches), art.meets_budget, _level(art.cosine, COSINE_STEP),
-            _level(art.top1_agreement, AGREEMENT_STEP), -order)
+        return (True, True, bool(a.float_matches), True)
+    return (art.ran, a.objection is None, bool(a.float_matches), art.meets_budget)
+
+
+def beats(challenger: Attempt, holder: Attempt) -> bool:
+    """Whether a later attempt displaces the one kept so far: the yes/no rules, then a higher
+    worst-output cosine, then a higher top-1 agreement, each by more than its step; a tie keeps the
+    holder, the exporter tried first."""
+    if _standing(challenger) != _standing(holder):
+        return _standing(challenger) > _standing(holder)
+    ca, ha = challenger.artifact, holder.artifact
+    if ca is None or ha is None:
+        return False
+    for value in ("cosine", "top1_agreement"):
+        order = _compare(getattr(ca, value), getattr(ha, value), STEPS[value])
+        if order:
+            return order > 0
+    return False
+
+
+def best(attempts: list[Attempt], indices: list[int]) -> int | None:
+    """The attempt to keep among `indices` (in the order tried): each one displaces the kept one only if it beats it."""
+    kept = None
+    for i in indices:
+        if kept is None or beats(attempts[i], attempts[kept]):
+            kept = i
+    return kept
 
 
 def shortfalls(a: Attempt) -> list[str]:
@@ -151,30 +177,26 @@ def merit(a: Attempt) -> str:
 
 
 def preference(kept: Attempt, other: Attempt) -> str:
-    """Why `kept` ranks above `other`: the first rule (module doc) that separates them."""
+    """Why `kept` won over `other`: the first rule (module doc, `beats`) that separates them."""
     ka, oa = kept.artifact, other.artifact
+    mine, theirs = _standing(kept), _standing(other)
+    if mine != theirs:
+        rule = next(i for i, (m, t) in enumerate(zip(mine, theirs, strict=True)) if m != t)
+        key = ka.key if ka is not None else "float32"
+        return (f"its {key} model runs and {other.backend}'s does not", f"{other.backend}'s is no answer",
+                "its float32 model matches the reference", f"its {key} model meets the accuracy budget")[rule]
     if ka is not None and oa is not None:
-        if ka.ran != oa.ran:
-            return f"its {ka.key} model runs and {other.backend}'s does not"
-        if (kept.objection is None) != (other.objection is None):
-            return f"{other.backend}'s is no answer"
-    if bool(kept.float_matches) != bool(other.float_matches):
-        return "its float32 model matches the reference"
-    if ka is not None and oa is not None:
-        if ka.meets_budget != oa.meets_budget:
-            return f"its {ka.key} model meets the accuracy budget"
-        if _level(ka.cosine, COSINE_STEP) != _level(oa.cosine, COSINE_STEP):
+        if _compare(ka.cosine, oa.cosine, COSINE_STEP):
             return f"higher worst-output cosine ({_fmt(ka.cosine)} vs {_fmt(oa.cosine)} for {other.backend})"
-        if _level(ka.top1_agreement, AGREEMENT_STEP) != _level(oa.top1_agreement, AGREEMENT_STEP):
+        if _compare(ka.top1_agreement, oa.top1_agreement, AGREEMENT_STEP):
             return f"higher top-1 agreement ({_fmt(ka.top1_agreement)} vs {_fmt(oa.top1_agreement)} for {other.backend})"
     return f"{other.backend} did no better and it was tried first"
 
 
 def explain(attempts: list[Attempt], kept: int) -> list[Attempt]:
     """Every attempt with `kept` and `why` filled in."""
-    best = attempts[kept]
-    rivals = [i for i, a in enumerate(attempts) if a.usable and i != kept]
-    runner_up = max(rivals, key=lambda i: rank(attempts[i], i), default=None)
+    winner = attempts[kept]
+    runner_up = best(attempts, [i for i, a in enumerate(attempts) if a.usable and i != kept])
     out = []
     for i, a in enumerate(attempts):
         if i == kept:
@@ -188,13 +210,17 @@ def explain(attempts: list[Attempt], kept: int) -> list[Attempt]:
         elif a.mismatch is not None:
             why = f"not kept: rejected, {a.mismatch}"
         else:  # it did not settle the choice (else no later attempt exists), so it has shortfalls
-            why = f"not kept: {', and '.join(shortfalls(a)) or f'ranked below {best.backend}'}"
+            why = f"not kept: {', and '.join(shortfalls(a)) or f'ranked below {winner.backend}'}"
         out.append(replace(a, kept=i == kept, why=why))
     return out
 
 
-def _level(value: float | None, step: float) -> float:
-    return _num(value) if _num(value) == -math.inf else round(float(value) / step)
+def _compare(a: float | None, b: float | None, step: float) -> int:
+    """1 / -1 when a is higher / lower than b by more than `step`, else 0 (a tie). Unmeasured is lowest."""
+    x, y = _num(a), _num(b)
+    if x == y or (not math.isinf(x) and not math.isinf(y) and abs(x - y) <= step):
+        return 0
+    return 1 if x > y else -1
 
 
 def _num(value: float | None) -> float:

@@ -136,7 +136,8 @@ def export(req: ExportRequest, requested: str, kind: str, mode: str, check: Call
             note(f"exporter {' '.join(arbitrate.describe(attempt).split())[:400]}{then}")
     if not found:
         raise _no_exporter(errors)
-    kept = max(found, key=lambda i: arbitrate.rank(attempts[i], i))
+    kept = arbitrate.best(attempts, sorted(found))
+    assert kept is not None
     attempts = arbitrate.explain(attempts, kept)
     conv, checked = found[kept]
     return ExportChoice(conv, checked, requested, _reason(requested, attempts, kept), tuple(attempts))
