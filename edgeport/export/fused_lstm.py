@@ -94,24 +94,24 @@ def install(fused: dict[str, str | None]) -> None:
         return
     original_layer = lstm_op.CustomLSTM
     original_make_node = lstm_op.make_node
-    current: list[str | None] = [None]
     seen_biases: set[bytes] = set()
+
+    def fused_layer(**kwargs):
+        return _FusedLSTM(seen_biases, **kwargs)
 
     def make_node(*args, **kwargs):
         node = kwargs.get("graph_node")
-        current[0] = node.name if node is not None and fused.get(node.name, "unknown") is None else None
+        if node is None or fused.get(node.name, "unknown") is not None:
+            return original_make_node(*args, **kwargs)
+        # Only while this node is built: onnx2tf's own layer calls super(CustomLSTM, self), which needs
+        # the module name to stay its class for every node that keeps the loop.
+        lstm_op.CustomLSTM = fused_layer
         try:
             return original_make_node(*args, **kwargs)
         finally:
-            current[0] = None
-
-    def layer(**kwargs):
-        if current[0] is None:
-            return original_layer(**kwargs)
-        return _FusedLSTM(seen_biases, **kwargs)
+            lstm_op.CustomLSTM = original_layer
 
     lstm_op.make_node = make_node
-    lstm_op.CustomLSTM = layer
     lstm_op._edgeport_fused = True
 
 
