@@ -38,11 +38,13 @@ def _gru_args(d, out, *extra: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_gru_int8_falls_back_to_litert_torch_whose_int8_outweighs_its_fp32_and_the_verdict_says_so(gru, tmp_path, capsys):
-    """The TF converter crashes quantizing a GRU to int8; auto gets an int8 model from LiteRT Torch. It is
-    accurate and full-integer, but unrolled into ~310 ops it is larger than LiteRT Torch's own float32
-    model: a fallback that buys nothing is no answer (export/arbitrate.py). Nothing else exists, so it is
-    kept and the verdict fails on that alone, saying why."""
+def test_gru_int8_falls_back_to_litert_torch_whose_int8_outweighs_its_fp32_and_the_verdict_says_so(gru, tmp_path, capsys,
+                                                                                                 without_rewrites):
+    """Without the GRU unrolling rewrite, the TF converter crashes quantizing a GRU to int8; auto gets an
+    int8 model from LiteRT Torch. It is accurate and full-integer, but unrolled into ~310 ops it is larger
+    than LiteRT Torch's own float32 model: a fallback that buys nothing is no answer (export/arbitrate.py).
+    Nothing else exists, so it is kept and the verdict fails on that alone, saying why."""
+    without_rewrites("gru_unroll")  # the subject is the no-answer rule; tests/test_gru_int8.py has the int8 route
     code, rep = _run(_gru_args(gru, tmp_path / "o", "--quant", "int8"), capsys)
     export = rep["export"]
     assert export["backend"] == "litert-torch", export
