@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeport.runners.tflite_exec import invoke_each
+
 CASES = [  # (fixture, export opset, builder kwargs, quant)
     ("svtr", 11, {}, "int8"),
     ("svtr", 11, {"approximate": "tanh"}, "int8"),
@@ -35,29 +37,6 @@ def _ops(path: Path) -> dict[str, int]:
 
     it = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     return dict(collections.Counter(op["op_name"] for op in it._get_ops_details()))
-
-
-def _run_tflite(path: Path, xs: np.ndarray) -> np.ndarray:
-    from ai_edge_litert.interpreter import Interpreter
-
-    it = Interpreter(model_path=str(path))
-    it.allocate_tensors()
-    inp, out = it.get_input_details()[0], it.get_output_details()[0]
-    ys = []
-    for x in xs:
-        x = x[None].transpose(0, 2, 3, 1)  # onnx2tf takes images channels-last
-        if inp["dtype"] != np.float32:  # a profile with integer I/O
-            scale, zero = inp["quantization"]
-            info = np.iinfo(inp["dtype"])
-            x = np.clip(np.round(x / scale + zero), info.min, info.max)
-        it.set_tensor(inp["index"], x.astype(inp["dtype"]))
-        it.invoke()
-        y = it.get_tensor(out["index"])[0].astype(np.float32)
-        if out["dtype"] != np.float32:
-            scale, zero = out["quantization"]
-            y = (y - zero) * scale
-        ys.append(y)
-    return np.stack(ys)
 
 
 def measure(fixture: str, opset: int, kwargs: dict, quant: str, rewrites: bool, work: Path) -> dict:
@@ -88,7 +67,7 @@ def measure(fixture: str, opset: int, kwargs: dict, quant: str, rewrites: bool, 
            "fp32_bytes": files["fp32"].stat().st_size, "bytes": files[quant].stat().st_size,
            "ops": _ops(files[quant]), "notes": [n for n in rep["notes"] if "Flex" in n or "rewrote" in n]}
     try:
-        got = _run_tflite(files[quant], xs)
+        got = invoke_each(files[quant], xs, (0, 2, 3, 1))  # onnx2tf takes images channels-last
     except RuntimeError as exc:
         row["runtime_error"] = str(exc).split("\n")[0][:200]
         return row

@@ -31,29 +31,11 @@ from edgeport.inspect_tflite import inspect_model  # noqa: E402
 from edgeport.latency.simulator import simulate  # noqa: E402
 from edgeport.pipeline import convert  # noqa: E402
 from edgeport.profiles import load_profile  # noqa: E402
+from edgeport.runners.tflite_exec import invoke_each  # noqa: E402
 from edgeport.zoo import recurrent, sequence_models  # noqa: E402
 
 MODES = ("fp32", "fp16", "dynamic", "int8")
 PROFILES = ("raspberry-pi-4", "pixel-7")
-
-
-def run_tflite_rows(model: Path, batch: np.ndarray, layout=None) -> np.ndarray:
-    """Each sample as an app runs it: a fresh sequence (variables reset), NHWC when `layout` says so."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    from edgeport.runners.tflite_exec import dequantize_output, quantize_input
-
-    interp = Interpreter(model_path=str(model))
-    interp.allocate_tensors()
-    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    rows = []
-    for sample in batch:
-        interp.reset_all_variables()
-        x = sample[None] if layout is None else np.transpose(sample[None], layout)
-        interp.set_tensor(inp["index"], quantize_input(x, inp))
-        interp.invoke()
-        rows.append(dequantize_output(interp.get_tensor(out["index"]), out)[0])
-    return np.stack(rows)
 
 
 def encoder_case(work: Path) -> dict:
@@ -69,7 +51,7 @@ def encoder_case(work: Path) -> dict:
         ref = model(torch.from_numpy(val)).numpy()
 
     def judge(artifact: Path) -> dict:
-        emb = run_tflite_rows(artifact, val)
+        emb = invoke_each(artifact, val)
         cos = np.sum(emb * ref, -1) / (np.linalg.norm(emb, axis=-1) * np.linalg.norm(ref, axis=-1))
         return {"cosine_min": round(float(cos.min()), 5), "cosine_mean": round(float(cos.mean()), 5),
                 "nn_label_accuracy": round(float(np.mean(labels[_nearest(emb)] == labels)), 4),
@@ -96,7 +78,7 @@ def crnn_case(work: Path) -> dict:
         float_text = recurrent.greedy_ctc(model(torch.from_numpy(val)).numpy())
 
     def judge(artifact: Path) -> dict:
-        text = recurrent.greedy_ctc(run_tflite_rows(artifact, val, (0, 2, 3, 1)))
+        text = recurrent.greedy_ctc(invoke_each(artifact, val, (0, 2, 3, 1)))
         return {"strings_identical_to_float": round(float(np.mean([a == b for a, b in zip(text, float_text, strict=True)])), 4),
                 "line_accuracy": round(float(np.mean([a == b for a, b in zip(text, texts, strict=True)])), 4),
                 "float_line_accuracy": round(float(np.mean([a == b for a, b in zip(float_text, texts, strict=True)])), 4)}

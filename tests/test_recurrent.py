@@ -19,6 +19,7 @@ from onnx import TensorProto, helper
 from edgeport.cli import main
 from edgeport.export.fused_lstm import fusable_lstms
 from edgeport.export.rewrites import apply_rewrites, float_difference
+from edgeport.runners.tflite_exec import invoke_each
 from edgeport.zoo import recurrent, sequence_models
 
 ZOO = Path(recurrent.__file__).parent
@@ -171,24 +172,6 @@ def crnn_files(tmp_path_factory):
     return d
 
 
-def _tflite_logits(model: Path, images: np.ndarray) -> np.ndarray:
-    """The artifact run as an app would: NHWC input, variables reset before each line."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    from edgeport.runners.tflite_exec import dequantize_output, quantize_input
-
-    interp = Interpreter(model_path=str(model))
-    interp.allocate_tensors()
-    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    rows = []
-    for image in images:
-        interp.reset_all_variables()
-        interp.set_tensor(inp["index"], quantize_input(np.transpose(image[None], (0, 2, 3, 1)), inp))
-        interp.invoke()
-        rows.append(dequantize_output(interp.get_tensor(out["index"]), out)[0])
-    return np.stack(rows)
-
-
 @pytest.mark.slow
 def test_crnn_onnx_int8_bidirectional_lstm_decodes_the_same_strings(crnn_files, tmp_path, capsys):
     d = crnn_files
@@ -202,7 +185,7 @@ def test_crnn_onnx_int8_bidirectional_lstm_decodes_the_same_strings(crnn_files, 
     images = np.load(d / "val.npz")["image"]
     with torch.no_grad():
         float_text = recurrent.greedy_ctc(_crnn()(torch.from_numpy(images)).numpy())
-    int8_text = recurrent.greedy_ctc(_tflite_logits(Path(rep["artifact"]["path"]), images))
+    int8_text = recurrent.greedy_ctc(invoke_each(Path(rep["artifact"]["path"]), images, (0, 2, 3, 1)))
     same = np.mean([a == b for a, b in zip(float_text, int8_text, strict=True)])
     assert same >= 0.98, same
 

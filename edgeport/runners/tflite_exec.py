@@ -113,6 +113,23 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def invoke_each(model: str | Path, samples: np.ndarray, layout: tuple[int, ...] | None = None) -> np.ndarray:
+    """The first output for each sample (one input), run as an app runs the model: in this process, state
+    reset before each sample (fused LSTMs keep it between calls), input moved to `layout` (e.g. NHWC)."""
+    Interpreter, _ = load_interpreter_class()
+    interp = Interpreter(model_path=str(model))
+    interp.allocate_tensors()
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    rows = []
+    for sample in samples:
+        interp.reset_all_variables()
+        x = sample[None] if layout is None else np.transpose(sample[None], layout)
+        interp.set_tensor(inp["index"], quantize_input(x, inp))
+        interp.invoke()
+        rows.append(dequantize_output(interp.get_tensor(out["index"]), out)[0])
+    return np.stack(rows)
+
+
 def ordered_output_keys(keys: list[str]) -> list[str]:
     """Signature output keys in the source model's output order (SavedModel names them output_0, output_1, ...)."""
     def index(k: str) -> tuple[int, str]:
