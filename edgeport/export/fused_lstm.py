@@ -35,9 +35,15 @@ STANDARD_ACTIVATIONS = ("Sigmoid", "Tanh", "Tanh")
 def fusable_lstms(onnx_path: str) -> dict[str, str | None]:
     """{LSTM node name: None when it becomes a fused op, else why it keeps onnx2tf's loop}."""
     import onnx
+
+    return fusable_in_model(onnx.load(onnx_path, load_external_data=False))
+
+
+def fusable_in_model(model: Any) -> dict[str, str | None]:
+    """`fusable_lstms` of an in-memory onnx.ModelProto (the graph rewrites ask it before conversion)."""
+    import onnx
     from onnx import numpy_helper
 
-    model = onnx.load(onnx_path, load_external_data=False)
     graph = model.graph
     consts = {i.name: i for i in graph.initializer}
     consts.update({n.output[0]: n.attribute[0].t for n in graph.node if n.op_type == "Constant" and n.attribute})

@@ -26,6 +26,7 @@ from edgeport.export.rewrites.gru_unroll import gru_unroll
 from edgeport.export.rewrites.hard_sigmoid import hard_sigmoid
 from edgeport.export.rewrites.l2_normalize import l2_normalize
 from edgeport.export.rewrites.layer_norm import layer_norm
+from edgeport.export.rewrites.lstm_unroll import lstm_unroll
 
 
 @dataclass
@@ -54,7 +55,8 @@ class RewriteContext:
 
 
 Rewrite = Callable[[Any, RewriteContext], list[dict]]
-REWRITES: list[tuple[str, Rewrite]] = [("gather_of_concat", gather_of_concat), ("l2_normalize", l2_normalize),
+REWRITES: list[tuple[str, Rewrite]] = [("gather_of_concat", gather_of_concat), ("lstm_unroll", lstm_unroll),
+                                       ("l2_normalize", l2_normalize),
                                        ("gelu", gelu), ("layer_norm", layer_norm), ("hard_sigmoid", hard_sigmoid),
                                        ("gru_unroll", gru_unroll)]
 FLOAT_TOLERANCE = 1e-4  # relative to the output's range: rewrites reorder float math, never approximate
