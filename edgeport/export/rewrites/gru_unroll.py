@@ -150,7 +150,9 @@ class _Unroller:
         self._insert()
         return {"rewrite": "gru_unroll", "node": self.node.name, "steps": steps, "directions": p["dirs"],
                 "hidden": hidden, "linear_before_reset": p["linear_before_reset"], "ops": len(self.new),
-                "picked_step": picked}
+                "picked_step": picked,
+                "note": "GRU written out step by step, every step reading one copy of the weights: TFLite has no fused "
+                        "GRU op, and onnx2tf's loop form cannot be quantized (the TF converter crashes in int8)"}
 
     def _direction(self, d: int, flat: str) -> list[str]:
         p = self.p
