@@ -354,6 +354,11 @@ def end_to_end(fx: dict[str, Any], work: Path) -> list[dict[str, Any]]:
             row["error"] = proc.stderr.strip().splitlines()[-1:] if proc.stderr else "no output"
             rows.append(row)
             continue
+        if "export" not in rep:  # an error report: exit 2/3 with {"error": ...}
+            row["error"] = rep
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            continue
         acc = rep.get("accuracy") or {}
         row.update({"backend": rep["export"]["backend"], "reason": rep["export"]["reason"],
                     "attempts": [{"backend": a["backend"], "converted": a["converted"], "kept": a["kept"],
