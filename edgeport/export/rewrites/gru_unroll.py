@@ -52,15 +52,27 @@ def gru_unroll(model: Any, ctx) -> list[dict]:
 
 def eligible(node: Any, ctx) -> dict[str, Any] | str:
     """The GRU's parameters when this rewrite can write it out, else why it keeps the loop."""
+    found = recurrent_params(node, ctx, cell_activations=("Sigmoid", "Tanh"), state_inputs=(5,), max_steps=MAX_STEPS)
+    if isinstance(found, str):
+        return found
+    attrs, inputs, p = found
+    return {**p, "linear_before_reset": bool(attrs.get("linear_before_reset", 0)), "initial": inputs[5] or None}
+
+
+def recurrent_params(node: Any, ctx, *, cell_activations: tuple[str, ...], state_inputs: tuple[int, ...],
+                     max_steps: int) -> tuple[dict[str, Any], list[str], dict[str, Any]] | str:
+    """What GRU and LSTM unrolling both need of an ONNX RNN node: (attributes, inputs padded to 8, the
+    shared parameters), or why it keeps its loop (non-standard activations, clip, layout=1,
+    sequence_lens, non-constant weights, unknown shape, too many steps, an initial state of another shape)."""
     from onnx import helper
 
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    inputs = list(node.input) + [""] * (6 - len(node.input))
+    inputs = list(node.input) + [""] * (8 - len(node.input))
     acts = [a.decode() if isinstance(a, bytes) else a for a in attrs.get("activations", [])]
     direction = attrs.get("direction", b"forward")
     direction = direction.decode() if isinstance(direction, bytes) else direction
     dirs = 2 if direction == "bidirectional" else 1
-    if acts and acts != ["Sigmoid", "Tanh"] * dirs or attrs.get("activation_alpha") or attrs.get("activation_beta"):
+    if acts and acts != list(cell_activations) * dirs or attrs.get("activation_alpha") or attrs.get("activation_beta"):
         return f"activations {', '.join(acts)}"
     if attrs.get("clip"):
         return "clip"
@@ -73,17 +85,17 @@ def eligible(node: Any, ctx) -> dict[str, Any] | str:
     shape = ctx.shapes.get(inputs[0])
     if shape is None or len(shape) != 3 or any(int(d) <= 0 for d in shape):
         return "input shape unknown"
-    steps, batch, _ = (int(d) for d in shape)
-    if steps > MAX_STEPS:
-        return f"{steps} steps (more than {MAX_STEPS})"
+    steps, batch = int(shape[0]), int(shape[1])
+    if steps > max_steps:
+        return f"{steps} steps (more than {max_steps})"
     hidden = int(attrs.get("hidden_size") or ctx.constants[inputs[2]].shape[-1])
-    initial = inputs[5] or None
-    if initial is not None and ctx.shapes.get(initial) not in (None, (dirs, batch, hidden)):
-        return "initial state shape"
-    return {"steps": steps, "batch": batch, "hidden": hidden, "dirs": dirs, "reverse": direction == "reverse",
-            "linear_before_reset": bool(attrs.get("linear_before_reset", 0)), "x": inputs[0],
-            "w": ctx.constants[inputs[1]].astype(np.float32), "r": ctx.constants[inputs[2]].astype(np.float32),
-            "b": ctx.constants[inputs[3]].astype(np.float32) if inputs[3] else None, "initial": initial}
+    for index in state_inputs:
+        if inputs[index] and ctx.shapes.get(inputs[index]) not in (None, (dirs, batch, hidden)):
+            return "initial state shape"
+    return attrs, inputs, {
+        "steps": steps, "batch": batch, "hidden": hidden, "dirs": dirs, "reverse": direction == "reverse",
+        "x": inputs[0], "w": ctx.constants[inputs[1]].astype(np.float32), "r": ctx.constants[inputs[2]].astype(np.float32),
+        "b": ctx.constants[inputs[3]].astype(np.float32) if inputs[3] else None}
 
 
 class _Unroller:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from edgeport.export.rewrites._graph import GraphIndex
-from edgeport.export.rewrites.gru_unroll import _Unroller
+from edgeport.export.rewrites.gru_unroll import _Unroller, recurrent_params
 
 # 20 ops a step and direction; as for the GRU, onnx2tf's conversion time grows faster than the graph.
 MAX_STEPS = 128
@@ -55,41 +55,16 @@ def lstm_unroll(model: Any, ctx) -> list[dict]:
 
 def eligible(node: Any, ctx) -> dict[str, Any] | str:
     """The LSTM's parameters when this rewrite can write it out, else why it keeps the loop."""
-    from onnx import helper
-
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    inputs = list(node.input) + [""] * (8 - len(node.input))
-    acts = [a.decode() if isinstance(a, bytes) else a for a in attrs.get("activations", [])]
-    direction = attrs.get("direction", b"forward")
-    direction = direction.decode() if isinstance(direction, bytes) else direction
-    dirs = 2 if direction == "bidirectional" else 1
-    if acts and acts != ["Sigmoid", "Tanh", "Tanh"] * dirs or attrs.get("activation_alpha") or attrs.get("activation_beta"):
-        return f"activations {', '.join(acts)}"
-    if attrs.get("clip") or attrs.get("input_forget"):
-        return "clip/input_forget"
-    if inputs[7]:
+    if any(a.name == "input_forget" and a.i for a in node.attribute):
+        return "input_forget"
+    if len(node.input) > 7 and node.input[7]:
         return "peephole weights"
-    if inputs[4]:
-        return "sequence_lens input"
-    if int(attrs.get("layout", 0)) != 0:
-        return "layout=1"
-    if any(name not in ctx.constants for name in (inputs[1], inputs[2])) or (inputs[3] and inputs[3] not in ctx.constants):
-        return "weights are not constants"
-    shape = ctx.shapes.get(inputs[0])
-    if shape is None or len(shape) != 3 or any(int(d) <= 0 for d in shape):
-        return "input shape unknown"
-    steps, batch = int(shape[0]), int(shape[1])
-    if steps > MAX_STEPS:
-        return f"{steps} steps (more than {MAX_STEPS})"
-    hidden = int(attrs.get("hidden_size") or ctx.constants[inputs[2]].shape[-1])
-    for name in (inputs[5], inputs[6]):
-        if name and ctx.shapes.get(name) not in (None, (dirs, batch, hidden)):
-            return "initial state shape"
-    return {"steps": steps, "batch": batch, "hidden": hidden, "dirs": dirs, "reverse": direction == "reverse",
-            "x": inputs[0],
-            "w": ctx.constants[inputs[1]].astype(np.float32), "r": ctx.constants[inputs[2]].astype(np.float32),
-            "b": ctx.constants[inputs[3]].astype(np.float32) if inputs[3] else None,
-            "initial": inputs[5] or None, "initial_c": inputs[6] or None}
+    found = recurrent_params(node, ctx, cell_activations=("Sigmoid", "Tanh", "Tanh"), state_inputs=(5, 6),
+                             max_steps=MAX_STEPS)
+    if isinstance(found, str):
+        return found
+    _, inputs, p = found
+    return {**p, "initial": inputs[5] or None, "initial_c": inputs[6] or None}
 
 
 class _LstmUnroller(_Unroller):
