@@ -19,9 +19,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgeport.cli import main
 from edgeport.export import rewrites
-from edgeport.export.rewrites import apply_rewrites
 from edgeport.export.rewrites.gru_unroll import gru_unroll
 from edgeport.zoo import sequence_models as seq
+
+from onnx_checks import rewrite_only, run_onnx
 
 
 # --- the rewrite on onnxruntime (fast) -------------------------------------------------------------------
@@ -49,20 +50,6 @@ def _gru_model(steps=5, batch=2, inputs=3, hidden=4, direction="forward", lbr=1,
     return onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
 
 
-def _run(model, feed):
-    import onnxruntime as ort
-
-    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)
-
-
-def _rewrite(model):
-    notes: list[str] = []
-    original = onnx.ModelProto()
-    original.CopyFrom(model)
-    out, records = apply_rewrites(model, notes, [("gru_unroll", gru_unroll)])
-    return original, out, records, notes
-
-
 @pytest.mark.parametrize("direction,lbr,bias,initial", [
     ("forward", 1, True, None), ("forward", 0, True, None), ("reverse", 1, True, "const"),
     ("bidirectional", 1, True, "input"), ("bidirectional", 0, False, None), ("forward", 0, False, "input"),
@@ -70,7 +57,7 @@ def _rewrite(model):
 ])
 def test_unrolled_gru_computes_what_onnxruntime_s_gru_does(direction, lbr, bias, initial):
     model = _gru_model(direction=direction, lbr=lbr, bias=bias, initial=initial)
-    original, out, records, notes = _rewrite(model)
+    original, out, records, notes = rewrite_only(model, "gru_unroll", gru_unroll)
     assert records and records[0]["rewrite"] == "gru_unroll" and records[0]["steps"] == 5, notes
     assert "GRU" not in {n.op_type for n in out.graph.node}
     # a zero state is written out of the first step, never as an all-zero constant (the TF converter's
@@ -80,7 +67,7 @@ def test_unrolled_gru_computes_what_onnxruntime_s_gru_does(direction, lbr, bias,
     feed = {"X": rng.normal(0, 1, (5, 2, 3)).astype(np.float32)}
     if initial == "input":
         feed["h0"] = rng.normal(0, 0.5, (2 if direction == "bidirectional" else 1, 2, 4)).astype(np.float32)
-    for want, got in zip(_run(original, feed), _run(out, feed), strict=True):
+    for want, got in zip(run_onnx(original, feed), run_onnx(out, feed), strict=True):
         assert want.shape == got.shape
         np.testing.assert_allclose(got, want, atol=2e-6)
 
@@ -89,7 +76,7 @@ def test_every_step_reads_the_same_weight_initializers():
     """One copy of each weight: the steps' Gemms share initializers, so the count does not grow with the steps."""
     counts = {}
     for steps in (4, 12):
-        _, out, records, _ = _rewrite(_gru_model(steps=steps))
+        _, out, records, _ = rewrite_only(_gru_model(steps=steps), "gru_unroll", gru_unroll)
         gemms = [n for n in out.graph.node if n.op_type == "Gemm"]
         weights = {n.input[1] for n in gemms}
         counts[steps] = (len(gemms), len(weights), len(out.graph.initializer) - steps)  # one index constant a step
@@ -106,7 +93,7 @@ def test_grus_the_rewrite_cannot_write_out_keep_their_node(kind, monkeypatch):
         monkeypatch.setattr(sys.modules["edgeport.export.rewrites.gru_unroll"], "MAX_STEPS", 4)
     extra = {"sequence_lens": {"seq_lens": True}, "clip": {"clip": 3.0}, "too_long": {},
              "activations": {"activations": ["HardSigmoid", "Tanh"]}}[kind]
-    _, out, records, _ = _rewrite(_gru_model(**extra))
+    _, out, records, _ = rewrite_only(_gru_model(**extra), "gru_unroll", gru_unroll)
     assert records == []
     assert [n.op_type for n in out.graph.node] == ["GRU"]
 
@@ -148,7 +135,7 @@ def test_stacked_bidirectional_torch_gru_matches_onnxruntime(tmp_path):
     prepared = _exported(model, (1, 7, 6), tmp_path)
     assert len([r for r in prepared.graph_rewrites if r["rewrite"] == "gru_unroll"]) == 2
     x = np.random.default_rng(0).normal(0, 1, (1, 7, 6)).astype(np.float32)
-    got = _run(onnx.load(str(prepared.path)), {"x": x})
+    got = run_onnx(onnx.load(str(prepared.path)), {"x": x})
     with torch.no_grad():
         want = [t.numpy() for t in model(torch.from_numpy(x))]
     for w, g in zip(want, got, strict=True):

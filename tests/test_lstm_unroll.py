@@ -16,9 +16,10 @@ from onnx import TensorProto, helper, numpy_helper
 from edgeport.cli import main
 from edgeport.export import rewrites
 from edgeport.export.fused_lstm import fusable_in_model, fusable_lstms
-from edgeport.export.rewrites import apply_rewrites
 from edgeport.export.rewrites.lstm_unroll import lstm_unroll
 from edgeport.zoo import streaming
+
+from onnx_checks import rewrite_only, run_onnx
 
 
 # --- the rewrite on onnxruntime (fast) -------------------------------------------------------------------
@@ -50,20 +51,6 @@ def _lstm_model(steps=4, batch=2, inputs=3, hidden=5, direction="forward", layou
     return onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
 
 
-def _run(model, feed):
-    import onnxruntime as ort
-
-    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)
-
-
-def _rewrite(model):
-    notes: list[str] = []
-    original = onnx.ModelProto()
-    original.CopyFrom(model)
-    out, records = apply_rewrites(model, notes, [("lstm_unroll", lstm_unroll)])
-    return original, out, records, notes
-
-
 @pytest.mark.parametrize("direction,layout,initial,bias,outputs", [
     ("forward", 0, "input", True, ("Y", "Y_h", "Y_c")), ("forward", 0, "input", True, ("Y_h", "Y_c")),
     ("reverse", 0, "const", True, ("Y", "Y_c")), ("bidirectional", 0, "input", False, ("Y", "Y_h", "Y_c")),
@@ -72,7 +59,7 @@ def _rewrite(model):
 def test_unrolled_lstm_computes_what_onnxruntime_s_lstm_does(direction, layout, initial, bias, outputs):
     model = _lstm_model(direction=direction, layout=layout, initial=initial, bias=bias, outputs=outputs)
     assert fusable_in_model(model)["lstm"] is not None  # carried state or Y_c read: the fused op refuses it
-    original, out, records, notes = _rewrite(model)
+    original, out, records, notes = rewrite_only(model, "lstm_unroll", lstm_unroll)
     assert records and records[0]["rewrite"] == "lstm_unroll" and records[0]["steps"] == 4, notes
     assert records[0]["max_rel_error"] < 1e-5  # the framework's onnxruntime proof
     assert "LSTM" not in {n.op_type for n in out.graph.node}
@@ -85,7 +72,7 @@ def test_unrolled_lstm_computes_what_onnxruntime_s_lstm_does(direction, layout, 
     if initial == "input":
         for name in ("h0", "c0"):
             feed[name] = rng.normal(0, 0.8, (2, dirs, 5) if layout else (dirs, 2, 5)).astype(np.float32)
-    for want, got in zip(_run(original, feed), _run(out, feed), strict=True):
+    for want, got in zip(run_onnx(original, feed), run_onnx(out, feed), strict=True):
         assert want.shape == got.shape
         np.testing.assert_allclose(got, want, atol=2e-6)
 
@@ -93,7 +80,7 @@ def test_unrolled_lstm_computes_what_onnxruntime_s_lstm_does(direction, layout, 
 def test_a_fusable_lstm_is_left_to_the_fused_op():
     model = _lstm_model(initial="zero", outputs=("Y", "Y_h"))
     assert fusable_in_model(model) == {"lstm": None}
-    _, out, records, _ = _rewrite(model)
+    _, out, records, _ = rewrite_only(model, "lstm_unroll", lstm_unroll)
     assert records == [] and [n.op_type for n in model.graph.node] == ["LSTM"]
 
 
@@ -105,7 +92,7 @@ def test_lstms_the_rewrite_cannot_write_out_keep_their_node(extra):
 
 
 def test_every_step_reads_the_same_weight_initializers():
-    _, out, records, _ = _rewrite(_lstm_model(steps=9))
+    _, out, records, _ = rewrite_only(_lstm_model(steps=9), "lstm_unroll", lstm_unroll)
     gemms = [n for n in out.graph.node if n.op_type == "Gemm"]
     assert len(gemms) == 4 + 4 * 9 and len({n.input[1] for n in gemms}) == 8  # W and R of i, o, f, c
 

@@ -35,17 +35,12 @@ class GruClassifier(nn.Module):
         return self.head(out[:, -1])
 
 
-class GruKeywordSpotter(nn.Module):
-    """One GRU layer over the frames, a linear head on its last state (the "Hello Edge" GRU KWS shape)."""
+class GruKeywordSpotter(GruClassifier):
+    """One GRU layer over the frames, a linear head on its last state (the "Hello Edge" GRU KWS shape):
+    GruClassifier's layers, sized for the keyword-spotting task."""
 
     def __init__(self, features: int = KWS_FEATURES, hidden: int = 48, classes: int = KWS_CLASSES) -> None:
-        super().__init__()
-        self.gru = nn.GRU(features, hidden, batch_first=True)
-        self.head = nn.Linear(hidden, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, _ = self.gru(x)
-        return self.head(out[:, -1])
+        super().__init__(features, hidden, classes)
 
 
 class TinyEncoder(nn.Module):
