@@ -249,21 +249,20 @@ def _streams(req: ConvertRequest, loaded: LoadedModel, io: ModelIO, work: Path,
     def reference(feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         return reference_outputs(loaded.module, io.onnx.path if io.onnx else None, list(io.inputs), feed)
 
-    found: dict[str, tuple[str, int, int]] = {}
+    paths: dict[str, Path] = {}
+    steps = 0  # chunks per sequence of the validation data, the one the closed loop runs on
     for role, spec, cap in (("calib", req.calib, req.max_calib_samples), ("val", req.val, req.max_val_samples)):
         if spec:
-            path = work / f"stream_{role}.npz"
-            sequences, steps = streaming.unroll(spec, pairs, io.inputs, io.outputs, reference, path, max_samples=cap)
-            found[role] = (str(path), sequences, steps)
-    if "val" not in found:
-        calib, val = streaming.split_sequences(Path(found["calib"][0]), found["calib"][2])
-        found = {"calib": (str(calib), 0, found["calib"][2]), "val": (str(val), 0, found["calib"][2])}
+            paths[role] = work / f"stream_{role}.npz"
+            _, steps = streaming.unroll(spec, pairs, io.inputs, io.outputs, reference, paths[role], max_samples=cap)
+    if "val" not in paths:
+        paths["calib"], paths["val"] = streaming.split_sequences(paths["calib"], steps)
         notes.append("--state with --calib only: the last 30% of the sequences are held out for validation")
-    steps = found["val"][2]
     notes.append(f"streaming: state {', '.join(f'{a} <- {b}' for a, b in pairs.items())} carried through sequences of "
                  f"{steps} chunks; calibration sees the float model's states, and the TFLite model is judged "
                  "closed-loop (its own states fed back) on every chunk")
-    return found.get("calib", (None,))[0], found["val"][0], (pairs, steps, [o.name for o in io.outputs])
+    calib = str(paths["calib"]) if "calib" in paths else None
+    return calib, str(paths["val"]), (pairs, steps, [o.name for o in io.outputs])
 
 
 def _export(req: ConvertRequest, loaded: LoadedModel, io: ModelIO, data: Data, references: list[np.ndarray], mode: str,
