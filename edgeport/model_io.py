@@ -56,6 +56,7 @@ def model_io(loaded: LoadedModel, shapes: dict, data_hint: str | None, work: Pat
         bound = {p.name: p.default for p in loaded.params or () if not p.tensor}
         prepared = prepare_onnx(loaded.path, work / "model.onnx", shapes, rewrite_pools=rewrite_pools, constants=bound)
         memory.check_fits(memory.estimate_onnx(prepared.path), prepared.inputs)
+        check_batch_axes(list(prepared.inputs))
         return ModelIO(prepared.inputs, prepared.outputs, prepared)
     from edgeport.export.torch_to_onnx import probe_outputs
 
@@ -64,6 +65,7 @@ def model_io(loaded: LoadedModel, shapes: dict, data_hint: str | None, work: Pat
     if ints:  # token ids / indices: export integer inputs, as the data is
         specs = [replace(s, dtype=ints.get(s.name, ints.get("x") if len(specs) == 1 else None) or s.dtype) for s in specs]
     memory.check_fits(memory.estimate_torch(loaded.module, specs), specs)
+    check_batch_axes(specs)
     return ModelIO(tuple(specs), tuple(probe_outputs(loaded.module, specs)))
 
 
@@ -121,6 +123,19 @@ def load_data(io: ModelIO, calib_source: str | None, val_source: str | None, pre
     if val.count > max_val:
         val = val.take(np.arange(max_val))
     return Data(calib, val)
+
+
+def check_batch_axes(inputs: list[TensorSpec]) -> None:
+    """Samples, given or generated, are stacked on each input's first axis and fed one at a time, so that
+    axis must be a batch of 1. A state laid out [2, 1, 128] (Silero VAD's) would reach the model as
+    [1, 1, 128]: refuse it here in one line, not as a runtime's shape error later."""
+    for spec in inputs:
+        if spec.shape and spec.shape[0] not in (1, -1):
+            dims = "x".join(str(d) for d in spec.shape)
+            raise InputError(f"input '{spec.name}' is {dims}: its first axis is {spec.shape[0]}, but edgeport feeds samples "
+                             "one at a time along the first axis, which must be a batch of 1",
+                             hint="re-export the model with that input's batch axis first (a [2, 1, 128] state as "
+                                  f"[1, 2, 128]), or pass --input-shape {spec.name}=1x... when the first axis is the batch")
 
 
 def random_inputs(inputs: list[TensorSpec]) -> cal.Dataset:

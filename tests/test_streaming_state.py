@@ -116,3 +116,18 @@ def test_streaming_convert_judges_every_chunk_closed_loop(tmp_path, capsys):
     np.testing.assert_allclose(run.outputs[0], refs[0], rtol=1e-4, atol=1e-4)
     open_loop = run_tflite(fp32, garbage, {k: {"source": k, "perm": None} for k in ("x", "state")}, refs, threads=1, runs=0)
     assert np.abs(open_loop.outputs[0] - refs[0]).max() > 100  # without the feedback the garbage states get in
+
+
+def test_an_input_whose_first_axis_is_not_a_batch_is_one_line_exit_2(tmp_path, capsys):
+    """Silero VAD's state is [2, 1, 128]: fed one sample at a time along axis 0 it reached onnxruntime
+    as [1, 1, 128], an internal error; now it is refused before any work, naming the input."""
+    nodes = [helper.make_node("Add", ["state", "x"], ["stateN"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, WIDTH]),
+                                           helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, 1, WIDTH])],
+                              [helper.make_tensor_value_info("stateN", TensorProto.FLOAT, [2, 1, WIDTH])])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    code = main(["convert", str(path), "--profile", "raspberry-pi-4", "--quant", "fp32", "--output", str(tmp_path / "o")])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("edgeport: error")]
+    assert code == 2 and len(err) == 1 and "input 'state' is 2x1x8" in err[0] and "batch of 1" in err[0], err
+    assert not (tmp_path / "o").exists()
