@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--profile", required=True, help="profile name (see 'edgeport profiles') or path to a .toml")
     conv.add_argument("--calib", help="calibration data: .npz, .npy, image folder or builtin:NAME")
     conv.add_argument("--val", help="held-out validation data (same kinds); default: split from --calib")
-    conv.add_argument("--quant", choices=modes.NAMES, help="default: the profile's")
+    conv.add_argument("--quant", choices=modes.QUANT_CHOICES,
+                      help="default: the profile's; auto builds the modes the profile allows and keeps the best")
     conv.add_argument("--input-shape", action="append", default=[], type=options.input_shape, metavar="[NAME=]1x3x224x224")
     conv.add_argument("--model-class", metavar="module:Class", help="class for a state_dict checkpoint")
     conv.add_argument("--model-kwargs", metavar="JSON", help="constructor kwargs for --model-class, as a JSON object")
@@ -61,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--mixed-search", choices=("auto", "aeq", "converter"), default="auto",
                       help="with --quant mixed: aeq (AI Edge Quantizer, calibrate once, int8/a16w8/float per op), converter "
                            "(the TFLite converter per candidate, int8/float), or auto (aeq on CPU profiles, converter on Edge TPU)")
+    conv.add_argument("--task", metavar="TASK[:key=value,...]",
+                      help="what the model does, which decides the verdict's metric: classify, ctc (e.g. ctc:blank=0), "
+                           "detect (e.g. detect:layout=boxes_last), embed, segment or raw (default: detected from the outputs)")
     conv.add_argument("--diagnose", action="store_true",
                       help="with --quant int8: per-layer int8 sensitivity traced to ONNX nodes and PyTorch modules")
     conv.add_argument("--target", action="append", default=[], type=options.target,
@@ -204,6 +208,7 @@ def _convert(args: argparse.Namespace) -> int:
         preprocessing=pre or None, keep_work=args.keep_work, targets=tuple(args.target),
         benchmark_binary=args.benchmark_binary, ssh_options=tuple(args.ssh_option), diagnose=args.diagnose,
         constants=tuple(args.const), states=tuple(args.state), exporter=args.exporter, mixed_search=args.mixed_search,
+        task=args.task,
     )
     report = run_convert(req)
     _emit(args, report.data, [*report.lines, f"  report     {report.path}"])

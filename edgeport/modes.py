@@ -45,6 +45,8 @@ _TABLE = (
 )
 MODES: dict[str, QuantMode] = {m.name: m for m in _TABLE}
 NAMES: tuple[str, ...] = tuple(MODES)
+# `--quant auto` is not a mode: it builds the modes the profile allows and keeps the best (quantize/auto.py).
+QUANT_CHOICES: tuple[str, ...] = (*NAMES, "auto")
 CALIBRATED: tuple[str, ...] = tuple(m.name for m in _TABLE if m.calibrated)
 
 

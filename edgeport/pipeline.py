@@ -78,6 +78,7 @@ class ConvertRequest:
     exporter: str = "auto"  # auto | onnx2tf | litert-torch (export/select.py)
     mixed_search: str = "auto"  # auto | aeq | converter (quantize/stage.py: which --quant mixed search)
     states: tuple[str, ...] = ()  # IN=OUT pairs of carried state (validate/streaming.py)
+    task: str | None = None  # classify|ctc|detect|embed|segment|raw[:key=value,...]; None: detected (edgeport/tasks)
 
     @property
     def run_options(self) -> RunOptions:
