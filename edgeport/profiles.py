@@ -71,6 +71,21 @@ class Budgets:
     min_top1_agreement: float | None = None
     min_snr_db: float | None = None
     min_edgetpu_op_share: float | None = None
+    # The task metric's floor (edgeport/tasks): share of CTC strings identical to float, detection recall
+    # and precision vs the float detections at IoU 0.5, the worst embedding cosine, segmentation mIoU vs float.
+    min_ctc_identical: float = 0.98
+    min_detect_recall: float = 0.95
+    min_embed_cosine: float = 0.99
+    min_segment_miou: float = 0.95
+
+    def task_minimum(self, task: str) -> float | None:
+        """The floor of `task`'s primary metric; None for classify and raw, judged by today's checks."""
+        key = TASK_BUDGETS.get(task)
+        return getattr(self, key) if key else None
+
+
+TASK_BUDGETS = {"ctc": "min_ctc_identical", "detect": "min_detect_recall", "embed": "min_embed_cosine",
+                "segment": "min_segment_miou"}
 
 
 @dataclass(frozen=True)
@@ -113,7 +128,7 @@ _SCHEMA: dict[str, tuple[str, ...]] = {
     "runtime": ("default_quant", "allowed_quant", "io_dtype", "threads", "delegate", "static_shapes",
                 "float_layers", "taskset", "quant_note"),
     "budgets": ("latency_p50_ms", "model_size_mb", "accuracy_drop_pp", "min_top1_agreement", "min_snr_db",
-                "min_edgetpu_op_share"),
+                "min_edgetpu_op_share", "min_ctc_identical", "min_detect_recall", "min_embed_cosine", "min_segment_miou"),
     "connection": ("kind", "target", "benchmark_binary", "remote_python", "timeout_s"),
 }
 _ALL_FIELDS = tuple(f"{t}.{k}" if t else k for t, keys in _SCHEMA.items() for k in keys)
@@ -480,6 +495,8 @@ def _budgets(t: _Table, runtime: Runtime) -> Budgets:
         min_top1_agreement=t.number("min_top1_agreement", high=1.0, low_open=False),
         min_snr_db=t.number("min_snr_db"),
         min_edgetpu_op_share=share,
+        **{key: value for key in TASK_BUDGETS.values()
+           if (value := t.number(key, high=1.0, low_open=False)) is not None},
     )
 
 
