@@ -2,7 +2,9 @@
 
 A separate process because int8 kernels can abort the whole process on some inputs (e.g. a quantized
 DIV whose divisor hits its zero point); the parent sees the signal and turns it into a failed check.
-Imports only the TFLite interpreter (ai-edge-litert, else tflite-runtime, else TensorFlow), not torch.
+Imports only the TFLite interpreter (ai-edge-litert, else tflite-runtime, else TensorFlow), not torch,
+and nothing of edgeport: runners/device_eval.py copies this very file to a device (ssh, adb), so the device
+runs each sample exactly as the host does (state reset, carried streaming state). Keep it Python 3.7+.
 Usage: python -m edgeport.runners.tflite_exec REQUEST.json RESULT.npz
 """
 
@@ -150,9 +152,10 @@ def _load_feeds(req: dict[str, Any], in_details: dict[str, Any]) -> dict[str, np
     """Inputs in TFLite layout, keyed by signature key. Without data, seeded random inputs (bench)."""
     if req.get("inputs"):
         data = np.load(req["inputs"])
-        from edgeport.export.layout import apply
-
-        return {key: apply(data[spec["source"]], spec.get("perm")) for key, spec in req["input_map"].items()}
+        # export/layout.apply, written out: this file must not import edgeport (see the module docstring)
+        return {key: np.ascontiguousarray(data[spec["source"]] if spec.get("perm") is None
+                                          else data[spec["source"]].transpose(spec["perm"]))
+                for key, spec in req["input_map"].items()}
     rng = np.random.default_rng(0)
     feeds = {}
     for key, d in in_details.items():
