@@ -18,6 +18,8 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,17 @@ def run_ssh(model: Path, target: Target, profile: DeviceProfile, opts: RunOption
     if target.kind != "ssh" or not target.host:
         raise InputError(f"'{target}' is not an ssh target", hint="use ssh://[user@]host[:port]")
     delegate = _delegate(profile)
+    with remote_session(target, profile, opts, retries=retries) as (session, remote_dir):
+        session.upload(remote_dir, model)
+        result = session.bench(remote_dir, profile, runs=opts.runs, warmup=opts.warmup, delegate=delegate)
+    return _to_stats(result, target, profile, opts.warmup)
+
+
+@contextmanager
+def remote_session(target: Target, profile: DeviceProfile, opts: RunOptions, *,
+                   retries: int = 2) -> Iterator[tuple[SshSession, str]]:
+    """A session and its private remote temp dir, removed afterwards whatever happened (also after a
+    dropped connection: cleanup opens a new one). Timing and device validation both run inside one."""
     for tool in ("ssh", "scp"):
         if shutil.which(tool) is None:
             raise DeviceError(f"'{tool}' is not installed on this machine",
@@ -69,13 +82,10 @@ def run_ssh(model: Path, target: Target, profile: DeviceProfile, opts: RunOption
     session = SshSession(target, list(opts.ssh_options), Deadline(opts.timeout_s or profile.connection.timeout_s), retries=retries)
     token = secrets.token_hex(8)  # names this run's remote dir, so cleanup finds it even if mktemp's reply is lost
     try:
-        remote_dir = session.make_temp_dir(token)
-        session.upload(remote_dir, model)
-        result = session.bench(remote_dir, profile, runs=opts.runs, warmup=opts.warmup, delegate=delegate)
+        yield session, session.make_temp_dir(token)
     finally:
         if session.reached:  # an unreachable host has nothing to clean, and would only stall here again
             session.cleanup(token)
-    return _to_stats(result, target, profile, opts.warmup)
 
 
 def _delegate(profile: DeviceProfile) -> str:
@@ -172,14 +182,16 @@ class SshSession:
                               hint="set TMPDIR on the device to a plain path such as /tmp")
         return remote_dir
 
-    def upload(self, remote_dir: str, model: Path) -> None:
+    def upload(self, remote_dir: str, model: Path, files: dict[str, Path] | None = None) -> None:
+        """Copy the model and the runner (or `files`: remote name -> local path) into remote_dir."""
+        files = files if files is not None else {REMOTE_MODEL: model, REMOTE_SCRIPT: SCRIPT}
         # Fixed names via symlinks in a private local dir: the user's file name never reaches scp's
         # remote side, and scp copies the files the links point to.
         with tempfile.TemporaryDirectory(prefix="edgeport-scp-") as tmp:
-            staged = [Path(tmp, REMOTE_MODEL), Path(tmp, REMOTE_SCRIPT)]
-            staged[0].symlink_to(Path(model).resolve())
-            staged[1].symlink_to(SCRIPT.resolve())
-            sources = [str(p) for p in staged]
+            sources = []
+            for name, local in files.items():
+                Path(tmp, name).symlink_to(Path(local).resolve())
+                sources.append(str(Path(tmp, name)))
             result = self._run(self.scp_argv(sources, remote_dir, self.deadline.step()), "copying the model", self.deadline.step())
             if result.returncode != 0 and not self.legacy_scp and _sftp_missing(result.stderr):
                 self.legacy_scp = True  # devices without an sftp-server (dropbear, minimal images)
@@ -191,8 +203,37 @@ class SshSession:
             raise DeviceError(f"copying the model to {self.target} failed: {_last_line(result.stderr) or f'scp exit {result.returncode}'}",
                               hint="check free space in the device's /tmp")
 
+    def download(self, remote_dir: str, name: str, local: Path) -> None:
+        """Copy remote_dir/name (a fixed name) back to `local`."""
+        argv = ["scp", "-q", *(["-O"] if self.legacy_scp else []), *self._common(self.deadline.step())]
+        if self.target.port is not None:
+            argv += ["-P", str(self.target.port)]
+        host = self.target.host or ""
+        host = f"[{host}]" if ":" in host else host
+        user = f"{self.target.user}@" if self.target.user else ""
+        step = "copying the outputs back"
+        result = self._run([*argv, "--", f"{user}{host}:{remote_dir}/{name}", str(local)], step, self.deadline.step())
+        if result.returncode == 255 and connect_failure_kind(result.stderr) is not None:
+            raise ssh_error(result.stderr, self.target, step)
+        if result.returncode != 0:
+            raise DeviceError(f"copying the outputs back from {self.target} failed: "
+                              f"{_last_line(result.stderr) or f'scp exit {result.returncode}'}",
+                              hint="check the connection and free space on this machine, then run again")
+
     def bench(self, remote_dir: str, profile: DeviceProfile, *, runs: int, warmup: int, delegate: str) -> dict[str, Any]:
         python = profile.connection.remote_python or "python3"
+        timeout = self.deadline.step()
+        args = [f"{remote_dir}/{REMOTE_SCRIPT}", f"{remote_dir}/{REMOTE_MODEL}",
+                "--runs", str(runs), "--warmup", str(warmup), "--threads", str(profile.runtime.threads),
+                "--delegate", delegate, "--max-seconds", f"{timeout + 10.0:.1f}"]
+        # The host's timeout is authoritative (it kills the session, cleanup kills the process); the
+        # script's own limit, a little later, only stops a run whose kill got lost with the connection.
+        result = self.run_python(remote_dir, python, args, "the benchmark")
+        return interpret_bench(result, self.target, python)
+
+    def run_python(self, remote_dir: str, python: str, args: list[str], step: str) -> SshResult:
+        """`python args...` in remote_dir. Background + wait: the pid file lets cleanup stop a run that
+        outlives the host's timeout, and `wait` reports a crash as 128+signal instead of ssh's ambiguous 255."""
         try:
             python_argv = shlex.split(python)
         except ValueError as exc:
@@ -201,18 +242,10 @@ class SshSession:
         if not python_argv:
             raise InputError("connection.remote_python is empty", hint="e.g. remote_python = \"python3\"")
         timeout = self.deadline.step()
-        args = [f"{remote_dir}/{REMOTE_SCRIPT}", f"{remote_dir}/{REMOTE_MODEL}",
-                "--runs", str(runs), "--warmup", str(warmup), "--threads", str(profile.runtime.threads),
-                "--delegate", delegate, "--max-seconds", f"{timeout + 10.0:.1f}"]
-        # The host's timeout is authoritative (it kills the session, cleanup kills the process); the
-        # script's own limit, a little later, only stops a run whose kill got lost with the connection.
-        # Background + wait: the pid file lets cleanup stop a run that outlives the host's timeout, and
-        # `wait` reports a crash as 128+signal instead of ssh's ambiguous 255.
         command = " ".join([*(_remote_word(w) for w in python_argv), *(shlex.quote(a) for a in args)])
         script = (f"cd {shlex.quote(remote_dir)} || exit 97; {command} & p=$!; "
                   f"echo \"$p\" > {shlex.quote(remote_dir + '/pid')}; wait \"$p\"")
-        result = self._run(self.ssh_argv(script, timeout), "the benchmark", timeout)
-        return interpret_bench(result, self.target, python)
+        return self._run(self.ssh_argv(script, timeout), step, timeout)
 
     def cleanup(self, token: str) -> None:
         """Kill a still-running benchmark of this run and remove its temp dir; never raises."""
@@ -232,18 +265,24 @@ class SshSession:
 
 def interpret_bench(result: SshResult, target: Target, python: str) -> dict[str, Any]:
     """Turn the remote run's exit code, stdout JSON and stderr into data or one clear DeviceError."""
-    data = _find_json(result.stdout)
+    data = interpret_remote(result, target, python, "edgeport_remote_bench", "the benchmark")
+    if not isinstance(data.get("times_ms"), list) or not data["times_ms"]:
+        raise DeviceError(f"the runner on {target} returned no timings", hint="run again with more --runs")
+    return data
+
+
+def interpret_remote(result: SshResult, target: Target, python: str, marker: str, step: str) -> dict[str, Any]:
+    """A remote runner's one JSON line (the key `marker` names the runner), or one clear DeviceError."""
+    data = find_json(result.stdout, marker)
     if data is not None and data.get("ok"):
-        if not isinstance(data.get("times_ms"), list) or not data["times_ms"]:
-            raise DeviceError(f"the runner on {target} returned no timings", hint="run again with more --runs")
         return data
     if data is not None:
         raise _reported_error(data, target, python)
     rc, stderr = result.returncode, result.stderr
     if rc == 255:
         if connect_failure_kind(stderr) is not None or _PRE_SESSION_RE.search(stderr):
-            raise ssh_error(stderr, target, "the benchmark")
-        raise DeviceError(f"the connection to {target} dropped while the benchmark ran: {_last_line(stderr) or 'no message'}",
+            raise ssh_error(stderr, target, step)
+        raise DeviceError(f"the connection to {target} dropped during {step}: {_last_line(stderr) or 'no message'}",
                           hint="check the network and the device's power supply, then run again")
     if rc == 127:
         raise DeviceError(f"remote python '{_show(python)}' was not found on {target}",
@@ -255,9 +294,9 @@ def interpret_bench(result: SshResult, target: Target, python: str) -> dict[str,
         raise DeviceError(f"remote python '{_show(python)}' on {target} is too old for the runner",
                           hint="use Python 3.7 or newer via connection.remote_python")
     if rc > 128:
-        raise DeviceError(f"the benchmark runner crashed on {target} (signal {rc - 128}): {_last_line(stderr) or 'no message'}",
+        raise DeviceError(f"the runner of {step} crashed on {target} (signal {rc - 128}): {_last_line(stderr) or 'no message'}",
                           hint="the TFLite runtime aborted on this model; try another runtime version or delegate")
-    raise DeviceError(f"the benchmark runner failed on {target} (exit {rc}): {_last_line(stderr) or 'no output'}",
+    raise DeviceError(f"the runner of {step} failed on {target} (exit {rc}): {_last_line(stderr) or 'no output'}",
                       hint="run it by hand on the device to see the full error")
 
 
@@ -267,6 +306,9 @@ def _reported_error(data: dict[str, Any], target: Target, python: str) -> Device
         also = " and no numpy" if data.get("numpy_error") else ""
         real = str(data.get("python") or "")
         runs_as = f" (it runs {_show(real)})" if real and real != python else ""
+        if data.get("install"):  # the device runner's own line: what to pip install there
+            return DeviceError(f"no TFLite runtime or numpy for remote python '{_show(python)}'{runs_as} on {target}",
+                               hint=f"on the device: {_show(str(data['install']), 120)} (or tflite-runtime instead of ai-edge-litert)")
         return DeviceError(f"no TFLite runtime{also} for remote python '{_show(python)}'{runs_as} on {target}",
                            hint=f"install one on the device: {python} -m pip install ai-edge-litert (or tflite-runtime)")
     if kind == "delegate_failed":
@@ -278,7 +320,7 @@ def _reported_error(data: dict[str, Any], target: Target, python: str) -> Device
     if kind == "deadline":
         return DeviceError(f"the benchmark on {target} ran out of time: {message}",
                            hint="lower --runs or raise connection.timeout_s in the profile")
-    return DeviceError(f"the benchmark runner failed on {target}: {message or kind}",
+    return DeviceError(f"the device runner failed on {target}: {message or kind}",
                        hint="run edgeport with --debug and check the device")
 
 
@@ -338,7 +380,8 @@ def _sftp_missing(stderr: str) -> bool:
     return bool(re.search(r"subsystem request failed|sftp-server|Received message too long|Connection closed", stderr, re.I))
 
 
-def _find_json(stdout: str) -> dict[str, Any] | None:
+def find_json(stdout: str, marker: str = "edgeport_remote_bench") -> dict[str, Any] | None:
+    """The last JSON line of a remote runner's stdout that carries `marker` (noise around it ignored)."""
     for line in reversed(stdout.splitlines()):
         line = line.strip()
         if line.startswith("{"):
@@ -346,7 +389,7 @@ def _find_json(stdout: str) -> dict[str, Any] | None:
                 data = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(data, dict) and "edgeport_remote_bench" in data:
+            if isinstance(data, dict) and marker in data:
                 return data
     return None
 
