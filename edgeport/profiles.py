@@ -77,6 +77,10 @@ class Budgets:
     min_detect_recall: float = 0.95
     min_embed_cosine: float = 0.99
     min_segment_miou: float = 0.95
+    # On-device validation (runners/device_eval.py): every output of the device run must match the host's
+    # TFLite run of the same samples, by mean cosine or, for a classifier output, by top-1 agreement.
+    min_device_cosine: float = 0.999
+    min_device_top1_agreement: float = 0.995
 
     def task_minimum(self, task: str) -> float | None:
         """The floor of `task`'s primary metric; None for classify and raw, judged by today's checks."""
@@ -86,6 +90,7 @@ class Budgets:
 
 TASK_BUDGETS = {"ctc": "min_ctc_identical", "detect": "min_detect_recall", "embed": "min_embed_cosine",
                 "segment": "min_segment_miou"}
+DEVICE_BUDGETS = ("min_device_cosine", "min_device_top1_agreement")  # defaulted like the task floors
 
 
 @dataclass(frozen=True)
@@ -128,7 +133,8 @@ _SCHEMA: dict[str, tuple[str, ...]] = {
     "runtime": ("default_quant", "allowed_quant", "io_dtype", "threads", "delegate", "static_shapes",
                 "float_layers", "taskset", "quant_note"),
     "budgets": ("latency_p50_ms", "model_size_mb", "accuracy_drop_pp", "min_top1_agreement", "min_snr_db",
-                "min_edgetpu_op_share", "min_ctc_identical", "min_detect_recall", "min_embed_cosine", "min_segment_miou"),
+                "min_edgetpu_op_share", "min_ctc_identical", "min_detect_recall", "min_embed_cosine", "min_segment_miou",
+                "min_device_cosine", "min_device_top1_agreement"),
     "connection": ("kind", "target", "benchmark_binary", "remote_python", "timeout_s"),
 }
 _ALL_FIELDS = tuple(f"{t}.{k}" if t else k for t, keys in _SCHEMA.items() for k in keys)
@@ -495,7 +501,7 @@ def _budgets(t: _Table, runtime: Runtime) -> Budgets:
         min_top1_agreement=t.number("min_top1_agreement", high=1.0, low_open=False),
         min_snr_db=t.number("min_snr_db"),
         min_edgetpu_op_share=share,
-        **{key: value for key in TASK_BUDGETS.values()
+        **{key: value for key in (*TASK_BUDGETS.values(), *DEVICE_BUDGETS)
            if (value := t.number(key, high=1.0, low_open=False)) is not None},
     )
 
