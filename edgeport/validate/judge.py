@@ -39,10 +39,12 @@ class Evidence:
     # mixed/w8/w4: an fp16 build of the same float model (quantize/fp16_compare): size_bytes,
     # simulated_p50_ms, dominated, recommendation, detail. Judged for --quant mixed only.
     fp16_comparison: dict[str, Any] | None = None
+    # report.json's device_validation (runners/device_eval.py): the validation inputs run on the device
+    device_validation: dict[str, Any] | None = None
 
 
 def judge(ev: Evidence, budgets: Budgets) -> dict[str, Any]:
-    checks = [*_structure(ev), *_extra(ev, budgets), *_budgets(ev, budgets)]
+    checks = [*_structure(ev), *_extra(ev, budgets), *_budgets(ev, budgets), *device_checks(ev.device_validation, budgets)]
     return verdict.decide(checks)
 
 
@@ -103,6 +105,33 @@ def _xnnpack(found: dict[str, Any]) -> Check | None:
     from edgeport.validate.xnnpack import check
 
     return check(found)
+
+
+def device_checks(dev: dict[str, Any] | None, b: Budgets) -> list[Check | None]:
+    """The device must agree with the host's TFLite run on EVERY output (mean cosine >= min_device_cosine, or
+    top-1 agreement >= min_device_top1_agreement where the output is a classifier's), and its own accuracy
+    against the float model meets the budget the host's does. None when the device did not run the data."""
+    if not dev or not dev.get("checked"):
+        return []
+
+    def agrees(row: dict[str, Any]) -> bool:
+        cos, top1 = row["cosine_mean"], row["top1_agreement"]
+        return (cos == cos and cos >= b.min_device_cosine) or (top1 is not None and top1 >= b.min_device_top1_agreement)
+
+    found = dev["agreement"]
+    bad = [row["name"] for row in found["outputs"] if not agrees(row)]
+    where = f"{dev['target']} vs this host on {dev['samples']} samples"
+    checks: list[Check | None] = [Check(
+        "device_agrees_with_host", {"cosine_mean": found["cosine_mean"], "top1_agreement": found["top1_agreement"]},
+        {"min_cosine": b.min_device_cosine, "min_top1_agreement": b.min_device_top1_agreement}, not bad,
+        f"{where}; disagrees on {', '.join(bad)}" if bad else where)]
+    acc = dev.get("accuracy") or {}
+    if acc.get("drop_pp") is not None:
+        checks.append(verdict.at_most("device_accuracy_drop_pp", acc["drop_pp"], b.accuracy_drop_pp, f"labels, on {dev['target']}"))
+    elif acc.get("top1_agreement") is not None:
+        checks.append(verdict.at_least("device_top1_agreement", acc["top1_agreement"], b.min_top1_agreement,
+                                       f"agreement with the float model, on {dev['target']}"))
+    return checks
 
 
 def _budgets(ev: Evidence, b: Budgets) -> list[Check | None]:
