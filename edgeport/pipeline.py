@@ -79,6 +79,7 @@ class ConvertRequest:
     mixed_search: str = "auto"  # auto | aeq | converter (quantize/stage.py: which --quant mixed search)
     states: tuple[str, ...] = ()  # IN=OUT pairs of carried state (validate/streaming.py)
     task: str | None = None  # classify|ctc|detect|embed|segment|raw[:key=value,...]; None: detected (edgeport/tasks)
+    weights: str | None = None  # ema | raw: which weights of a checkpoint holding both (export/checkpoint.py)
 
     @property
     def run_options(self) -> RunOptions:
@@ -168,7 +169,7 @@ def run_convert(req: ConvertRequest) -> Report:
     finished = False
     try:
         with timer.stage("load"):
-            loaded = load_checkpoint(req.checkpoint, req.model_class, req.model_kwargs, req.trust_pickle)
+            loaded = load_checkpoint(req.checkpoint, req.model_class, req.model_kwargs, req.trust_pickle, req.weights)
             loaded, bindings = bind_constants(loaded, consts, [n for n in shapes if n is not None])
             select.candidates(req.exporter, loaded.kind, mode)  # an exporter that cannot take this model: exit 2 now
         if MODES[mode].calibrated and not req.calib:

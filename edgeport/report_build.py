@@ -78,7 +78,9 @@ def build_report(r: ConvertResults) -> dict[str, Any]:
                        "pool_rewrites": list(onnx.pool_rewrites) if onnx else [],
                        "graph_rewrites": list(onnx.graph_rewrites) if onnx else [],
                        "constants": r.bindings, "ops": r.info["op_counts"], "macs": r.info["total_macs"],
-                       "variable_tensors": r.info.get("variable_tensors", 0)}
+                       "variable_tensors": r.info.get("variable_tensors", 0),
+                       # how the weights were found (prefixes stripped, EMA chosen, moved from cuda) and their dtype
+                       "notes": list(r.loaded.notes), "dtype": r.loaded.dtype}
     report["data"] = _data_section(r.data)
     # One flag a script can test: every accuracy figure in this report comes from generated inputs,
     # not the user's data (float exports run without --calib/--val).

@@ -30,7 +30,8 @@ class LoadedModel:
     # forward() arguments when the loader knows them better than the module's signature does
     # (torch.export programs: which inputs are baked-in constants); see export/constants.py
     params: tuple[Any, ...] | None = None
-    notes: tuple[str, ...] = field(default_factory=tuple)
+    notes: tuple[str, ...] = field(default_factory=tuple)  # how the weights were found (report: model.notes)
+    dtype: str | None = None  # the checkpoint's floating-point weights: float32, float16, bfloat16 (report: model.dtype)
 
 
 def load_checkpoint(
@@ -38,21 +39,61 @@ def load_checkpoint(
     model_class: str | None = None,
     model_kwargs: str | dict[str, Any] | None = None,
     trust_pickle: bool = False,
+    weights: str | None = None,
 ) -> LoadedModel:
+    """`weights` (ema|raw) picks one set when a checkpoint holds both; for any other kind it is an error."""
     p = check_checkpoint_path(path)
     if p.suffix.lower() == ".onnx" or _looks_like_onnx(p):
-        return LoadedModel(kind="onnx", path=p)
+        return _only_state_dict_takes(weights, LoadedModel(kind="onnx", path=p, dtype=_onnx_dtype(p)))
     import torch
 
     if p.suffix.lower() == ".pt2":
-        return _load_exported_program(p, torch)
+        return _only_state_dict_takes(weights, _load_exported_program(p, torch))
     if zipfile.is_zipfile(p):
         names = _zip_names(p)
         if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
-            return _load_torchscript(p, torch)
+            return _only_state_dict_takes(weights, _load_torchscript(p, torch))
         if any(n.endswith("serialized_exported_program.json") or "/models/" in n for n in names):
-            return _load_exported_program(p, torch)
-    return _load_pickle_checkpoint(p, torch, model_class, model_kwargs, trust_pickle)
+            return _only_state_dict_takes(weights, _load_exported_program(p, torch))
+    return _load_pickle_checkpoint(p, torch, model_class, model_kwargs, trust_pickle, weights)
+
+
+def _only_state_dict_takes(weights: str | None, loaded: LoadedModel) -> LoadedModel:
+    if weights is not None:
+        raise InputError(f"--weights {weights} chooses between raw and EMA weights of a saved state_dict; "
+                         f"'{loaded.path.name}' is a {loaded.kind.replace('_', ' ')} with one set of weights",
+                         hint="drop --weights")
+    return loaded
+
+
+def _module_dtype(module: Any) -> str | None:
+    from edgeport.export.state_forms import tensors_dtype
+
+    try:
+        return tensors_dtype([*module.parameters(), *module.buffers()])
+    except Exception:  # noqa: BLE001 - a module that cannot list its tensors simply has no recorded dtype
+        return None
+
+
+def _onnx_dtype(p: Path) -> str | None:
+    try:
+        import onnx
+
+        model = onnx.load(str(p), load_external_data=False)
+    except Exception:  # noqa: BLE001 - a broken file is reported where it is prepared
+        return None
+    names = {1: "float32", 10: "float16", 16: "bfloat16", 11: "float64"}
+    counts: dict[str, int] = {}
+    for t in model.graph.initializer:
+        if t.data_type in names:
+            n = 1
+            for d in t.dims:
+                n *= int(d)
+            counts[names[t.data_type]] = counts.get(names[t.data_type], 0) + n
+    ranked = sorted(counts, key=lambda k: -counts[k])
+    if not ranked:
+        return None
+    return ranked[0] if len(ranked) == 1 else f"{ranked[0]} (also {', '.join(ranked[1:])})"
 
 
 def check_checkpoint_path(path: str | Path) -> Path:
@@ -92,23 +133,30 @@ def _load_torchscript(p: Path, torch: Any) -> LoadedModel:
             hint="the file is truncated or corrupt; re-save it with torch.jit.save",
         ) from exc
     names = _forward_names(module)
-    return LoadedModel(kind="torchscript", path=p, module=module, input_names=names)
+    return LoadedModel(kind="torchscript", path=p, module=module, input_names=names, dtype=_module_dtype(module))
 
 
 def _load_exported_program(p: Path, torch: Any) -> LoadedModel:
+    from edgeport.export import pt2_device
+
+    # Without a GPU, an archive saved on cuda is rewritten to cpu before torch reads it (pt2_device.py).
+    on_cuda = not torch.cuda.is_available() and pt2_device.saved_on_cuda(p)
+    notes: list[str] = []
     with captured_logs("torch.export") as logged:
         try:
-            program = torch.export.load(str(p))
+            if on_cuda:
+                program = pt2_device.to_cpu(torch.export.load(pt2_device.cpu_archive(p)))
+                notes.append("torch.export program saved on cuda: its storages were mapped to CPU and the program "
+                             "moved to CPU")
+            else:
+                program = torch.export.load(str(p))
         except Exception as exc:
             # torch logs the real error (with a traceback) and raises "check the warnings above":
             # condense both into one line and keep the logged error in the chain for --debug.
             inner = next((r.exc_info[1] for r in logged if r.exc_info and r.exc_info[1] is not None), None)
             if inner is not None and exc.__cause__ is None:
                 exc.__cause__ = inner
-            raise InputError(
-                f"torch.export program '{p}' could not be loaded ({cause_line(exc, logged)})",
-                hint="re-save it with torch.export.save from the same torch version",
-            ) from exc
+            raise _pt2_error(p, exc, logged, on_cuda, torch) from exc
     from edgeport.export.constants import Param
 
     specs = []
@@ -131,7 +179,27 @@ def _load_exported_program(p: Path, torch: Any) -> LoadedModel:
         input_names=tuple(p.name for p in params) or None,
         example_inputs=tuple(specs) or None,
         params=params or None,
+        notes=tuple(notes),
+        dtype=_module_dtype(program),
     )
+
+
+def _pt2_error(p: Path, exc: Exception, logged: Any, on_cuda: bool, torch: Any) -> InputError:
+    """One line naming the real cause: a GPU-only program, or the torch version that wrote the file."""
+    from edgeport.export import pt2_device
+
+    saved = pt2_device.saved_torch_version(p)
+    here = torch.__version__
+    versions = f" (saved by torch {saved}, loading with torch {here})" if saved and saved != here else ""
+    cause = cause_line(exc, logged, limit=200)
+    if on_cuda:
+        return InputError(f"torch.export program '{p}' was exported on CUDA and could not be moved to this CPU{versions} "
+                          f"({cause})", hint="exported on CUDA: re-export on CPU with torch.export.export(model.cpu(), ...) "
+                          "and torch.export.save")
+    hint = (f"re-export it with torch {here} (torch.export.export + torch.export.save), or pass the model's "
+            "state_dict with --model-class" if versions else
+            "the file is truncated or not a torch.export archive; re-save it with torch.export.save")
+    return InputError(f"torch.export program '{p}' could not be loaded{versions} ({cause})", hint=hint)
 
 
 def _no_train_toggle(module: Any) -> Any:
@@ -156,7 +224,7 @@ def _no_train_toggle(module: Any) -> Any:
 
 
 def _load_pickle_checkpoint(
-    p: Path, torch: Any, model_class: str | None, model_kwargs: Any, trust_pickle: bool
+    p: Path, torch: Any, model_class: str | None, model_kwargs: Any, trust_pickle: bool, weights: str | None = None
 ) -> LoadedModel:
     try:
         obj = torch.load(str(p), map_location="cpu", weights_only=True)
@@ -175,8 +243,11 @@ def _load_pickle_checkpoint(
             ) from exc
         obj = _load_trusted_pickle(p, torch)
     if isinstance(obj, torch.nn.Module):
-        return LoadedModel(kind="pickled_module", path=p, module=obj.eval(), input_names=_forward_names(obj))
-    state = _find_state_dict(obj, torch)
+        return _only_state_dict_takes(weights, LoadedModel(kind="pickled_module", path=p, module=obj.eval(),
+                                                           input_names=_forward_names(obj), dtype=_module_dtype(obj)))
+    from edgeport.export.state_forms import find_weights, match, tensors_dtype
+
+    state, notes = find_weights(obj, weights)
     if state is None:
         raise InputError(
             f"checkpoint '{p}' holds a {type(obj).__name__}, not a state_dict or a model",
@@ -188,8 +259,19 @@ def _load_pickle_checkpoint(
             hint="pass --model-class package.module:ClassName (and --model-kwargs '{\"arg\": value}' if needed)",
         )
     module = build_model(model_class, model_kwargs)
-    _load_state(module, state, p, model_class)
-    return LoadedModel(kind="state_dict", path=p, module=module.eval(), input_names=_forward_names(module))
+    fitted = match(module.state_dict(), state)
+    if fitted is None:
+        _load_state(module, state, p, model_class)  # raises today's line: what is missing, unexpected, mis-shaped
+    else:
+        state, more = fitted
+        notes += more
+        module.load_state_dict(state, strict=True)
+    dtype = tensors_dtype(state.values())
+    model_dtype = _module_dtype(module)
+    if dtype and model_dtype and dtype != model_dtype:
+        notes.append(f"weights stored as {dtype} were loaded into the {model_dtype} model")
+    return LoadedModel(kind="state_dict", path=p, module=module.eval(), input_names=_forward_names(module),
+                       notes=tuple(notes), dtype=dtype)
 
 
 def _is_unsafe_pickle_error(exc: Exception) -> bool:
@@ -207,17 +289,6 @@ def _load_trusted_pickle(p: Path, torch: Any) -> Any:
             f"pickled checkpoint '{p}' could not be loaded ({cause_line(exc)})",
             hint="the classes it refers to must be importable; run from the project that defines them",
         ) from exc
-
-
-def _find_state_dict(obj: Any, torch: Any) -> dict[str, Any] | None:
-    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return obj
-    if isinstance(obj, dict):
-        for key in ("state_dict", "model_state_dict", "model", "net", "weights"):
-            inner = obj.get(key)
-            if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
-                return inner
-    return None
 
 
 def build_model(model_class: str, model_kwargs: str | dict[str, Any] | None) -> Any:
