@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from edgeport import modes, options, progress
+from edgeport import convert_options, options, progress
 from edgeport.errors import EdgeportError, InputError, cause_line
 from edgeport.types import plain
 
@@ -35,42 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     conv = sub.add_parser("convert", parents=[common], help="checkpoint -> quantized, validated TFLite with a verdict")
-    conv.add_argument("checkpoint", type=Path)
-    conv.add_argument("--profile", required=True, help="profile name (see 'edgeport profiles') or path to a .toml")
-    conv.add_argument("--calib", help="calibration data: .npz, .npy, image folder or builtin:NAME")
-    conv.add_argument("--val", help="held-out validation data (same kinds); default: split from --calib")
-    conv.add_argument("--quant", choices=modes.QUANT_CHOICES,
-                      help="default: the profile's; auto builds the modes the profile allows and keeps the best")
-    conv.add_argument("--input-shape", action="append", default=[], type=options.input_shape, metavar="[NAME=]1x3x224x224")
-    conv.add_argument("--model-class", metavar="module:Class", help="class for a state_dict checkpoint")
-    conv.add_argument("--model-kwargs", metavar="JSON", help="constructor kwargs for --model-class, as a JSON object")
-    conv.add_argument("--const", action="append", default=[], metavar="NAME=VALUE",
-                      help="bind a plain forward() argument for export: int, float, bool or a small list, e.g. --const sr=16000")
-    conv.add_argument("--trust-pickle", action="store_true", help="allow unpickling a whole module (runs code from the file)")
-    conv.add_argument("--output", "-o", type=Path, default=Path("edgeport-out"))
-    conv.add_argument("--opset", type=options.opset, default=17)
-    conv.add_argument("--state", action="append", default=[], metavar="IN=OUT",
-                      help="carried state of a streaming model: input IN takes output OUT of the previous chunk; data holds "
-                           "sequences [S, T, ...] and validation runs them chunk by chunk, closed-loop")
-    conv.add_argument("--exporter", type=options.exporter, default="auto", metavar="{auto,onnx2tf,litert-torch}",
-                      help="PyTorch -> TFLite path: onnx2tf (via ONNX), litert-torch (LiteRT Torch, no ONNX), or auto "
-                           "(onnx2tf, then LiteRT Torch when onnx2tf fails or its float model disagrees; default)")
-    conv.add_argument("--runs", type=options.runs, default=50, help="timed host runs after warm-up")
-    conv.add_argument("--preprocess", action="append", default=[], metavar="KEY=VALUE",
-                      help="image-folder preprocessing: resize, crop, scale, mean, std, color, layout")
-    conv.add_argument("--keep-work", action="store_true", help="keep the intermediate ONNX/SavedModel for debugging")
-    conv.add_argument("--mixed-search", choices=("auto", "aeq", "converter"), default="auto",
-                      help="with --quant mixed: aeq (AI Edge Quantizer, calibrate once, int8/a16w8/float per op), converter "
-                           "(the TFLite converter per candidate, int8/float), or auto (aeq on CPU profiles, converter on Edge TPU)")
-    conv.add_argument("--task", metavar="TASK[:key=value,...]",
-                      help="what the model does, which decides the verdict's metric: classify, ctc (e.g. ctc:blank=0), "
-                           "detect (e.g. detect:layout=boxes_last), embed, segment or raw (default: detected from the outputs)")
-    conv.add_argument("--diagnose", action="store_true",
-                      help="with --quant int8: per-layer int8 sensitivity traced to ONNX nodes and PyTorch modules")
-    conv.add_argument("--target", action="append", default=[], type=options.target,
-                      help="also time on: sim, adb://SERIAL, ssh://[user@]host[:port] (the device result decides the latency check)")
-    conv.add_argument("--benchmark-binary", help="host path of TFLite's benchmark_model for adb targets")
-    conv.add_argument("--ssh-option", action="append", default=[], metavar="OPT", help="extra ssh/scp option for ssh targets")
+    convert_options.add_arguments(conv)  # one table with the sweep plan's keys (edgeport/convert_options.py)
 
     bench = sub.add_parser("bench", parents=[common],
                            help="time a .tflite on the host, simulated from the profile, or on devices over adb/ssh",
@@ -193,24 +158,10 @@ def _emit(args: argparse.Namespace, data: Any, lines: list[str]) -> None:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from edgeport.pipeline import ConvertRequest, run_convert
+    from edgeport.convert_options import request_from_args
+    from edgeport.pipeline import run_convert
 
-    pre = {}
-    for item in args.preprocess:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise InputError(f"--preprocess '{item}' is not KEY=VALUE", hint="e.g. --preprocess mean=0.5,0.5,0.5")
-        pre[key.strip()] = value.strip()
-    req = ConvertRequest(
-        checkpoint=args.checkpoint, profile=args.profile, calib=args.calib, val=args.val, quant=args.quant,
-        input_shapes=tuple(args.input_shape), model_class=args.model_class, model_kwargs=args.model_kwargs,
-        trust_pickle=args.trust_pickle, output=args.output, opset=args.opset, runs=args.runs,
-        preprocessing=pre or None, keep_work=args.keep_work, targets=tuple(args.target),
-        benchmark_binary=args.benchmark_binary, ssh_options=tuple(args.ssh_option), diagnose=args.diagnose,
-        constants=tuple(args.const), states=tuple(args.state), exporter=args.exporter, mixed_search=args.mixed_search,
-        task=args.task,
-    )
-    report = run_convert(req)
+    report = run_convert(request_from_args(args))
     _emit(args, report.data, [*report.lines, f"  report     {report.path}"])
     return report.exit_code
 

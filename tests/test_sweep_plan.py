@@ -5,6 +5,7 @@ No conversions here (see test_sweep_e2e.py for real sweeps on the local pool and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -145,3 +146,126 @@ def test_results_table_escapes_untrusted_text_and_links_reports():
     assert "a\\|b" in row and len(re.findall(r"(?<!\\)\|", row)) == len(table.COLUMNS) + 2, row
     assert "[report](cells/y__host__fp32/report.html)" in md and "| 2 |" in md
     json.dumps(data)
+
+
+# ------------------------------------------------------------- one option table for convert and plans
+
+
+def _convert_parser():
+    from edgeport.cli import build_parser
+
+    return build_parser()._subparsers._group_actions[0].choices["convert"]
+
+
+def test_every_convert_option_is_taken_by_plans_or_excluded_with_a_reason():
+    from edgeport.convert_options import API_ONLY_FIELDS, COMMON_EXCLUDED, OPTIONS
+    from edgeport.pipeline import ConvertRequest
+    from edgeport.sweep.plan import MODEL_KEYS
+
+    by_dest = {o.dest: o for o in OPTIONS}
+    missing = []
+    for action in _convert_parser()._actions:
+        opt = by_dest.get(action.dest)
+        if opt is None:
+            if not COMMON_EXCLUDED.get(action.dest):
+                missing.append(action.dest)
+        elif not (opt.plan in MODEL_KEYS or opt.excluded):
+            missing.append(action.dest)
+    assert not missing, f"convert options a sweep plan neither takes nor excludes: {missing}"
+    filled = {o.field for o in OPTIONS}
+    fields = {f.name for f in dataclasses.fields(ConvertRequest)}
+    assert fields - filled == set(API_ONLY_FIELDS), "every ConvertRequest field has a flag or a reason not to"
+    assert {o.plan for o in OPTIONS if o.plan} >= {"const", "exporter", "mixed_search", "diagnose", "targets",
+                                                    "max_calib_samples", "max_val_samples", "task", "state", "weights"}
+
+
+ALL_KEYS = """
+profiles = ["host"]
+modes = ["int8"]
+exporter = "onnx2tf"          # a top-level default every model inherits
+const = { sr = 16000 }
+[sweep]
+runs = 3
+[[models]]
+checkpoint = "m.ts"
+calib = "calib.npz"
+val = "calib.npz"
+model_class = "pkg.mod:Net"
+model_kwargs = { width = 2 }
+weights = "raw"
+input_shapes = ["x=1x3x8x8"]
+trust_pickle = true
+opset = 13
+state = ["state=stateN"]
+runs = 7
+max_calib_samples = 12
+max_val_samples = 9
+preprocess = { resize = "8", scale = "1/255" }
+keep_work = true
+mixed_search = "aeq"
+task = "classify"
+diagnose = true
+targets = ["sim"]
+benchmark_binary = "bin/benchmark_model"
+ssh_options = ["-oPort=2222"]
+"""
+ALL_ARGV = ["convert", "m.ts", "--profile", "host", "--quant", "int8", "--calib", "calib.npz", "--val", "calib.npz",
+            "--model-class", "pkg.mod:Net", "--model-kwargs", '{"width": 2}', "--weights", "raw",
+            "--input-shape", "x=1x3x8x8", "--trust-pickle", "--opset", "13", "--state", "state=stateN", "--runs", "7",
+            "--max-calib-samples", "12", "--max-val-samples", "9", "--preprocess", "resize=8", "--preprocess", "scale=1/255",
+            "--keep-work", "--mixed-search", "aeq", "--task", "classify", "--diagnose", "--target", "sim",
+            "--benchmark-binary", "bin/benchmark_model", "--ssh-option=-oPort=2222", "--exporter", "onnx2tf",
+            "--const", "sr=16000"]
+
+
+def test_a_plan_and_the_command_line_make_the_same_request(plan_dir, monkeypatch):
+    from edgeport.convert_options import make_request, request_from_args
+
+    (plan_dir / "plan.toml").write_text(ALL_KEYS)
+    cell = load_plan(plan_dir / "plan.toml").cells[0]
+    from_plan = make_request(cell.request)
+    monkeypatch.chdir(plan_dir)
+    from_cli = request_from_args(_convert_parser().parse_args(ALL_ARGV[1:]))
+    differ = {f.name for f in dataclasses.fields(from_cli)
+              if getattr(from_cli, f.name) != getattr(from_plan, f.name) and f.name not in ("output",)}
+    # paths: the plan resolves them against its folder, the command line leaves them as typed
+    assert differ == {"checkpoint", "calib", "val", "benchmark_binary"}, differ
+    for name in differ:
+        assert Path(str(getattr(from_plan, name))) == plan_dir / str(getattr(from_cli, name))
+    assert from_plan.constants == ("sr=16000",) and from_plan.exporter == "onnx2tf" and from_plan.weights == "raw"
+
+
+@pytest.mark.parametrize("extra, names", [
+    ('const = ["sr"]\n', ["models[0] (m).const", "NAME=VALUE"]),
+    ('exporter = "tflite"\n', ["models[0] (m).exporter", "tflite"]),
+    ('mixed_search = "best"\n', ["models[0] (m).mixed_search", "best"]),
+    ('diagnose = "yes"\n', ["models[0] (m).diagnose", "true or false"]),
+    ('targets = ["ftp://x"]\n', ["models[0] (m).targets", "ftp://x"]),
+    ("max_calib_samples = 0\n", ["models[0] (m).max_calib_samples", "at least 1"]),
+    ('weights = "best"\n', ["models[0] (m).weights", "best"]),
+    ("opset = 3\n", ["models[0] (m).opset", "at least"]),
+    ('task = 3\n', ["models[0] (m).task", "must be a string"]),
+    ('model_class = "nocolon"\n', ["models[0] (m).model_class", "module:Class"]),
+])
+def test_new_plan_keys_are_checked_as_their_flags(plan_dir, capsys, extra, names):
+    plan = plan_dir / "plan.toml"
+    plan.write_text(GOOD + extra)
+    line = _sweep_error(plan, capsys)
+    for name in names:
+        assert name in line, line
+
+
+def test_a_bad_top_level_default_names_the_top_level(plan_dir, capsys):
+    plan = plan_dir / "plan.toml"
+    plan.write_text('exporter = "tflite"\n' + GOOD)
+    line = _sweep_error(plan, capsys)
+    assert "models[0] (m).exporter (the plan's top-level default)" in line, line
+
+
+def test_per_model_values_override_top_level_defaults(plan_dir):
+    text = 'exporter = "litert-torch"\nconst = ["sr=8000"]\n' + GOOD + (
+        '[[models]]\nname = "b"\ncheckpoint = "m.ts"\nmodes = ["fp32"]\nexporter = "onnx2tf"\nconst = { sr = 16000 }\n')
+    (plan_dir / "plan.toml").write_text(text)
+    cells = {c.id: c.request for c in load_plan(plan_dir / "plan.toml").cells}
+    assert cells["m__host__int8"]["exporter"] == "litert-torch" and cells["m__host__int8"]["constants"] == ["sr=8000"]
+    assert cells["b__host__fp32"]["exporter"] == "onnx2tf" and cells["b__host__fp32"]["constants"] == ["sr=16000"]

@@ -164,20 +164,15 @@ def finished_record(root: Path, cell_id: str, key: str) -> dict[str, Any] | None
 
 def _child(spec_path: str, result_path: str) -> int:
     """Inside the throwaway process: one convert, its outcome as JSON (a crash writes nothing)."""
+    from edgeport.convert_options import make_request
     from edgeport.errors import EdgeportError
-    from edgeport.pipeline import ConvertRequest, run_convert
+    from edgeport.pipeline import run_convert
 
     if os.environ.get("EDGEPORT_SWEEP_PARENT"):
         _die_with_parent(int(os.environ["EDGEPORT_SWEEP_PARENT"]))
     job = json.loads(Path(spec_path).read_text())
-    r = job["request"]
-    req = ConvertRequest(
-        checkpoint=Path(r["checkpoint"]), profile=r["profile"], calib=r.get("calib"), val=r.get("val"), quant=r.get("quant"),
-        input_shapes=tuple(r.get("input_shapes", ())), model_class=r.get("model_class"), model_kwargs=r.get("model_kwargs"),
-        trust_pickle=bool(r.get("trust_pickle", False)), output=Path(r["output"]), opset=int(r.get("opset", 17)),
-        runs=int(r.get("runs", 20)), preprocessing=r.get("preprocessing"), states=tuple(r.get("states", ())))
     try:
-        report = run_convert(req)
+        report = run_convert(make_request(job["request"]))  # ConvertRequest field names, as the plan wrote them
     except KeyboardInterrupt:
         return 130
     except EdgeportError as exc:

@@ -17,12 +17,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from edgeport.convert_options import BY_PLAN_KEY, PLAN_OWN_KEYS, plan_value
 from edgeport.errors import EdgeportError, InputError
+from edgeport.modes import MODES
 
-PLAN_KEYS = {"sweep", "profiles", "modes", "models"}
 SWEEP_KEYS = {"output", "shared_dir", "runs", "timeout_s", "cpus_per_cell", "memory_gb_per_cell", "workers"}
-MODEL_KEYS = {"name", "checkpoint", "model_class", "model_kwargs", "input_shapes", "calib", "val", "preprocess",
-              "profiles", "modes", "trust_pickle", "opset", "state"}
+# Every convert option a plan takes comes from the convert parser's own table (edgeport/convert_options.py).
+MODEL_KEYS = {"name", *BY_PLAN_KEY}
+# Top level: the sweep table, the models, and a default for every model option but its name and checkpoint.
+DEFAULT_KEYS = MODEL_KEYS - {"name", "checkpoint"}
+PLAN_KEYS = {"sweep", "models", *DEFAULT_KEYS}
 # Variables a cell's worker process must see as the driver does: the host-fit mode and cache decide the
 # simulated latency, PYTHONPATH decides where --model-class modules are found.
 FORWARDED_ENV = ("EDGEPORT_HOST_FIT", "EDGEPORT_CACHE_DIR", "EDGEPORT_PROFILES_DIR", "EDGEPORT_MIXED_WORKERS", "PYTHONPATH")
@@ -97,12 +101,11 @@ def load_plan(path: Path, *, output: Path | None = None) -> Plan:
     models = raw.get("models")
     if not isinstance(models, list) or not models or not all(isinstance(m, dict) for m in models):
         raise _bad("models", "the plan lists no models", "add [[models]] tables with checkpoint, calib, ...")
-    default_profiles = raw.get("profiles")
-    default_modes = raw.get("modes")
+    defaults = {k: v for k, v in raw.items() if k in DEFAULT_KEYS}
     cells: list[Cell] = []
     names: set[str] = set()
     for i, entry in enumerate(models):
-        cells.extend(_model_cells(entry, i, base, default_profiles, default_modes, runs, names))
+        cells.extend(_model_cells(entry, i, base, defaults, runs, names))
     ids = [c.id for c in cells]
     dup = next((x for x in ids if ids.count(x) > 1), None)
     if dup:
@@ -129,9 +132,8 @@ def load_plan(path: Path, *, output: Path | None = None) -> Plan:
                 workers=workers, env=env)
 
 
-def _model_cells(entry: dict[str, Any], i: int, base: Path, default_profiles: Any, default_modes: Any, runs: int,
+def _model_cells(entry: dict[str, Any], i: int, base: Path, defaults: dict[str, Any], runs: int,
                  names: set[str]) -> list[Cell]:
-    from edgeport.export.onnx_prep import parse_shape
     from edgeport.profiles import check_quant_allowed, load_profile
 
     where = f"models[{i}]"
@@ -151,67 +153,45 @@ def _model_cells(entry: dict[str, Any], i: int, base: Path, default_profiles: An
         raise _bad(f"{where}.name", f"'{name}' is used by an earlier model", "give each model its own name")
     names.add(name)
     where = f"models[{i}] ({name})"
+    merged = {**defaults, **entry}
+
+    def loc(key: str) -> str:
+        return f"{where}.{key}" + ("" if key in entry else " (the plan's top-level default)")
+
     req: dict[str, Any] = {"checkpoint": str(ckpt_path), "runs": runs}
-    cls = entry.get("model_class")
-    if cls is not None:
-        if not isinstance(cls, str) or ":" not in cls:
-            raise _bad(f"{where}.model_class", f"{cls!r} is not module:Class", 'e.g. model_class = "mypkg.net:Net"')
-        req["model_class"] = cls
-    kwargs = entry.get("model_kwargs")
-    if kwargs is not None:
-        if not isinstance(kwargs, dict):
-            raise _bad(f"{where}.model_kwargs", "must be a table", "e.g. model_kwargs = { num_classes = 10 }")
-        req["model_kwargs"] = json.dumps(kwargs, sort_keys=True)
-    shapes = entry.get("input_shapes", [])
-    shapes = [shapes] if isinstance(shapes, str) else shapes
-    if not isinstance(shapes, list):
-        raise _bad(f"{where}.input_shapes", "must be a list", 'e.g. input_shapes = ["1x3x224x224"]')
-    for s in shapes:
+    for key, value in merged.items():
+        opt = BY_PLAN_KEY.get(key)
+        if opt is None or key in PLAN_OWN_KEYS:
+            continue
         try:
-            parse_shape(str(s))
+            req[opt.field] = plan_value(opt, value, base)
         except EdgeportError as exc:
-            raise _bad(f"{where}.input_shapes", exc.message, 'e.g. input_shapes = ["x=1x3x224x224"]') from None
-    req["input_shapes"] = [str(s) for s in shapes]
+            raise _bad(loc(key), exc.message, exc.hint or "") from None
     for role in ("calib", "val"):
-        spec = entry.get(role)
+        spec = merged.get(role)
         if spec is None:
             continue
         if not isinstance(spec, str):
-            raise _bad(f"{where}.{role}", "must be a string", f'e.g. {role} = "data/{role}.npz" or "builtin:digits"')
-        req[role] = _data_spec(spec, base, f"{where}.{role}")
-    pre = entry.get("preprocess")
-    if pre is not None:
-        if not isinstance(pre, dict):
-            raise _bad(f"{where}.preprocess", "must be a table", 'e.g. preprocess = { resize = "256", crop = "224" }')
-        req["preprocessing"] = {str(k): str(v) for k, v in sorted(pre.items())}
-    if "state" in entry:  # carried state of a streaming model, as --state IN=OUT (validate/streaming.py)
-        states = [entry["state"]] if isinstance(entry["state"], str) else entry["state"]
-        req["states"] = _strs(states, f"{where}.state", '["state=stateN"]')
-        if any("=" not in item for item in req["states"]):
-            raise _bad(f"{where}.state", "must be IN=OUT pairs", 'e.g. state = ["state=stateN"]')
-    for flag in ("trust_pickle",):
-        if flag in entry:
-            if not isinstance(entry[flag], bool):
-                raise _bad(f"{where}.{flag}", "must be true or false", f"e.g. {flag} = true")
-            req[flag] = entry[flag]
-    if "opset" in entry:
-        req["opset"] = int(_number(entry, "opset", 17, where, minimum=7))
-    profiles = _strs(entry.get("profiles", default_profiles), f"{where}.profiles", '["host", "raspberry-pi-4"]')
-    modes = entry.get("modes", default_modes)
-    mode_list = None if modes is None else _strs(modes, f"{where}.modes", '["int8", "fp16"]')
+            raise _bad(loc(role), "must be a string", f'e.g. {role} = "data/{role}.npz" or "builtin:digits"')
+        req[role] = _data_spec(spec, base, loc(role))
+    profiles = _strs(merged.get("profiles"), loc("profiles"), '["host", "raspberry-pi-4"]')
+    modes = merged.get("modes")
+    mode_list = None if modes is None else _strs(modes, loc("modes"), '["int8", "fp16"]')
+    quant = BY_PLAN_KEY["modes"].kwargs["choices"]
     cells = []
     for prof_text in profiles:
         prof_arg = str(Path(base, prof_text)) if prof_text.endswith(".toml") else prof_text
         try:
             prof = load_profile(prof_arg)
         except EdgeportError as exc:
-            raise _bad(f"{where}.profiles", exc.one_line(), "use a name from 'edgeport profiles' or a .toml path") from None
+            raise _bad(loc("profiles"), exc.one_line(), "use a name from 'edgeport profiles' or a .toml path") from None
         for mode in mode_list or [prof.runtime.default_quant]:
             try:
-                check_quant_allowed(prof, mode)
+                if mode not in quant or mode in MODES:  # `auto` is a choice of convert, not a mode to check
+                    check_quant_allowed(prof, mode)
             except EdgeportError as exc:
-                raise _bad(f"{where}.modes", exc.message, exc.hint or "") from None
-            if mode in ("int8", "int16x8", "mixed") and "calib" not in req:
+                raise _bad(loc("modes"), exc.message, exc.hint or "") from None
+            if mode in MODES and MODES[mode].calibrated and "calib" not in req:
                 raise _bad(f"{where}.calib", f"mode {mode} needs calibration data", 'add calib = "data.npz" or builtin:NAME')
             cell_id = _ID_RE.sub("-", f"{name}__{prof.name}__{mode}")
             cells.append(Cell(id=cell_id, model=name, profile=prof.name, mode=mode,
