@@ -104,3 +104,46 @@ def test_corrupt_onnx_is_input_error(tmp_path):
     path.write_bytes(onnx.load(str(_save(_model([1, 4]), tmp_path))).SerializeToString()[:20])
     with pytest.raises(InputError, match="not a readable ONNX file"):
         prepare_onnx(path, tmp_path / "o.onnx")
+
+
+@pytest.mark.parametrize("how", ["dynamic", "static"])
+def test_file_quantized_by_onnxruntime_asks_for_the_float_export(tmp_path, how, capsys):
+    """Real onnxruntime.quantization output (dynamic: DynamicQuantizeLinear + ConvInteger/MatMulInteger;
+    static QOperator: QLinearConv/QLinearMatMul), refused with one line that says what the file is."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_dynamic, quantize_static
+
+    from edgeport.cli import main
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    m = numpy_helper.from_array(rng.standard_normal((4 * 6 * 6, 5)).astype(np.float32), "m")
+    shape = numpy_helper.from_array(np.array([1, -1], np.int64), "shape")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+                               helper.make_node("Relu", ["c"], ["r"], name="relu"),
+                               helper.make_node("Reshape", ["r", "shape"], ["f"], name="flat"),
+                               helper.make_node("MatMul", ["f", "m"], ["y"], name="fc")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])], [w, m, shape])
+    src, dst = tmp_path / "float.onnx", tmp_path / "quantized.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), src)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter([{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(4)])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    if how == "dynamic":
+        quantize_dynamic(str(src), str(dst))
+    else:
+        quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QOperator)
+    ops = {n.op_type for n in onnx.load(str(dst)).graph.node}
+    assert ops & {"ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul"}, ops
+    with pytest.raises(InputError, match="already quantized by onnxruntime"):
+        prepare_onnx(dst, tmp_path / "out.onnx")
+    prepare_onnx(src, tmp_path / "out.onnx")  # the float export itself is fine
+    code = main(["convert", str(dst), "--profile", "host", "--quant", "fp32", "-o", str(tmp_path / "o")])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert code == 2 and len(err) == 1 and "pass the float ONNX export" in err[0], err
+    assert not (tmp_path / "o").exists()

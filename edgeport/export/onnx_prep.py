@@ -253,7 +253,26 @@ def supported_ops() -> set[str]:
     return {p.stem for p in ops_dir.glob("*.py") if not p.stem.startswith("_")}
 
 
+# Ops that onnxruntime.quantization writes (dynamic: DynamicQuantizeLinear + ConvInteger/MatMulInteger;
+# static QOperator: QLinear*; com.microsoft's fused quantized kernels). Such a file has already lost its
+# float weights, so edgeport cannot calibrate, compare or re-quantize it.
+PREQUANTIZED_OPS = {"ConvInteger", "MatMulInteger", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul"}
+_MS_QUANTIZED = re.compile(r"^(Q[A-Z]|DynamicQuantize|.*Integer|.*QuantizeLinear$)")
+
+
+def _check_prequantized(graph) -> None:
+    found = [n for n in graph.node if n.op_type in PREQUANTIZED_OPS
+             or (n.domain == "com.microsoft" and _MS_QUANTIZED.match(n.op_type))]
+    if found:
+        ops = ", ".join(sorted({(f"{n.domain}::" if n.domain not in ("", "ai.onnx") else "") + n.op_type for n in found}))
+        raise InputError(f"this ONNX file is already quantized by onnxruntime ({len(found)} nodes: {ops}; e.g. node "
+                         f"'{found[0].name}'), so its float weights are gone",
+                         hint="pass the float ONNX export (before onnxruntime.quantization); edgeport quantizes it "
+                              "for the device and checks it against the float model")
+
+
 def _check_ops(graph) -> None:
+    _check_prequantized(graph)
     known = supported_ops()
     for node in graph.node:
         if node.domain not in ("", "ai.onnx") and node.op_type not in known:
