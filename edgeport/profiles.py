@@ -100,6 +100,9 @@ class Connection:
     benchmark_binary: str | None = None
     remote_python: str = "python3"
     timeout_s: float = 300.0
+    # The device is an emulator (qemu-user): its outputs are real ARM kernel results, its times are not
+    # device times, so they are recorded but never judged against the latency budget.
+    emulated: bool = False
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,7 @@ _SCHEMA: dict[str, tuple[str, ...]] = {
     "budgets": ("latency_p50_ms", "model_size_mb", "accuracy_drop_pp", "min_top1_agreement", "min_snr_db",
                 "min_edgetpu_op_share", "min_ctc_identical", "min_detect_recall", "min_embed_cosine", "min_segment_miou",
                 "min_device_cosine", "min_device_top1_agreement"),
-    "connection": ("kind", "target", "benchmark_binary", "remote_python", "timeout_s"),
+    "connection": ("kind", "target", "benchmark_binary", "remote_python", "timeout_s", "emulated"),
 }
 _ALL_FIELDS = tuple(f"{t}.{k}" if t else k for t, keys in _SCHEMA.items() for k in keys)
 
@@ -528,6 +531,7 @@ def _connection(t: _Table) -> Connection:
         benchmark_binary=t.text("benchmark_binary"),
         remote_python=t.text("remote_python") or "python3",
         timeout_s=t.number("timeout_s") or 300.0,
+        emulated=t.flag("emulated", False),
     )
 
 

@@ -24,7 +24,7 @@ from edgeport.profiles import (
     profiles_dir,
 )
 
-SHIPPED = ("coral-dev-board", "coral-usb", "host", "pixel-7", "raspberry-pi-4", "raspberry-pi-5")
+SHIPPED = ("coral-dev-board", "coral-usb", "host", "pixel-7", "raspberry-pi-4-emulated", "raspberry-pi-4", "raspberry-pi-5")
 PI4_TEXT = (profiles_dir() / "raspberry-pi-4.toml").read_text()
 
 MINIMAL = """
