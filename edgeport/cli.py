@@ -51,6 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--ssh-option", action="append", default=[], metavar="OPT",
                        help="extra ssh/scp option for ssh targets, e.g. --ssh-option=-oProxyJump=gw (host keys stay checked)")
 
+    chk = sub.add_parser("check", parents=[common], help="run a converted .tflite's validation data ON a device and judge "
+                         "it against this host's run, the float reference and the labels (exit 0 pass / 1 fail)")
+    chk.add_argument("model", type=Path)
+    chk.add_argument("--val", required=True, help="validation data: .npz, .npy, image folder or builtin:NAME")
+    chk.add_argument("--target", required=True, type=options.target, help="ssh://[user@]host[:port] or adb://SERIAL")
+    chk.add_argument("--profile", default="host", help="profile for threads, remote_python, timeout and the budgets")
+    chk.add_argument("--reference", type=Path, metavar="REPORT_OR_NPZ",
+                     help="the convert's report.json (input layout, float label accuracy) or an .npz of float outputs per sample")
+    chk.add_argument("--max-samples", type=options.max_samples, default=1000, help="validation samples read from --val")
+    chk.add_argument("--preprocess", action="append", default=[], metavar="KEY=VALUE", help="image-folder preprocessing")
+    chk.add_argument("--timeout", type=options.timeout, help="seconds for the device run (default: the profile's)")
+    chk.add_argument("--eval-binary", help="adb without Python: host path of an evaluation tool for the device (see README)")
+    chk.add_argument("--ssh-option", action="append", default=[], metavar="OPT", help="extra ssh/scp option for ssh targets")
+
     insp = sub.add_parser("inspect", parents=[common], help="inputs, outputs, ops and dtypes of a .tflite")
     insp.add_argument("model", type=Path)
     insp.add_argument("--profile")
@@ -107,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                                  hint="use one of: convert, bench, inspect, compress, ship, sweep, profiles, doctor (see --help)")
             handler = {"convert": _convert, "bench": _bench, "inspect": _inspect, "profiles": _profiles,
                        "compress": _compress, "ship": _ship, "doctor": _doctor,
-                       "sweep": _sweep}[args.command]
+                       "sweep": _sweep, "check": _check}[args.command]
             return handler(args)
     except EdgeportError as exc:
         if debug:
@@ -179,6 +193,19 @@ def _bench(args: argparse.Namespace) -> int:
         name, first = max(failed, key=lambda item: item[1]["exit_code"])
         more = f" (and {len(failed) - 1} more target(s) failed)" if len(failed) > 1 else ""
         print(f"edgeport: error: {name}: {first['error']}{more}", file=sys.stderr)
+    return int(result["exit_code"])
+
+
+def _check(args: argparse.Namespace) -> int:
+    from edgeport.check import CheckRequest, lines, run_check
+    from edgeport.runners.common import RunOptions
+
+    pre = dict(item.partition("=")[::2] for item in args.preprocess)
+    req = CheckRequest(model=args.model, val=args.val, target=args.target, profile=args.profile, reference=args.reference,
+                       opts=RunOptions(timeout_s=args.timeout, ssh_options=tuple(args.ssh_option)),
+                       eval_binary=args.eval_binary, max_samples=args.max_samples, preprocessing=pre or None)
+    result = run_check(req)
+    _emit(args, result, lines(result))
     return int(result["exit_code"])
 
 

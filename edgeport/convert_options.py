@@ -164,6 +164,9 @@ OPTIONS: tuple[Option, ...] = (
                "help": "also time on: sim, adb://SERIAL, ssh://[user@]host[:port] (the device result decides the latency check)"}),
     _O(("--benchmark-binary",), "benchmark_binary", plan="benchmark_binary", path=True,
        kwargs={"help": "host path of TFLite's benchmark_model for adb targets"}),
+    _O(("--eval-binary",), "eval_binary", plan="eval_binary", path=True,
+       kwargs={"help": "adb targets without Python: host path of an evaluation tool for the device, which runs the "
+                       "validation data there (see README 'Check on the device')"}),
     _O(("--ssh-option",), "ssh_options", plan="ssh_options",
        kwargs={"action": "append", "metavar": "OPT", "help": "extra ssh/scp option for ssh targets"}),
 )

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from edgeport.quantize.stage import (
 from edgeport.report import check_text, summary_lines
 from edgeport.report_build import ConvertResults, attempt_accuracy, build_report, evidence
 from edgeport.report_html import render as render_html
+from edgeport.runners import device_eval
 from edgeport.runners.common import RunOptions
 from edgeport.types import plain
 from edgeport.validate import streaming, verdict, xnnpack
@@ -71,6 +72,7 @@ class ConvertRequest:
     keep_work: bool = False
     targets: tuple[str, ...] = ()  # extra latency sources: sim, adb://SERIAL, ssh://user@host
     benchmark_binary: str | None = None
+    eval_binary: str | None = None  # adb without Python: the device's evaluation tool (runners/device_eval.py)
     ssh_options: tuple[str, ...] = ()
     diagnose: bool = False  # per-layer int8 sensitivity table for --quant int8 (always built for mixed)
     constants: tuple[str, ...] = ()  # NAME=VALUE bindings for plain (non-tensor) forward() arguments
@@ -217,6 +219,8 @@ def run_convert(req: ConvertRequest) -> Report:
         with timer.stage("device"):
             device = _measure_targets(model, prof, req)
         info = inspect_model(model)
+        with timer.stage("device_validation"):  # the validation data on the device (runners/device_eval.py)
+            on_device = device_eval.convert_stage(model, prof, req, conv.input_map, data.val, references, run, io, info, notes)
         simulated, tpu = _simulate(info, prof, model, work, notes)
         fp16 = fp16_compare.compare(conv, mode, model, simulated, prof, work, notes)  # mixed/w8/w4 beside fp16
         results = ConvertResults(
@@ -227,7 +231,8 @@ def run_convert(req: ConvertRequest) -> Report:
             info=info, device=device, simulated=simulated, edgetpu=tpu, mixed=mixed_result, diagnosis=diagnosis,
             bindings=bindings, notes=[*conv.notes, *notes], fp16_comparison=fp16)
         report = build_report(results)
-        report["verdict"] = _verdict(evidence(results, report), prof, choice)
+        report["device_validation"] = on_device
+        report["verdict"] = _verdict(replace(evidence(results, report), device_validation=on_device), prof, choice)
         report["timings"] = timer.timings
         report_path = out_dir / "report.json"
         _publish(model, results.final, report, report_path)

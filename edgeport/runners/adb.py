@@ -215,6 +215,14 @@ class AdbClient:
         if proc.returncode != 0:
             raise self._error(proc.stderr or proc.stdout, f"pushing {local.name}")
 
+    def pull(self, remote: str, local: Path) -> None:
+        """Copy a device file back (device validation's outputs)."""
+        proc = self._run(["pull", remote, str(local)], f"copying {remote.rsplit('/', 1)[-1]} back")
+        if proc.returncode != 0 or not local.exists():
+            raise DeviceError(f"copying {remote.rsplit('/', 1)[-1]} back from {self.target} failed: "
+                              f"{_last_line(proc.stderr or proc.stdout) or f'exit {proc.returncode}'}",
+                              hint="the device runner wrote no outputs; run again with --debug")
+
     def fingerprint(self) -> dict[str, Any]:
         command = "; ".join(f"echo {shlex.quote(p)}=$(getprop {shlex.quote(p)})" for p in PROPS)
         _, output = self.shell(command, "reading device properties")
