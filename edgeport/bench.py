@@ -20,6 +20,7 @@ from edgeport.runners.common import RunOptions
 from edgeport.runners.device import run_device
 from edgeport.runners.targets import Target, parse_target
 from edgeport.types import LatencyStats
+from edgeport.validate.judge import EMULATED_NOTE
 from edgeport.validate.run import run_tflite
 
 
@@ -37,6 +38,8 @@ def measure(model: Path, target: Target, prof: DeviceProfile, opts: RunOptions) 
             raise DeviceError(run.error or "the model did not run on this host", hint="check it with 'edgeport inspect'")
         return {**run.latency.to_dict(), "target": "local", "runtime": run.runtime}
     stats: LatencyStats = run_device(model, target, prof, opts)
+    if prof.connection.emulated:  # an emulator's time: kept, marked, never judged (judge.EMULATED_NOTE)
+        return {**stats.to_dict(), "emulated": True}
     return stats.to_dict()
 
 
@@ -72,7 +75,8 @@ def bench(model: Path, profile: str, *, targets: list[str] | None = None, opts: 
         if "error" in res:
             lines.append(f"  {name:<28} FAILED: {res['error']}")
         elif res.get("p90_ms") is not None:
-            lines.append(f"  {name:<28} p50 {res['p50_ms']:.3f} ms  p90 {res['p90_ms']:.3f} ms  ({res.get('runs')} runs)")
+            emulated = f"  [{EMULATED_NOTE}: not a device time]" if res.get("emulated") else ""
+            lines.append(f"  {name:<28} p50 {res['p50_ms']:.3f} ms  p90 {res['p90_ms']:.3f} ms  ({res.get('runs')} runs){emulated}")
         else:
             lines.append(f"  {name:<28} p50 {res['p50_ms']:.3f} ms{fit_label(res.get('fit'))}")
     failed = [r["exit_code"] for r in results.values() if "error" in r]

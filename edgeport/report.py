@@ -90,7 +90,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     if lat["simulated"]["p50_ms"] is not None:
         lines.append(f"             simulated p50 {lat['simulated']['p50_ms']:.3f} ms{fit_label(lat['simulated'].get('fit'))}")
     if lat["device"]["p50_ms"] is not None:
-        lines.append(f"             device {lat['device']['target']} p50 {lat['device']['p50_ms']:.3f} ms")
+        emulated = "  (emulated: accuracy only; not judged)" if lat["device"].get("emulated") else ""
+        lines.append(f"             device {lat['device']['target']} p50 {lat['device']['p50_ms']:.3f} ms{emulated}")
     layers = q.get("layers") or []
     if layers and (q.get("search") or {}).get("method") == "aeq":
         lines.extend(_aeq_lines(q))
@@ -161,4 +162,3 @@ def _aeq_lines(q: dict[str, Any]) -> list[str]:
         where = r.get("pytorch_module") or r.get("onnx_node") or r["tensor"][:40]
         lines.append(f"    {r['op']:<18} {where:<32} {r['level']:<6} {str(r.get('reason') or '')[:110]}")
     return lines
-

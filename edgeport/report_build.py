@@ -201,6 +201,7 @@ def evidence(r: ConvertResults, report: dict[str, Any]) -> Evidence:
         drop_pp=acc["drop_pp"], top1_agreement=acc["top1_agreement"], snr_db=acc["snr_db"],
         latency_ms={s: (lat.get(s) or {}).get("p50_ms") for s in ("device", "simulated", "host")},
         device_target=(lat.get("device") or {}).get("target"),
+        device_emulated=bool((lat.get("device") or {}).get("emulated")),
         float_check=r.float_check, xnnpack=r.xnnpack,
         edgetpu_share=r.edgetpu.share_on_tpu if r.edgetpu is not None else None,
         edgetpu_first_cpu_op=r.edgetpu.first_unsupported if r.edgetpu is not None else None,

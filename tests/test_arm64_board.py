@@ -1,0 +1,183 @@
+"""The emulated arm64 board (scripts/arm64_board.sh, fixture tests/arm64_board.py) and the rule that
+an emulated device's time is recorded but never judged.
+
+The unit tests are fast and need no board. The board tests are slow: the first session builds the
+board (minutes, root, network for pip), later ones reuse the cached root and start it in seconds;
+they skip with the reason where it cannot be built.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+from arm64_board import Arm64Board
+
+from edgeport import bench as bench_mod
+from edgeport.cli import main
+from edgeport.errors import ProfileError
+from edgeport.latency import host_fit
+from edgeport.profiles import load_profile
+from edgeport.runners import board
+from edgeport.types import LatencyStats
+from edgeport.validate.judge import EMULATED_NOTE, Evidence, judge, judged_latency
+
+REPO = Path(__file__).resolve().parent.parent
+HWCAP_ASIMD, HWCAP_ASIMDDP = 1 << 1, 1 << 20  # Linux arm64 hwcaps: NEON; SDOT/UDOT (absent on Cortex-A72)
+
+
+# ------------------------------------------------------------------ the emulated rule (unit, fast)
+
+
+def _latency_check(**kw) -> dict:
+    budgets = load_profile("raspberry-pi-4-emulated").budgets
+    ev = Evidence(mode="int8", size_bytes=1000, device_target="ssh://root@127.0.0.1:2222", **kw)
+    return next(c for c in judge(ev, budgets)["checks"] if c["name"] == "latency_p50_ms")
+
+
+def test_emulated_device_time_is_recorded_not_judged() -> None:
+    budget = load_profile("raspberry-pi-4-emulated").budgets.latency_p50_ms
+    slow = budget * 5  # an emulator's time, far over the budget
+    judged = _latency_check(latency_ms={"device": slow, "simulated": budget / 2, "host": 1.0}, device_emulated=True)
+    assert judged["passed"] and judged["value"] == budget / 2
+    assert EMULATED_NOTE in judged["detail"] and f"{slow:g} ms recorded, not judged" in judged["detail"]
+    # The same time from a real device is judged, and fails.
+    real = _latency_check(latency_ms={"device": slow, "simulated": budget / 2, "host": 1.0})
+    assert not real["passed"] and real["value"] == slow and EMULATED_NOTE not in real["detail"]
+
+
+def test_emulated_device_falls_through_to_the_next_measured_source() -> None:
+    assert judged_latency({"device": 900.0, "simulated": None, "host": 3.0}, True) == ("host", 3.0)
+    assert judged_latency({"device": 900.0, "simulated": None, "host": 3.0}, False) == ("device", 900.0)
+    assert judged_latency({"device": 900.0}, True) == ("", None)  # nothing else measured: "not measured" fails
+
+
+def test_bench_marks_an_emulated_profile_time(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys) -> None:
+    from fixture_models import write_tiny_tflite
+
+    model = write_tiny_tflite(tmp_path / "m.tflite")
+    monkeypatch.setattr(bench_mod, "run_device", lambda *a, **k: LatencyStats.from_samples([300.0, 310.0, 320.0], "ssh"))
+    for profile, emulated in (("raspberry-pi-4-emulated", True), ("raspberry-pi-4", False)):
+        code = main(["bench", str(model), "--profile", profile, "--target", "ssh://root@127.0.0.1:2222", "--runs", "3"])
+        out = capsys.readouterr().out
+        assert code == 0 and ("emulated: accuracy only" in out) is emulated, out
+        main(["bench", str(model), "--profile", profile, "--target", "ssh://root@127.0.0.1:2222", "--runs", "3", "--json"])
+        result = json.loads(capsys.readouterr().out)["results"]["ssh://root@127.0.0.1:2222"]
+        assert result.get("emulated", False) is emulated and result["p50_ms"] == 310.0
+
+
+def test_emulated_profile_is_the_pi_4_with_the_flag(tmp_path: Path) -> None:
+    emu, pi = load_profile("raspberry-pi-4-emulated"), load_profile("raspberry-pi-4")
+    assert emu.connection.emulated and not pi.connection.emulated
+    assert (emu.hardware, emu.runtime, emu.budgets) == (pi.hardware, pi.runtime, pi.budgets)
+    bad = tmp_path / "bad.toml"
+    bad.write_text((REPO / "device_profiles" / "raspberry-pi-4-emulated.toml").read_text()
+                   .replace("emulated = true", 'emulated = "yes"'))
+    with pytest.raises(ProfileError, match="connection.emulated must be true or false"):
+        load_profile(bad)
+
+
+# --------------------------------------------------------------------- board state (unit, fast)
+
+
+@pytest.mark.parametrize("env", [{}, {"XDG_CACHE_HOME": "/x/cache"}, {"EDGEPORT_CACHE_DIR": "/y/ep"},
+                                 {"EDGEPORT_CACHE_DIR": "/y/ep", "XDG_CACHE_HOME": "/x/cache"}])
+def test_board_uses_edgeports_cache_folder(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    for key in ("EDGEPORT_CACHE_DIR", "XDG_CACHE_HOME", board.BOARD_ENV):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert board.cache_root() == host_fit.cache_root()
+    assert board.board_dir() == host_fit.cache_root() / "boards" / "arm64-bookworm"
+
+
+def test_half_built_or_stale_board_is_not_built(tmp_path: Path) -> None:
+    p = board.paths(tmp_path)
+    assert not board.state(tmp_path).built and "not built" in board.state(tmp_path).reason
+    (p.root / "opt/lrt/bin").mkdir(parents=True)  # debootstrap and the venv ran, the build never finished
+    (p.root / "opt/lrt/bin/python").write_text("")
+    st = board.state(tmp_path)
+    assert not st.built and "half-built" in st.reason and st.target is None
+    p.stamp.write_text(json.dumps({"recipe": "an-older-recipe"}))
+    assert not board.state(tmp_path).built
+    p.stamp.write_text(json.dumps({"recipe": board.recipe_hash(), "versions": {"numpy": "x"}}))
+    st = board.state(tmp_path)
+    assert st.built and not st.running and "start" in st.reason
+    p.run.write_text(json.dumps({"pid": 1, "port": 2222}))  # pid 1 lives outside the board's root: stale
+    assert not board.state(tmp_path).running
+
+
+def test_ssh_options_keep_host_keys_checked(tmp_path: Path) -> None:
+    opts = board.ssh_options(board.paths(tmp_path))
+    assert all(o.startswith(("-i", "-o")) and " " not in o for o in opts)  # one argv word each
+    assert "-oStrictHostKeyChecking=yes" in opts and f"-oUserKnownHostsFile={tmp_path / 'known_hosts'}" in opts
+    assert f"-i{tmp_path / 'client_ed25519'}" in opts and "-oIdentitiesOnly=yes" in opts
+
+
+# ------------------------------------------------------------------------- on the board (slow)
+
+
+def _ssh(b: Arm64Board, command: str) -> str:
+    proc = subprocess.run([*b.ssh_argv, command], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+HWCAP_SCRIPT = ("import struct; d = open('/proc/self/auxv', 'rb').read(); "
+                "a = dict(struct.iter_unpack('<QQ', d)); print(a.get(16, 0))")  # AT_HWCAP = 16
+
+
+@pytest.mark.slow
+def test_board_is_aarch64_and_emulates_the_pi_4_core(arm64_board: Arm64Board) -> None:
+    assert _ssh(arm64_board, "uname -m") == "aarch64"
+    assert _ssh(arm64_board, "echo $QEMU_CPU") == "cortex-a72"
+    # QEMU_CPU really reaches the processes: a Cortex-A72 has NEON but no SDOT (an Armv8.2 option),
+    # while qemu's default CPU ("max") has both.
+    a72 = int(_ssh(arm64_board, f'python3 -c "{HWCAP_SCRIPT}"'))
+    full = int(_ssh(arm64_board, f'QEMU_CPU=max python3 -c "{HWCAP_SCRIPT}"'))
+    assert a72 & HWCAP_ASIMD and not a72 & HWCAP_ASIMDDP
+    assert full & HWCAP_ASIMDDP
+
+
+def _int8_tflite(path: Path) -> Path:
+    """A tiny seeded conv classifier, full int8 through the TF converter (XNNPACK's qs8 kernels on ARM)."""
+    import numpy as np
+    import tensorflow as tf
+    import tf_keras as keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(8, 3, activation="relu"),
+                              keras.layers.DepthwiseConv2D(3), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(4)])
+
+    def rep():
+        rng = np.random.default_rng(0)
+        for _ in range(8):
+            yield [rng.uniform(-1, 1, (1, 16, 16, 3)).astype(np.float32)]
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = rep
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    path.write_bytes(conv.convert())
+    return path
+
+
+@pytest.mark.slow
+def test_bench_runs_on_the_board_and_leaves_nothing_behind(arm64_board: Arm64Board, tmp_path: Path, capsys) -> None:
+    model = _int8_tflite(tmp_path / "tiny_int8.tflite")
+    remote_tmp = f"/tmp/edgeport-board-test-{uuid.uuid4().hex[:8]}"  # this test's own $TMPDIR on the board
+    _ssh(arm64_board, f"mkdir -p {remote_tmp}")
+    try:
+        # No remote_python given: the runner's default python3 finds the board's venv through its PATH.
+        code = main(["bench", str(model), "--profile", "raspberry-pi-4-emulated", "--target", arm64_board.target,
+                     *arm64_board.cli_options, f"--ssh-option=-oSetEnv=TMPDIR={remote_tmp}", "--runs", "5", "--json"])
+        out = capsys.readouterr().out
+        assert code == 0, out
+        result = json.loads(out)["results"][arm64_board.target]
+        assert result["p50_ms"] > 0 and result["runs"] == 5 and result["emulated"] is True
+        assert _ssh(arm64_board, f"ls -A {remote_tmp}") == ""  # the runner's temp dir is gone
+    finally:
+        _ssh(arm64_board, f"rm -rf {remote_tmp}")
