@@ -166,6 +166,13 @@ def _profiles() -> dict[str, Any]:
     return entry
 
 
+def _board() -> dict[str, Any]:
+    """The emulated arm64 board of the device tests (scripts/arm64_board.sh): built? running? where?"""
+    from edgeport.runners.board import state
+
+    return state().as_dict()
+
+
 def diagnose(import_check: bool = True) -> dict[str, Any]:
     needs = requirements()
     cpath = constraints_path()
@@ -205,6 +212,7 @@ def diagnose(import_check: bool = True) -> dict[str, Any]:
         "tools": [_tool(name) for name in TOOLS],
         "optional": _optional(import_check),
         "profiles": profiles,
+        "board": _board(),
         "problems": problems,
         "exit_code": 1 if problems else 0,
     }
@@ -240,6 +248,9 @@ def summary(data: dict[str, Any]) -> list[str]:
         lines.append(f"    {t['name']:<18} {where}  - for {t['for']}")
     prof = data["profiles"]
     lines.append(f"  profiles   {prof['path']}: " + (prof["error"] or f"{len(prof['names'])} ({', '.join(prof['names'])})"))
+    board = data.get("board") or {}
+    if board:
+        lines.append(f"  board      arm64 emulated Pi 4 (optional, for device tests): {board['reason']}")
     if data["problems"]:
         lines.append(f"  result     MISSING OR BROKEN: {'; '.join(data['problems'])}")
     else:

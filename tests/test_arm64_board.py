@@ -117,6 +117,17 @@ def test_ssh_options_keep_host_keys_checked(tmp_path: Path) -> None:
     assert f"-i{tmp_path / 'client_ed25519'}" in opts and "-oIdentitiesOnly=yes" in opts
 
 
+def test_doctor_reports_the_board(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from edgeport import doctor
+
+    monkeypatch.setenv(board.BOARD_ENV, str(tmp_path))
+    data = doctor.diagnose(import_check=False)
+    assert data["board"]["built"] is False and data["board"]["dir"] == str(tmp_path)
+    assert data["exit_code"] == 0 or "board" not in " ".join(data["problems"])  # optional: never a problem
+    line = next(ln for ln in doctor.summary(data) if ln.lstrip().startswith("board"))
+    assert "not built" in line and "scripts/arm64_board.sh build" in line
+
+
 # ------------------------------------------------------------------------- on the board (slow)
 
 
