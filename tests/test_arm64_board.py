@@ -181,10 +181,14 @@ def test_bench_runs_on_the_board_and_leaves_nothing_behind(arm64_board: Arm64Boa
     model = _int8_tflite(tmp_path / "tiny_int8.tflite")
     remote_tmp = f"/tmp/edgeport-board-test-{uuid.uuid4().hex[:8]}"  # this test's own $TMPDIR on the board
     _ssh(arm64_board, f"mkdir -p {remote_tmp}")
+    set_tmp = f"-oSetEnv=TMPDIR={remote_tmp}"
+    probe = subprocess.run([*arm64_board.ssh_argv[:-1], set_tmp, arm64_board.ssh_argv[-1], "echo $TMPDIR"],
+                           capture_output=True, text=True, timeout=120)
+    assert probe.stdout.strip() == remote_tmp, probe.stderr  # the runner's temp dir will be made in there
     try:
         # No remote_python given: the runner's default python3 finds the board's venv through its PATH.
         code = main(["bench", str(model), "--profile", "raspberry-pi-4-emulated", "--target", arm64_board.target,
-                     *arm64_board.cli_options, f"--ssh-option=-oSetEnv=TMPDIR={remote_tmp}", "--runs", "5", "--json"])
+                     *arm64_board.cli_options, f"--ssh-option={set_tmp}", "--runs", "5", "--json"])
         out = capsys.readouterr().out
         assert code == 0, out
         result = json.loads(out)["results"][arm64_board.target]

@@ -123,7 +123,9 @@ def sshd_alive(p: BoardPaths, pid: int) -> bool:
     """The pid is a live process whose root is this board's root: a stale run.json after a reboot
     may name a pid that now belongs to something else."""
     try:
-        return Path(f"/proc/{pid}/root").resolve() == p.root.resolve()
+        return Path(f"/proc/{pid}/root").resolve(strict=True) == p.root.resolve()
+    except PermissionError:  # not root: another user's process root cannot be read; it is alive at least
+        return Path(f"/proc/{pid}").exists()
     except OSError:
         return False
 

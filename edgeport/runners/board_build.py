@@ -112,9 +112,12 @@ def _mounts_under(path: Path) -> list[Path]:
 
 
 def _unmount_all(root: Path) -> None:
-    for point in _mounts_under(root):
-        if subprocess.run(["umount", str(point)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(point)], capture_output=True)  # busy: detach lazily
+    for _pass in range(3):  # a point can hold stacked mounts (one umount takes off the top one)
+        for point in _mounts_under(root):
+            if subprocess.run(["umount", str(point)], capture_output=True).returncode != 0:
+                subprocess.run(["umount", "-l", str(point)], capture_output=True)  # busy: detach lazily
+        if not _mounts_under(root):
+            return
     left = _mounts_under(root)
     if left:
         raise BoardUnavailable(f"cannot unmount {', '.join(map(str, left))}; unmount them by hand")
