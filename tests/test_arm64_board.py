@@ -9,6 +9,7 @@ they skip with the reason where it cannot be built.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import uuid
 from pathlib import Path
@@ -106,7 +107,10 @@ def test_half_built_or_stale_board_is_not_built(tmp_path: Path) -> None:
     p.stamp.write_text(json.dumps({"recipe": board.recipe_hash(), "versions": {"numpy": "x"}}))
     st = board.state(tmp_path)
     assert st.built and not st.running and "start" in st.reason
-    p.run.write_text(json.dumps({"pid": 1, "port": 2222}))  # pid 1 lives outside the board's root: stale
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    p.run.write_text(json.dumps({"pid": 1, "port": port}))  # pid 1 lives outside the board's root: stale
     assert not board.state(tmp_path).running
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,13 +120,21 @@ def built_info(p: BoardPaths) -> dict[str, Any]:
     return info
 
 
-def sshd_alive(p: BoardPaths, pid: int) -> bool:
+def sshd_alive(p: BoardPaths, pid: int, port: int) -> bool:
     """The pid is a live process whose root is this board's root: a stale run.json after a reboot
     may name a pid that now belongs to something else."""
     try:
         return Path(f"/proc/{pid}/root").resolve(strict=True) == p.root.resolve()
-    except PermissionError:  # not root: another user's process root cannot be read; it is alive at least
-        return Path(f"/proc/{pid}").exists()
+    except PermissionError:  # not root: the root of another user's process cannot be read
+        return Path(f"/proc/{pid}").exists() and _listening(port)
+    except OSError:
+        return False
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return True
     except OSError:
         return False
 
@@ -135,7 +144,7 @@ def state(base: Path | None = None) -> BoardState:
     info = built_info(p)
     run = read_json(p.run)
     pid, port = run.get("pid"), run.get("port")
-    running = bool(info) and isinstance(pid, int) and isinstance(port, int) and sshd_alive(p, pid)
+    running = bool(info) and isinstance(pid, int) and isinstance(port, int) and sshd_alive(p, pid, port)
     target = f"ssh://root@127.0.0.1:{port}" if running else None
     if not info:
         reason = ("half-built or from an older recipe: `scripts/arm64_board.sh build` rebuilds it"
