@@ -5,8 +5,9 @@ Cortex-A72), built or reused from the cache and started once per test session.
         edgeport bench M --target {arm64_board.target} + one --ssh-option per arm64_board.ssh_options
 
 It skips, with the reason, where the board cannot be built: not root, no binfmt_misc, no
-apt-get/debootstrap, or no network at build time and nothing cached. It stops the board at the end
-of the session unless the board was already running before (then it is someone else's).
+apt-get/debootstrap, or no network at build time and nothing cached. Sessions running at the same
+time share one board (each holds a lease); the last one to finish stops it, unless it was started
+by hand (`scripts/arm64_board.sh start`), which leaves it up.
 """
 
 from __future__ import annotations
@@ -46,13 +47,11 @@ def arm64_board() -> Iterator[Arm64Board]:
     p = paths()
     try:
         info = board_build.build(p)
-        was_running = board_build.state(p.base).running
-        st = board_build.start(p)
+        st, lease = board_build.acquire(p)
     except board_build.BoardUnavailable as exc:
         pytest.skip(f"arm64 board unavailable: {exc}")
     assert st.target is not None
     try:
         yield Arm64Board(st.target, list(st.ssh_options), p.base, dict(info.get("versions", {})))
     finally:
-        if not was_running:
-            board_build.stop(p)
+        board_build.release(p, lease)

@@ -9,6 +9,7 @@ they skip with the reason where it cannot be built.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import uuid
@@ -112,6 +113,25 @@ def test_half_built_or_stale_board_is_not_built(tmp_path: Path) -> None:
         port = s.getsockname()[1]
     p.run.write_text(json.dumps({"pid": 1, "port": port}))  # pid 1 lives outside the board's root: stale
     assert not board.state(tmp_path).running
+
+
+def test_the_last_session_out_stops_a_board_the_sessions_started(tmp_path: Path) -> None:
+    from edgeport.runners import board_build
+
+    p = board.paths(tmp_path)
+    p.leases.mkdir(parents=True)
+    mine, other, dead = p.leases / str(os.getpid()), p.leases / str(os.getppid()), p.leases / "999999999"
+    for lease in (mine, other, dead):
+        lease.write_text("")
+    p.run.write_text(json.dumps({"pid": 1, "port": 1, "by": "session"}))
+    board_build.release(p, mine)  # another live session still uses it; the dead one's lease is dropped
+    assert p.run.exists() and not dead.exists() and other.exists()
+    board_build.release(p, other)
+    assert not p.run.exists()  # the last one out stopped it
+    p.run.write_text(json.dumps({"pid": 1, "port": 1, "by": "script"}))
+    mine.write_text("")
+    board_build.release(p, mine)
+    assert p.run.exists()  # started by hand: stays up
 
 
 def test_ssh_options_keep_host_keys_checked(tmp_path: Path) -> None:

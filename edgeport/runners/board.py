@@ -9,7 +9,8 @@ is EDGEPORT_CACHE_DIR, else $XDG_CACHE_HOME/edgeport, else ~/.cache/edgeport):
   root/         the Debian arm64 root (complete only when board.json matches RECIPE)
   board.json    written last by a build: the recipe, the runtime versions, build time, disk use
   client_ed25519(.pub)  the key that logs in as root on the board
-  run.json      written by start: port, sshd pid, known_hosts; removed by stop
+  run.json      written by start: sshd pid, port, who started it (script or a test session); removed by stop
+  leases/PID    one per test session using the board: the last session out stops a board a session started
   known_hosts   the board's host keys for [127.0.0.1]:PORT (host keys stay checked)
 """
 
@@ -75,6 +76,10 @@ class BoardPaths:
     @property
     def run(self) -> Path:
         return self.base / "run.json"
+
+    @property
+    def leases(self) -> Path:
+        return self.base / "leases"
 
 
 def paths(base: Path | None = None) -> BoardPaths:

@@ -37,6 +37,7 @@ from edgeport.runners.board import (
     BoardState,
     built_info,
     paths,
+    read_json,
     recipe_hash,
     ssh_options,
     state,
@@ -329,34 +330,69 @@ def start(p: BoardPaths | None = None) -> BoardState:
     p = p or paths()
     preflight()
     with _locked(p):
-        current = state(p.base)
-        if current.running:
-            return current
-        if not current.built:
-            raise BoardUnavailable(f"the board is {current.reason}")
-        ensure_binfmt()
-        _stop(p)  # a crashed sshd may have left mounts and a stale run.json
-        _mount_runtime(p.root)
-        (p.root / "run/sshd").mkdir(parents=True, exist_ok=True)  # sshd's privilege separation dir (a tmpfs on a real board)
-        pidfile = p.root / "run/edgeport-sshd.pid"
-        for _attempt in range(3):  # the free port may be taken between choosing it and sshd binding it
-            port = _free_port()
-            pidfile.unlink(missing_ok=True)
-            proc = _run(_in_root(p.root, f"/usr/sbin/sshd -p {port} -o ListenAddress=127.0.0.1 "
-                                         "-o PidFile=/run/edgeport-sshd.pid"), None, check=False, timeout=120)
-            if proc.returncode == 0 and _wait_file(pidfile, 20):
-                break
+        return _start(p, by="script")
+
+
+def acquire(p: BoardPaths) -> tuple[BoardState, Path]:
+    """Start the board if needed and take a lease on it for this process (a test session). Several
+    sessions may share one board; the last one to release a board that a session started stops it."""
+    preflight()
+    with _locked(p):
+        st = _start(p, by="session")
+        p.leases.mkdir(exist_ok=True)
+        lease = p.leases / str(os.getpid())
+        lease.write_text("")
+        return st, lease
+
+
+def release(p: BoardPaths, lease: Path) -> None:
+    with _locked(p):
+        lease.unlink(missing_ok=True)
+        if not _live_leases(p) and read_json(p.run).get("by") == "session":
+            _stop(p)  # started for the tests and nobody uses it any more; a board started by hand stays up
+
+
+def _live_leases(p: BoardPaths) -> list[int]:
+    """pids of the sessions using the board; a killed session's lease is dropped here."""
+    live = []
+    for lease in p.leases.glob("*") if p.leases.exists() else []:
+        if lease.name.isdigit() and Path(f"/proc/{lease.name}").exists():
+            live.append(int(lease.name))
         else:
-            raise BoardUnavailable(f"the board's sshd did not start: {(proc.stderr or proc.stdout).strip()[-300:]}")
-        pid = int(pidfile.read_text().strip())
-        hosts = [f"[127.0.0.1]:{port} {' '.join(k.read_text().split()[:2])}"
-                 for k in sorted((p.root / "etc/ssh").glob("ssh_host_*_key.pub"))]
-        p.known_hosts.write_text("\n".join(hosts) + "\n")
-        p.run.write_text(json.dumps({"pid": pid, "port": port}) + "\n")
-        machine = _ssh_ok(p, port)
-        if machine != "aarch64":
-            raise BoardUnavailable(f"the board answered uname -m = {machine!r}, not aarch64")
-        return state(p.base)
+            lease.unlink(missing_ok=True)
+    return live
+
+
+def _start(p: BoardPaths, by: str) -> BoardState:
+    """Under the lock: the running board, or a fresh sshd on a free loopback port."""
+    current = state(p.base)
+    if current.running:
+        return current
+    if not current.built:
+        raise BoardUnavailable(f"the board is {current.reason}")
+    ensure_binfmt()
+    _stop(p)  # a crashed sshd may have left mounts and a stale run.json
+    _mount_runtime(p.root)
+    (p.root / "run/sshd").mkdir(parents=True, exist_ok=True)  # sshd's privilege separation dir (a tmpfs on a real board)
+    pidfile = p.root / "run/edgeport-sshd.pid"
+    for _attempt in range(3):  # the free port may be taken between choosing it and sshd binding it
+        port = _free_port()
+        pidfile.unlink(missing_ok=True)
+        proc = _run(_in_root(p.root, f"/usr/sbin/sshd -p {port} -o ListenAddress=127.0.0.1 "
+                                     "-o PidFile=/run/edgeport-sshd.pid"), None, check=False, timeout=120)
+        if proc.returncode == 0 and _wait_file(pidfile, 20):
+            break
+    else:
+        raise BoardUnavailable(f"the board's sshd did not start: {(proc.stderr or proc.stdout).strip()[-300:]}")
+    pid = int(pidfile.read_text().strip())
+    hosts = [f"[127.0.0.1]:{port} {' '.join(k.read_text().split()[:2])}"
+             for k in sorted((p.root / "etc/ssh").glob("ssh_host_*_key.pub"))]
+    p.known_hosts.write_text("\n".join(hosts) + "\n")
+    p.run.write_text(json.dumps({"pid": pid, "port": port, "by": by}) + "\n")
+    machine = _ssh_ok(p, port)
+    if machine != "aarch64":
+        raise BoardUnavailable(f"the board answered uname -m = {machine!r}, not aarch64")
+    return state(p.base)
 
 
 def _wait_file(path: Path, timeout: float) -> bool:
@@ -399,10 +435,14 @@ def _stop(p: BoardPaths) -> None:
     p.known_hosts.unlink(missing_ok=True)
 
 
-def stop(p: BoardPaths | None = None) -> None:
+def stop(p: BoardPaths | None = None, *, force: bool = False) -> None:
     p = p or paths()
     preflight()
     with _locked(p):
+        users = _live_leases(p)
+        if users and not force:
+            raise BoardUnavailable(f"test sessions (pids {', '.join(map(str, users))}) are using the board; "
+                                   "stop --force stops it anyway")
         _stop(p)
 
 
@@ -412,7 +452,7 @@ def stop(p: BoardPaths | None = None) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/arm64_board.sh", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["build", "start", "stop", "status"])
-    parser.add_argument("--force", action="store_true", help="build: rebuild even when a complete root is cached")
+    parser.add_argument("--force", action="store_true", help="build: rebuild even when a complete root is cached; stop: even while test sessions use it")
     parser.add_argument("--json", action="store_true", help="status/start: print the state as JSON")
     args = parser.parse_args(argv)
     p = paths()
@@ -434,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("e.g. edgeport bench MODEL.tflite --profile raspberry-pi-4-emulated --target "
                       f"{st.target} " + " ".join(f"--ssh-option={o}" for o in st.ssh_options))
         elif args.command == "stop":
-            stop(p)
+            stop(p, force=args.force)
             print("stopped")
         else:
             st = state(p.base)
