@@ -294,6 +294,7 @@ def test_board_runs_arm_kernels_and_agrees_with_host(request: pytest.FixtureRequ
     name = "raspberry-pi-4-emulated" if (REPO / "device_profiles" / "raspberry-pi-4-emulated.toml").exists() else "raspberry-pi-4"
     code, result = _check(artifacts[key], str(board.target), list(board.ssh_options), load_profile(name).path, capsys,
                           "--timeout", "900")
+    assert "device_validation" in result, result
     dev = result["device_validation"]
     assert dev["device"]["machine"] == "aarch64", dev["device"]
     assert code == 0, result["verdict"]
