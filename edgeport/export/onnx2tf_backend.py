@@ -15,7 +15,13 @@ from edgeport.export import memory
 from edgeport.export.backend import Conversion, ExportRequest, register
 from edgeport.export.checkpoint import LoadedModel
 from edgeport.export.onnx_prep import PreparedOnnx, prepare_onnx
-from edgeport.export.to_tflite import PSEUDO_OP_REMEDY, needs_flex, run_conversion, unsupported_tf_ops
+from edgeport.export.to_tflite import (
+    PSEUDO_OP_REMEDY,
+    clean_error,
+    needs_flex,
+    run_conversion,
+    unsupported_tf_ops,
+)
 from edgeport.export.torch_to_onnx import export_onnx
 
 
@@ -59,8 +65,8 @@ def _job_error(key: str, error: str) -> ConversionError:
         return ConversionError(f"TFLite conversion to {key} failed: TensorFlow ops {', '.join(ops)} have no builtin TFLite kernel "
                                "(they would need Flex/Select TF ops, which Coral, GPU delegates and standard runtimes cannot run)",
                                hint="replace those layers in the model (e.g. nn.GELU(approximate='tanh') for Erf)")
-    return ConversionError(f"TFLite conversion to {key} failed: {' '.join(error.split())[:600]}",
-                           hint="run with --keep-work and see the converter log")
+    return ConversionError(f"TFLite conversion to {key} failed: {clean_error(error)}",
+                           hint="rerun with --keep-work to keep the full converter log")
 
 
 def prepare_onnx_input(loaded: LoadedModel, shapes: dict, work: Path, rewrite_pools: bool) -> PreparedOnnx:

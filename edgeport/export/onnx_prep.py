@@ -32,6 +32,8 @@ class PreparedOnnx:
     original_node_names: dict[str, str] = field(default_factory=dict)  # new name -> name in the source file
     pool_rewrites: tuple[dict, ...] = ()  # padded max-pools rewritten for int8 under XNNPACK (pool_padding.py)
     graph_rewrites: tuple[dict, ...] = ()  # float-exact rewrites proved on onnxruntime (export/rewrites/)
+    # inputs the TFLite model keeps as they are (a tf2onnx file's NHWC inputs; see tf2onnx_layout.py)
+    keep_layout_inputs: tuple[str, ...] = ()
 
 
 def parse_shape(text: str) -> tuple[str | None, tuple[int, ...]]:
@@ -76,6 +78,7 @@ def prepare_onnx(src: Path, dst: Path, input_shapes: dict[str | None, tuple[int,
 
         notes.extend(fold_constants(model, constants))
     _fix_input_shapes(graph, dict(input_shapes or {}), notes)
+    model, keep_layout = _channels_last_export(model, notes)
     renamed = _rename_nodes(model.graph, notes)
     _check_ops(model.graph)
     if simplify:
@@ -97,7 +100,28 @@ def prepare_onnx(src: Path, dst: Path, input_shapes: dict[str | None, tuple[int,
         original_node_names=renamed,
         pool_rewrites=tuple(pools),
         graph_rewrites=tuple({**r, "node": renamed.get(r["node"], r["node"])} for r in rewrites),
+        keep_layout_inputs=tuple(keep_layout),
     )
+
+
+def _channels_last_export(model, notes: list[str]):
+    """A tf2onnx file: Transposes pushed through by onnxruntime so the graph reads as NCHW, and its NHWC
+    inputs kept as they are (export/tf2onnx_layout.py)."""
+    from edgeport.export import tf2onnx_layout
+
+    if not tf2onnx_layout.is_tf2onnx(model):
+        return model, []
+    _check_prequantized(model.graph)  # onnxruntime would happily optimise a quantized graph first
+    keep = tf2onnx_layout.channels_last_inputs(model)
+    try:
+        model, removed = tf2onnx_layout.push_transposes(model)
+    except Exception as exc:  # noqa: BLE001 - the float check still judges the unoptimised graph
+        notes.append(f"tf2onnx export: onnxruntime's transpose optimizer failed ({cause_line(exc, limit=120)})")
+        removed = 0
+    notes.append(f"exported by {model.producer_name or 'tf2onnx'} (channels-last): onnxruntime's transpose optimizer "
+                 f"removed {removed} Transpose node(s)"
+                 + (f"; NHWC input(s) {', '.join(keep)} keep their layout in the TFLite model" if keep else ""))
+    return model, keep
 
 
 def _rewrite_pools(model, notes: list[str], renamed: dict[str, str]) -> list[dict]:

@@ -53,7 +53,7 @@ def run_conversion(
         "onnx_inputs": [s.name for s in onnx_model.inputs],
         "onnx_input_shapes": {s.name: list(s.shape) for s in onnx_model.inputs},
         # rank-3 inputs (sequences, signals) are kept as they are: onnx2tf would read them as NCW.
-        "keep_layout_inputs": [s.name for s in onnx_model.inputs if len(s.shape) == 3],
+        "keep_layout_inputs": [s.name for s in onnx_model.inputs if len(s.shape) == 3 or s.name in onnx_model.keep_layout_inputs],
         "keep_shape_inputs": [s.name for s in onnx_model.inputs if len(s.shape) not in (3, 4, 5)],
         "pseudo_ops": pseudo_ops or [],
         "jobs": [],
@@ -63,7 +63,7 @@ def run_conversion(
         np.savez(calib_path, **calibration)
         req["calibration"] = str(calib_path)
         first = calibration[onnx_model.inputs[0].name]
-        if first.ndim == 4 and len(onnx_model.inputs) == 1:
+        if first.ndim == 4 and len(onnx_model.inputs) == 1 and not onnx_model.keep_layout_inputs:
             sample_path = workdir / "sample_images.npy"
             np.save(sample_path, first[:20].astype(np.float32))
             req["sample_images"] = str(sample_path)
@@ -103,7 +103,7 @@ def run_conversion(
             # checks, a SavedModel that did not load) says nothing about the model's layers.
             hint = ("rewrite that layer with ops onnx2tf supports, or give it static sizes; " if where else "") + \
                 "rerun with --keep-work to keep the full converter log"
-            raise ConversionError(f"onnx2tf could not convert {where or 'the model'}: {_clean(result.get('error', 'unknown error'))}",
+            raise ConversionError(f"onnx2tf could not convert {where or 'the model'}: {clean_error(result.get('error', 'unknown error'))}",
                                   hint=hint)
         files, errors = _collect(jobs, result)
     quantizer = tuple(f"{j['mode']}: {j['quantizer_note']}" for j in result["jobs"] if j.get("quantizer_note"))
@@ -201,8 +201,16 @@ def _tail(path: Path, lines: int = 3) -> str:
         text = [_ANSI.sub("", ln).strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
     except OSError:
         return "(no log)"
-    return " | ".join(text[-lines:])[-600:]
+    return clean_error(" | ".join(text[-lines:]), limit=10**6)[-ERROR_CHARS:]  # the end says most
 
 
-def _clean(text: str) -> str:
-    return " ".join(str(text).split())[:500]
+# A converter error can quote a whole constant ("... [[0.12 0.5 ...]]"): 750 characters of numbers in
+# what must be one readable line. The full text stays in the log that --keep-work keeps.
+_ARRAY = re.compile(r"(?:array\()?\[[\s\[\]0-9eE.,+\-]{24,}\]\)?")
+ERROR_CHARS = 200
+
+
+def clean_error(text: str, limit: int = ERROR_CHARS) -> str:
+    """One line of a converter error: array dumps replaced by '[...]', at most `limit` characters."""
+    line = _ARRAY.sub("[...]", " ".join(str(text).split()))
+    return line if len(line) <= limit else line[: limit - 1] + "…"
