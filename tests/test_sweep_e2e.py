@@ -194,3 +194,48 @@ def test_segfault_costs_its_cell_and_ctrl_c_keeps_finished_cells(plan):
     assert not [p for p in shared.iterdir() if p.name.startswith(".")], "no staging folders left"
     assert not (out / "cells").exists(), "with a shared_dir the cells live there only"
     assert "SIGSEGV" in (out / "results.html").read_text()
+
+
+CONST_PLAN = """
+profiles = ["host"]
+modes = ["fp32"]
+input_shapes = ["1x64"]       # a default for both models
+[sweep]
+runs = 2
+timeout_s = 600
+[[models]]
+name = "vad8k"
+checkpoint = "vad.ts"
+const = { sr = 8000, crop = [4, 60] }
+exporter = "onnx2tf"
+[[models]]
+name = "vad16k"
+checkpoint = "vad_sd.pt"
+model_class = "fixture_models:TinyVad"
+const = ["sr=16000"]
+exporter = "litert-torch"
+"""
+
+
+def test_plan_with_per_model_const_and_exporter_runs_end_to_end(tmp_path, monkeypatch):
+    """A VAD-shaped model whose forward takes `sr: int` can only be swept with `const`; each model's
+    `exporter` decides the path its cell converts through."""
+    from fixture_models import TinyVad
+
+    model = seeded(TinyVad())
+    torch.jit.save(torch.jit.script(model), tmp_path / "vad.ts")
+    torch.save(model.state_dict(), tmp_path / "vad_sd.pt")
+    (tmp_path / "plan.toml").write_text(CONST_PLAN)
+    tests_dir = str(Path(__file__).parent)  # the cells import fixture_models for --model-class
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (tests_dir, os.environ.get("PYTHONPATH")) if p))
+    result = run_sweep(tmp_path / "plan.toml", output=tmp_path / "out", workers=2)
+    cells = _by_id(result.data)
+    assert result.exit_code == 0, {k: (c["status"], c.get("reason")) for k, c in cells.items()}
+    want = {"vad8k__host__fp32": ("onnx2tf", 8000), "vad16k__host__fp32": ("litert-torch", 16000)}
+    for cell_id, (backend, sr) in want.items():
+        report = json.loads((tmp_path / "out" / "cells" / cell_id / "report.json").read_text())
+        assert report["export"]["backend"] == backend, cell_id
+        bound = {b["name"]: b["value"] for b in report["model"]["constants"]}
+        assert bound["sr"] == sr and report["float_conversion"]["matches"], report["model"]["constants"]
+    crop = json.loads((tmp_path / "out" / "cells" / "vad8k__host__fp32" / "report.json").read_text())["model"]["constants"]
+    assert {"name": "crop", "type": "List[int]", "value": [4, 60], "source": "--const"} in crop
