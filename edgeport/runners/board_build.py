@@ -223,6 +223,10 @@ def build(p: BoardPaths | None = None, *, force: bool = False) -> dict:
         info = built_info(p)
         if info and not force:
             return info
+        users = _live_leases(p)
+        if users:  # a rebuild stops the board under their feet
+            raise BoardUnavailable(f"test sessions (pids {', '.join(map(str, users))}) are using the board; "
+                                   "rebuild when they are done")
         log = p.base / "build.log"
         log.write_text("")
         started = time.monotonic()
