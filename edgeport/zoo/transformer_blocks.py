@@ -28,6 +28,7 @@ from torch import nn
 
 SVTR_INPUT = (1, 3, 32, 64)
 CONVNEXT_INPUT = (1, 3, 32, 32)
+SVTR_LINES_WEIGHTS = Path(__file__).with_name("svtr_lines.pt")  # trained SvtrRecognizer (scripts/train_vit.py --svtr)
 
 
 class _Attention(nn.Module):
@@ -139,10 +140,14 @@ def inputs(name: str, count: int, seed: int = 0) -> np.ndarray:
 
 def export(name: str, path: Path, opset: int = 11, seed: int = 0, **kwargs) -> Path:
     """The seeded model as ONNX at `opset` with the TorchScript exporter (what edgeport uses)."""
+    _, shape = BUILDERS[name]
+    return export_module(build(name, seed, **kwargs), shape, path, opset)
+
+
+def export_module(model: nn.Module, shape: tuple[int, ...], path: Path, opset: int = 11) -> Path:
+    """`model` as ONNX at `opset` with the TorchScript exporter, input `x`, output `output`."""
     import warnings
 
-    model = build(name, seed, **kwargs)
-    _, shape = BUILDERS[name]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (torch.zeros(shape),), str(path), opset_version=opset, dynamo=False,
@@ -154,3 +159,31 @@ def calibration(name: str, path: Path, count: int = 32, seed: int = 1) -> Path:
     """An .npz of seeded inputs keyed by the exported input name, for --calib."""
     np.savez(path, x=inputs(name, count, seed))
     return path
+
+
+class SvtrRecognizer(nn.Module):
+    """A tiny SVTR-style text-line recognizer for the synthetic digit lines of edgeport.zoo.recurrent:
+    (1, 1, 16, 64) line -> (1, 32, 11) CTC logits (blank 0, digit k is class k + 1).
+
+    Conv stem (16x64 -> 4x32: 128 tokens), pre-norm blocks of global multi-head self-attention written
+    out by hand and an Erf-GELU MLP (the `_Block` above), height pooled to one token per column, a
+    per-column Linear head. Sizes do not repeat (128 tokens, width 96, 6 heads of 16, MLP 384, 32
+    columns) so onnx2tf's layout guesses have nothing to confuse. Trained by scripts/train_vit.py --svtr
+    into `svtr_lines.pt`."""
+
+    def __init__(self, dim: int = 96, heads: int = 6, depth: int = 2, classes: int = 11) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, dim // 2, 3, 2, 1), nn.BatchNorm2d(dim // 2), nn.GELU(),
+            nn.Conv2d(dim // 2, dim, 3, (2, 1), 1), nn.BatchNorm2d(dim), nn.GELU())
+        self.pos_embed = nn.Parameter(torch.zeros(1, 128, dim))
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.blocks = nn.Sequential(*[_Block(dim, heads, "none") for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)  # (1, dim, 4, 32)
+        b, c, h, w = x.shape
+        x = self.norm(self.blocks(x.flatten(2).transpose(1, 2) + self.pos_embed))
+        return self.head(x.reshape(b, h, w, c).mean(dim=1))  # (1, 32, classes)
