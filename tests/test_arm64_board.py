@@ -71,6 +71,18 @@ def test_bench_marks_an_emulated_profile_time(monkeypatch: pytest.MonkeyPatch, t
         assert result.get("emulated", False) is emulated and result["p50_ms"] == 310.0
 
 
+def test_summary_says_emulated_beside_the_device_time() -> None:
+    from edgeport.report import empty_report, summary_lines
+
+    report = empty_report()
+    report["quantization"]["mode"] = "int8"
+    report["latency"]["device"] = {"p50_ms": 300.0, "p90_ms": 320.0, "target": "ssh://root@127.0.0.1:2222", "emulated": True}
+    line = next(ln for ln in summary_lines(report) if "device ssh://" in ln)
+    assert "300.000 ms" in line and "emulated: accuracy only" in line
+    del report["latency"]["device"]["emulated"]
+    assert not any("emulated" in ln for ln in summary_lines(report))
+
+
 def test_emulated_profile_is_the_pi_4_with_the_flag(tmp_path: Path) -> None:
     emu, pi = load_profile("raspberry-pi-4-emulated"), load_profile("raspberry-pi-4")
     assert emu.connection.emulated and not pi.connection.emulated
