@@ -172,6 +172,32 @@ def test_planted_sign_flip_fails_the_device_check(artifacts: dict, key: str, fau
     assert list(tmp_path.iterdir()) == []  # the remote temp dir is gone after a failing verdict too
 
 
+@pytest.mark.slow
+def test_fused_lstm_state_is_reset_per_sample_on_the_device_as_on_the_host(sshd: Sshd, tmp_path: Path) -> None:
+    """A fused LSTM keeps h and c in variable tensors between invocations: the device runs the host's own
+    per-sample loop (reset before each sample), so every sample agrees. A device that carried one sample's
+    final state into the next would start every sequence after the first from the wrong state."""
+    from edgeport.zoo.recurrent import LstmEncoder
+
+    kwargs = {"features": 8, "hidden": 16, "layers": 1, "dim": 8}
+    torch.manual_seed(0)
+    torch.save(LstmEncoder(**kwargs).state_dict(), tmp_path / "enc.pt")
+    # 3 steps of large inputs: a carried state moves the float embedding to cosine ~0.96 (measured), far from 0.99999
+    np.savez(tmp_path / "val.npz", x=3 * np.random.default_rng(3).standard_normal((12, 3, 8)).astype(np.float32))
+    remote_tmp = tmp_path / "remote_tmp"
+    remote_tmp.mkdir()
+    code = main(["convert", str(tmp_path / "enc.pt"), "--model-class", "edgeport.zoo.recurrent:LstmEncoder",
+                 "--model-kwargs", json.dumps(kwargs), "--input-shape", "1x3x8", "--quant", "fp16", "--val", str(tmp_path / "val.npz"),
+                 "--profile", str(_profile(tmp_path, sys.executable)), "--output", str(tmp_path / "out"), "--runs", "2", "--quiet",
+                 "--target", str(sshd.target), *[f"--ssh-option={o}" for o in sshd.options(remote_tmp=remote_tmp)]])
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert code in (0, 1) and report["model"]["variable_tensors"] >= 2, report["model"]
+    dev = report["device_validation"]
+    assert dev["checked"] and dev["agreement"]["cosine_min"] >= 0.99999, dev["agreement"]
+    assert next(c for c in report["verdict"]["checks"] if c["name"] == "device_agrees_with_host")["passed"]
+    assert list(remote_tmp.iterdir()) == []
+
+
 def _children(pid: int) -> list[int]:
     found = []
     for proc in Path("/proc").iterdir():
