@@ -146,6 +146,25 @@ def test_the_last_session_out_stops_a_board_the_sessions_started(tmp_path: Path)
     assert p.run.exists()  # started by hand: stays up
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
+def test_wipe_unmounts_first_and_never_deletes_through_a_mount(tmp_path: Path) -> None:
+    """A half-built root is wiped; the host's /dev bound into it must survive (path with a space, as
+    /proc/self/mountinfo escapes it)."""
+    from edgeport.runners import board_build
+
+    root, outside = tmp_path / "a root", tmp_path / "outside"
+    (root / "dev").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "keep").write_text("host file")
+    subprocess.run(["mount", "--bind", str(outside), str(root / "dev")], check=True)
+    try:
+        assert board_build._mounts_under(root) == [root / "dev"]
+        board_build._wipe(root)
+    finally:
+        subprocess.run(["umount", str(root / "dev")], capture_output=True)
+    assert not root.exists() and (outside / "keep").read_text() == "host file"
+
+
 def test_ssh_options_keep_host_keys_checked(tmp_path: Path) -> None:
     opts = board.ssh_options(board.paths(tmp_path))
     assert all(o.startswith(("-i", "-o")) and " " not in o for o in opts)  # one argv word each

@@ -69,13 +69,16 @@ def _log(msg: str) -> None:
 def _run(argv: list[str], log: Path | None = None, *, timeout: float = 1800, check: bool = True,
          env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run a step; its output goes to the build log (long, and only needed when something fails)."""
-    if log is not None:
-        with log.open("a") as fh:
-            fh.write(f"\n$ {' '.join(argv)}\n")
-            fh.flush()
-            proc = subprocess.run(argv, stdout=fh, stderr=subprocess.STDOUT, text=True, timeout=timeout, env=env)
-    else:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+    try:
+        if log is not None:
+            with log.open("a") as fh:
+                fh.write(f"\n$ {' '.join(argv)}\n")
+                fh.flush()
+                proc = subprocess.run(argv, stdout=fh, stderr=subprocess.STDOUT, text=True, timeout=timeout, env=env)
+        else:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired as exc:
+        raise BoardUnavailable(f"`{' '.join(argv[:4])}` took more than {timeout:.0f} s") from exc
     if check and proc.returncode != 0:
         where = f"; see {log}" if log is not None else f": {(proc.stderr or proc.stdout).strip()[-300:]}"
         raise BoardUnavailable(f"`{' '.join(argv[:4])}` failed with exit {proc.returncode}{where}")
@@ -106,7 +109,7 @@ def _mounts_under(path: Path) -> list[Path]:
     top = str(path.resolve())
     found = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        point = line.split()[4].encode().decode("unicode_escape")  # \040 for spaces
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])  # \040 is a space
         if point == top or point.startswith(top + "/"):
             found.append(Path(point))
     return sorted(found, key=lambda m: len(m.parts), reverse=True)
@@ -131,7 +134,7 @@ def _wipe(root: Path) -> None:
         return
     _stop_processes(root)
     _unmount_all(root)
-    shutil.rmtree(root)
+    _run(["rm", "-rf", "--one-file-system", str(root)])  # and never cross into a mount, whatever happens
 
 
 # ------------------------------------------------------------------------------------ host set-up
