@@ -76,6 +76,36 @@ def test_device_budgets_default_and_can_be_set(tmp_path: Path) -> None:
     assert (load_profile(tmp_path / "p.toml").budgets.min_device_cosine, load_profile(tmp_path / "p.toml").budgets.min_device_top1_agreement) == (0.99, 0.9)
 
 
+@pytest.mark.parametrize(("case", "wanted"), [
+    ("missing_model", "does not exist"), ("not_tflite", ""), ("local_target", "runs the model on a device"),
+    ("missing_val", "not found"), ("wrong_shape", ""), ("missing_reference", "--reference"),
+    ("short_reference", "fewer rows"), ("bad_json_reference", "not a JSON report"),
+])
+def test_check_refuses_bad_input_in_one_line_before_the_device(case: str, wanted: str, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from fixture_models import write_tiny_tflite
+
+    model = write_tiny_tflite(tmp_path / "add.tflite", signature=True)
+    np.savez(tmp_path / "val.npz", x=np.ones((6, 16), np.float32))
+    np.savez(tmp_path / "short.npz", np.ones((2, 16), np.float32))
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "junk.tflite").write_bytes(b"not a flatbuffer")
+    np.savez(tmp_path / "wrong.npz", x=np.ones((6, 5), np.float32))
+    argv = {"missing_model": [str(tmp_path / "nope.tflite")], "not_tflite": [str(tmp_path / "junk.tflite")],
+            "local_target": [str(model), "--target", "local"], "missing_val": [str(model), "--val", str(tmp_path / "nope.npz")],
+            "wrong_shape": [str(model), "--val", str(tmp_path / "wrong.npz")],
+            "missing_reference": [str(model), "--reference", str(tmp_path / "nope.npz")],
+            "short_reference": [str(model), "--reference", str(tmp_path / "short.npz")],
+            "bad_json_reference": [str(model), "--reference", str(tmp_path / "bad.json")]}[case]
+    defaults = {"--val": str(tmp_path / "val.npz"), "--target": "ssh://edgeport-test.invalid"}
+    for flag, value in defaults.items():
+        if flag not in argv:
+            argv += [flag, value]
+    assert main(["check", *argv, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and wanted in err, err
+
+
 # ------------------------------------------------------------------------------------- real models
 
 
