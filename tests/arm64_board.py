@@ -13,6 +13,7 @@ by hand (`scripts/arm64_board.sh start`), which leaves it up.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,9 @@ class Arm64Board:
         return ["ssh", "-F", "none", *self.ssh_options, "-oBatchMode=yes", "-p", port, "root@127.0.0.1"]
 
 
-@pytest.fixture(scope="session")
-def arm64_board() -> Iterator[Arm64Board]:
+@contextmanager
+def board_session() -> Iterator[Arm64Board]:
+    """The board built or reused, started or shared, for the duration; pytest.skip where it cannot be."""
     p = paths()
     try:
         info = board_build.build(p)
@@ -55,3 +57,9 @@ def arm64_board() -> Iterator[Arm64Board]:
         yield Arm64Board(st.target, list(st.ssh_options), p.base, dict(info.get("versions", {})))
     finally:
         board_build.release(p, lease)
+
+
+@pytest.fixture(scope="session")
+def arm64_board() -> Iterator[Arm64Board]:
+    with board_session() as board:
+        yield board

@@ -165,6 +165,18 @@ def test_wipe_unmounts_first_and_never_deletes_through_a_mount(tmp_path: Path) -
     assert not root.exists() and (outside / "keep").read_text() == "host file"
 
 
+def test_fixture_skips_with_the_reason_without_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from arm64_board import board_session
+
+    from edgeport.runners import board_build
+
+    monkeypatch.setenv(board.BOARD_ENV, str(tmp_path))
+    monkeypatch.setattr(board_build.os, "geteuid", lambda: 1000)
+    with pytest.raises(pytest.skip.Exception, match="arm64 board unavailable: .*needs root"), board_session():
+        pass
+    assert list(tmp_path.iterdir()) == []  # nothing half-made
+
+
 def test_ssh_options_keep_host_keys_checked(tmp_path: Path) -> None:
     opts = board.ssh_options(board.paths(tmp_path))
     assert all(o.startswith(("-i", "-o")) and " " not in o for o in opts)  # one argv word each
