@@ -92,6 +92,12 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     if lat["device"]["p50_ms"] is not None:
         emulated = "  (emulated: accuracy only; not judged)" if lat["device"].get("emulated") else ""
         lines.append(f"             device {lat['device']['target']} p50 {lat['device']['p50_ms']:.3f} ms{emulated}")
+    on_device = report.get("device_validation") or {}
+    if on_device.get("checked"):  # runners/device_eval.py: the validation data run on the device
+        agree, runtime = on_device["agreement"], on_device["device"]["runtime"]
+        top1 = f"top-1 {agree['top1_agreement']:.2%}  " if agree.get("top1_agreement") is not None else ""
+        lines.append(f"  on device  {on_device['target']} vs host: {top1}cosine {_f(agree['cosine_mean'])} on {on_device['samples']} "
+                     f"of {on_device['sampled_from']} samples ({runtime.get('name')} {runtime.get('version')})")
     layers = q.get("layers") or []
     if layers and (q.get("search") or {}).get("method") == "aeq":
         lines.extend(_aeq_lines(q))
