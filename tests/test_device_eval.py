@@ -231,6 +231,17 @@ def test_fused_lstm_state_is_reset_per_sample_on_the_device_as_on_the_host(sshd:
     assert list(remote_tmp.iterdir()) == []
 
 
+@pytest.mark.slow
+def test_a_large_validation_set_is_sampled_to_the_transfer_cap(artifacts: dict, sshd: Sshd, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    per_sample = 3 * 16 * 16 * 4 + 5 * 4  # one float input image and five float logits
+    monkeypatch.setattr(device_eval, "MAX_TRANSFER_BYTES", 7 * per_sample)
+    code, result = _check(artifacts["cnn_int8"], str(sshd.target), sshd.options(remote_tmp=tmp_path), artifacts["profile"], capsys)
+    dev = result["device_validation"]
+    assert (dev["samples"], dev["sampled_from"], dev["sampled"]) == (7, 24, True) and "7 of 24" in dev["note"]
+    assert dev["transfer_bytes"]["from_device"] < 24 * 5 * 4 + 2048 and code == 0
+
+
 def _children(pid: int) -> list[int]:
     found = []
     for proc in Path("/proc").iterdir():

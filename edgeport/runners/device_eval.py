@@ -66,9 +66,10 @@ class DeviceOutputs:
     seconds: float
 
 
-def pick_samples(count: int, bytes_per_sample: int, *, steps: int = 1, cap: int = MAX_TRANSFER_BYTES) -> np.ndarray:
-    """Indices of the samples that fit `cap` bytes: all of them, or an even spread (first and last
-    included, deterministic). Streaming data (`steps` chunks per sequence) is sampled in whole sequences."""
+def pick_samples(count: int, bytes_per_sample: int, *, steps: int = 1, cap: int | None = None) -> np.ndarray:
+    """Indices of the samples that fit `cap` bytes (MAX_TRANSFER_BYTES): all of them, or an even spread (first
+    and last included, deterministic). Streaming data (`steps` chunks per sequence) is sampled in whole sequences."""
+    cap = MAX_TRANSFER_BYTES if cap is None else cap
     steps = max(1, steps)
     sequences = count // steps
     fits = max(1, cap // max(1, bytes_per_sample * steps))
@@ -274,7 +275,7 @@ def section(target: Target, out: DeviceOutputs, found: dict[str, Any], samples: 
         "checked": True, "target": str(target), "how": out.how, "samples": samples, "sampled_from": sampled_from,
         "sampled": sampled,
         "note": (f"the validation set was sampled evenly to {samples} of {sampled_from} samples to keep the transfer under "
-                 f"{MAX_TRANSFER_BYTES // (1024 * 1024)} MiB") if sampled else None,
+                 f"{MAX_TRANSFER_BYTES / 2**20:g} MiB") if sampled else None,
         "device": {"runtime": out.runtime, "python": device.get("python"), "machine": device.get("machine"),
                    "cpu_model": device.get("cpu_model") or device.get("hardware"), "system": device.get("system")},
         "host": host_side(),
