@@ -24,6 +24,7 @@ fi
 # Headless Chromium renders report.html in the browser test (tests/test_report_browser.py). Only
 # installed as root with apt-get, and never a reason to fail the setup: the test skips with the reason.
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  apt-get update -qq >/dev/null 2>&1 || true  # a fresh container has no package lists
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 \
     || echo "setup: apt-get install chromium failed; the browser test will skip" >&2
 fi
