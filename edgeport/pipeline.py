@@ -32,6 +32,7 @@ from edgeport.latency.host_fit import resolve as resolve_host_fit
 from edgeport.model_io import Data, ModelIO, load_data, model_io
 from edgeport.modes import MODES
 from edgeport.profiles import DeviceProfile, check_quant_allowed, load_profile
+from edgeport.quantize import auto as quant_auto
 from edgeport.quantize import fp16_compare, weight_only
 from edgeport.quantize.stage import (
     MIXED_SEARCHES,
@@ -46,7 +47,7 @@ from edgeport.report_html import render as render_html
 from edgeport.runners import device_eval
 from edgeport.runners.common import RunOptions
 from edgeport.types import plain
-from edgeport.validate import streaming, verdict, xnnpack
+from edgeport.validate import speed, streaming, task_score, verdict, xnnpack
 from edgeport.validate.divergence import check_samples, float_conversion_check
 from edgeport.validate.judge import Evidence, judge
 from edgeport.validate.run import reference_outputs, run_tflite
@@ -151,7 +152,12 @@ def run_convert(req: ConvertRequest) -> Report:
             options.target(text)
         prof = load_profile(req.profile)
         mode = req.quant or prof.runtime.default_quant
+        auto_modes, auto_skipped = _auto_modes(req, prof) if mode == "auto" else ([], {})
+        if auto_modes:  # the mode every exporter's artifact is judged by; the choice among modes comes later
+            mode = next((m for m in ("int8", "fp16", "dynamic") if m in auto_modes), "fp32")
         check_quant_allowed(prof, mode)
+        if req.task:
+            task_score.parse(req.task)  # a bad --task: exit 2 before any work
         if req.mixed_search not in MIXED_SEARCHES:
             raise InputError(f"--mixed-search '{req.mixed_search}' is not one of {', '.join(MIXED_SEARCHES)}",
                              hint="use auto (AI Edge Quantizer on CPU profiles, the converter search on Edge TPU)")
@@ -186,27 +192,37 @@ def run_convert(req: ConvertRequest) -> Report:
             data = load_data(io, calib_src, val_src, req.preprocessing, req.max_calib_samples, req.max_val_samples, notes)
         with timer.stage("reference", f"float reference outputs on {data.val.count} samples"):
             references = reference_outputs(loaded.module, io.onnx.path if io.onnx else None, list(io.inputs), data.val.inputs)
+            task = task_score.resolve(req.task, io.outputs, references, data.val.labels)
         threads = min(prof.runtime.threads, os.cpu_count() or 1)
         with timer.stage("convert"):  # under auto, each exporter's artifact is validated here (export/arbitrate.py)
-            choice = _export(req, loaded, io, data, references, mode, prof, work, threads, notes, timer, stream)
+            choice = _export(req, loaded, io, data, references, mode, prof, work, threads, notes, timer, stream, task,
+                             auto_modes)
         conv = choice.conversion
+        auto = None
+        if auto_modes:
+            with timer.stage("quant_auto", f"--quant auto: {', '.join(auto_modes)} judged on {data.val.count} samples"):
+                auto = _quant_auto(req, conv, choice, auto_modes, auto_skipped, io, data, references, task, prof, work,
+                                   threads, notes)
+            mode = auto.chosen.mode
         artifact_key = mode
         if MODES[mode].weight_only:  # built in validate() per exporter; here: the kept one's delegation and notes
             notes.extend(weight_only.stage(conv, mode, coverage=True).notes)
         mixed_result = diagnosis = None
-        if mode == "mixed" and uses_aeq_search(prof, req.mixed_search):
+        if auto is not None:
+            mixed_result = auto.mixed if mode == "mixed" else None
+        elif mode == "mixed" and uses_aeq_search(prof, req.mixed_search):
             with timer.stage("mixed_search", "AI Edge Quantizer: calibrate once, search int8 / a16w8 / float per op"):
                 mixed_result = aeq_mixed_stage(conv, data.calibration_arrays(io.inputs), data.val, references, prof, work,
-                                               notes, threads)
+                                               notes, threads, task)
         elif req.diagnose or mode == "mixed":
             with timer.stage("mixed_search" if mode == "mixed" else "diagnose"):
-                found = _per_layer(conv, data, io, references, prof, work, notes, diagnose_only=mode != "mixed")
+                found = _per_layer(conv, data, io, references, prof, work, notes, diagnose_only=mode != "mixed", task=task)
             mixed_result, diagnosis = (found, None) if mode == "mixed" else (None, found)
         with timer.stage("validate", None if choice.validated else f"TFLite vs reference on {data.val.count} samples, "
                                                                       f"then {req.runs} timed runs"):
             model = conv.files[artifact_key]
-            validated = choice.validated or _validate_artifact(conv, artifact_key, io, data, references, mode, prof,
-                                                               threads, req.runs)
+            validated = (auto.checks[mode] if auto is not None else choice.validated) or _validate_artifact(
+                conv, artifact_key, io, data, references, mode, prof, threads, req.runs, task)
             if validated.mismatch:  # a --quant mixed model built after the choice
                 raise ConversionError(f"the {artifact_key} TFLite model does not fit the reference: {validated.mismatch}",
                                       hint="the converter changed the model's outputs; try another --quant or --exporter")
@@ -229,10 +245,15 @@ def run_convert(req: ConvertRequest) -> Report:
             choice=choice, artifact_key=artifact_key, final=out_dir / f"{_stem(req.checkpoint)}_{mode}.tflite", run=run,
             fp32_run=None if artifact_key == "fp32" else choice.float_check.run, float_check=float_check, xnnpack=xnn,
             info=info, device=device, simulated=simulated, edgetpu=tpu, mixed=mixed_result, diagnosis=diagnosis,
-            bindings=bindings, notes=[*conv.notes, *notes], fp16_comparison=fp16)
+            bindings=bindings, notes=[*conv.notes, *notes], fp16_comparison=fp16, task=task)
         report = build_report(results)
+        if auto is not None:
+            report["quant_auto"] = auto.section
         report["device_validation"] = on_device
         report["verdict"] = _verdict(replace(evidence(results, report), device_validation=on_device), prof, choice)
+        report["verdict"]["warnings"] = speed.slowdowns(mode, info, inspect_model(conv.files["fp32"]) if mode != "fp32" else None,
+                                                        prof, report["latency"]["host"].get("p50_ms"),
+                                                        (report["latency"].get("host_fp32") or {}).get("p50_ms"))
         report["timings"] = timer.timings
         report_path = out_dir / "report.json"
         _publish(model, results.final, report, report_path)
@@ -274,7 +295,8 @@ def _streams(req: ConvertRequest, loaded: LoadedModel, io: ModelIO, work: Path,
 
 def _export(req: ConvertRequest, loaded: LoadedModel, io: ModelIO, data: Data, references: list[np.ndarray], mode: str,
             prof: DeviceProfile, work: Path, threads: int, notes: list[str], timer: _Timer,
-            stream: tuple[dict[str, str], int, list[str]] | None = None) -> select.ExportChoice:
+            stream: tuple[dict[str, str], int, list[str]] | None = None, task: Any = None,
+            auto_modes: list[str] | None = None) -> select.ExportChoice:
     """Every file the mode needs, from the backend --exporter picks (see export/select.py): under auto,
     the one whose float32 model and artifact hold up best (export/arbitrate.py)."""
     io_dtype = prof.runtime.io_dtype if MODES[mode].integer_io else "float32"
@@ -284,6 +306,9 @@ def _export(req: ConvertRequest, loaded: LoadedModel, io: ModelIO, data: Data, r
             jobs.append(Job("int8", "int8", io_dtype))
     elif mode != "fp32" and not MODES[mode].weight_only:  # w8/w4: AI Edge Quantizer on the float model, in validate()
         jobs.append(Job(mode, mode, io_dtype))
+    for extra in auto_modes or ():  # --quant auto: every converter-built candidate from the same float model
+        if extra not in {j.key for j in jobs} and extra != "mixed" and not MODES[extra].weight_only:
+            jobs.append(Job(extra, extra, prof.runtime.io_dtype if MODES[extra].integer_io else "float32", optional=True))
     ereq = ExportRequest(loaded=loaded, inputs=io.inputs, outputs=io.outputs, jobs=tuple(jobs),
                          calibration=data.calibration_arrays(io.inputs), work=work, opset=req.opset, onnx=io.onnx,
                          rewrite_onnx=_equalizer(data, work, notes) if mode == "mixed" else None, rewrite_pools=req.rewrite_pools)
@@ -308,7 +333,7 @@ def _export(req: ConvertRequest, loaded: LoadedModel, io: ModelIO, data: Data, r
                 weight_only.stage(conv, mode)
         with timer.stage("validate", f"{conv.backend} {mode} TFLite vs reference on {data.val.count} samples, "
                                      f"then {req.runs} timed runs"):
-            return _validate_artifact(conv, mode, io, data, references, mode, prof, threads, req.runs)
+            return _validate_artifact(conv, mode, io, data, references, mode, prof, threads, req.runs, task)
 
     # The --quant mixed model and the --diagnose table are built from the kept conversion after the
     # choice, and rewrite_pools=False studies the ONNX path's own unrewritten model: there the choice
@@ -319,7 +344,7 @@ def _export(req: ConvertRequest, loaded: LoadedModel, io: ModelIO, data: Data, r
 
 
 def _validate_artifact(conv: Conversion, key: str, io: ModelIO, data: Data, references: list[np.ndarray], mode: str,
-                       prof: DeviceProfile, threads: int, runs: int) -> select.ArtifactCheck:
+                       prof: DeviceProfile, threads: int, runs: int, task: Any = None) -> select.ArtifactCheck:
     """The artifact on the validation data as the report shows it (under XNNPACK, else on builtin
     kernels, labelled so), with the figures and the verdict's run and accuracy checks it would get."""
     model, fp32 = conv.files[key], conv.files["fp32"]
@@ -327,16 +352,59 @@ def _validate_artifact(conv: Conversion, key: str, io: ModelIO, data: Data, refe
     run, xnn = xnnpack.fallback(run, model, fp32, conv.onnx, data.val.inputs, conv.input_map, references, threads, runs)
     acc = attempt_accuracy(run, io, references, data)
     size = model.stat().st_size
+    figures = None if task is None else task_score.figures(task, references, run.outputs, data.val.labels, prof.budgets)
     ev = Evidence(mode=mode, size_bytes=size, ran=run.outputs is not None, run_error=run.error,
                   nonfinite=tuple((o["name"], o["nonfinite"]) for o in acc["outputs"]), drop_pp=acc["drop_pp"],
-                  top1_agreement=acc["top1_agreement"], snr_db=acc["snr_db"], xnnpack=xnn)
+                  top1_agreement=acc["top1_agreement"], snr_db=acc["snr_db"], xnnpack=xnn, task=figures)
     failed = [c for c in judge(ev, prof.budgets)["checks"] if c["name"] in arbitrate.ACCURACY_CHECKS and not c["passed"]]
     return select.ArtifactCheck(
         key=key, size_bytes=size, fp32_size_bytes=fp32.stat().st_size, ran=run.outputs is not None,
         runtime_error=run.error or xnn.get("error"), mismatch=run.mismatch, cosine=acc["cosine_mean"],
         top1_agreement=acc["top1_agreement"], snr_db=acc["snr_db"], drop_pp=acc["drop_pp"],
         failed=tuple(check_text(c) + (f" ({c['detail'][:200]})" if c.get("detail") else "") for c in failed),
-        run=run, xnnpack=xnn)
+        run=run, xnnpack=xnn, task=figures)
+
+
+def _auto_modes(req: ConvertRequest, prof: DeviceProfile) -> tuple[list[str], dict[str, str]]:
+    if req.diagnose:
+        raise InputError("--diagnose analyses plain int8 models, not --quant auto",
+                         hint="use --quant int8 --diagnose (--quant auto reports every candidate it judged)")
+    modes, skipped = quant_auto.modes_for(prof.runtime.allowed_quant, calibrated=bool(req.calib))
+    if not modes:
+        raise InputError(f"--quant auto has nothing to build for profile '{prof.name}': {'; '.join(f'{m} {w}' for m, w in skipped.items())}",
+                         hint="pass --calib DATA, or choose a --quant the profile allows")
+    return modes, skipped
+
+
+def _quant_auto(req: ConvertRequest, conv: Conversion, choice: select.ExportChoice, modes: list[str], skipped: dict[str, str],
+                io: ModelIO, data: Data, references: list[np.ndarray], task: Any, prof: DeviceProfile, work: Path,
+                threads: int, notes: list[str]) -> quant_auto.AutoResult:
+    """Every allowed precision from the kept conversion, judged as --quant would judge it (quantize/auto.py)."""
+    from edgeport.latency.simulator import simulate
+
+    def mixed():
+        if uses_aeq_search(prof, req.mixed_search):
+            return aeq_mixed_stage(conv, data.calibration_arrays(io.inputs), data.val, references, prof, work, notes, threads,
+                                   task)
+        return _per_layer(conv, data, io, references, prof, work, notes, diagnose_only=False, task=task)
+
+    def simulated(path: Path) -> float | None:
+        try:
+            return round(simulate(inspect_model(path), prof).p50_ms, 4)
+        except Exception:  # noqa: BLE001 - a missing estimate leaves the host/device times to compare
+            return None
+
+    device = None
+    # An emulated device's time is an emulator's: it picks no precision (the simulation does instead).
+    if any(not t.startswith(("sim", "local")) for t in req.targets) and not prof.connection.emulated:
+        def device(path: Path) -> float | None:
+            found = _measure_targets(path, prof, req)
+            return (found.get("device") or {}).get("p50_ms")
+
+    build = quant_auto.Builders(
+        validate=lambda key: _validate_artifact(conv, key, io, data, references, key, prof, threads, req.runs, task),
+        weight_only=lambda mode: weight_only.stage(conv, mode), mixed=mixed, simulate=simulated, device=device)
+    return quant_auto.evaluate(conv, modes, skipped, choice.validated, build, prof.budgets.latency_p50_ms, notes.append)
 
 
 def _verdict(ev: Evidence, prof: DeviceProfile, choice: select.ExportChoice) -> dict[str, Any]:
@@ -367,13 +435,13 @@ def _node_names(conv: Conversion) -> dict[str, str]:
 
 
 def _per_layer(conv: Conversion, data: Data, io: ModelIO, references: list[np.ndarray], prof: DeviceProfile, work: Path,
-               notes: list[str], *, diagnose_only: bool):
+               notes: list[str], *, diagnose_only: bool, task: Any = None):
     """The per-layer int8 table (--diagnose) or the mixed search: both trace TFLite ops to ONNX nodes."""
     if conv.onnx is None or conv.saved_model is None:
         raise ConversionError(f"the per-layer int8 analysis runs on the ONNX path, but {conv.backend} converted this model",
                               hint="rerun with --exporter onnx2tf, or use --quant int8 without --diagnose")
     return mixed_stage(conv, conv.onnx, data.calibration_arrays(io.inputs), data.val, references, prof, work, notes,
-                       diagnose_only=diagnose_only)
+                       diagnose_only=diagnose_only, task=task)
 
 
 def _simulate(info: dict[str, Any], prof: DeviceProfile, model: Path, work: Path, notes: list[str]):

@@ -34,10 +34,10 @@ def empty_report() -> dict[str, Any]:
         "reference": {"size_bytes": None},
         "quantization": {"mode": None, "float_layers": []},
         "accuracy": {"reference": None, "tflite": None, "drop_pp": None, "top1_agreement": None,
-                     "cosine_mean": None, "snr_db": None},
+                     "cosine_mean": None, "snr_db": None, "task": None},
         "latency": {"simulated": {"p50_ms": None}, "host": {"p50_ms": None, "p90_ms": None},
                     "device": {"p50_ms": None, "p90_ms": None, "target": None}},
-        "verdict": {"passed": False, "checks": []},
+        "verdict": {"passed": False, "checks": [], "warnings": []},
     }
 
 
@@ -81,6 +81,11 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"  agreement  top-1 {acc['top1_agreement']:.2%}  cosine {_f(acc['cosine_mean'])}  SNR {_f(acc['snr_db'])} dB{on}")
     elif acc["cosine_mean"] is not None:
         lines.append(f"  agreement  cosine {_f(acc['cosine_mean'])}  SNR {_f(acc['snr_db'])} dB{on}")
+    task = acc.get("task") or {}
+    if task.get("task"):
+        how = f"detected: {task['reason']}" if task.get("detected") else "given with --task"
+        figure = f"  {task['summary']}" if task.get("metric") else ""
+        lines.append(f"  task       {task['task']} ({how}){figure}"[:300])
     xnn = report.get("xnnpack") or {}
     if xnn.get("accepted") is False:
         lines.append("  XNNPACK    refused this model (devices apply it by default); the figures above are from builtin kernels")
@@ -118,12 +123,18 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
                      + (f", PyTorch module {d['pytorch_module']}" if d.get("pytorch_module") else ""))
     for note in report.get("notes", []):
         lines.append(f"  note       {note}")
+    if report.get("quant_auto"):
+        from edgeport.quantize.auto import summary_lines as auto_lines
+
+        lines.extend(auto_lines(report["quant_auto"]))
     verdict = report["verdict"]
     lines.append(f"  verdict    {'PASSED' if verdict['passed'] else 'FAILED'}")
     for check in verdict["checks"]:
         mark = "ok  " if check["passed"] else "FAIL"
         detail = f"  ({check['detail']})" if check.get("detail") else ""
         lines.append(f"    [{mark}] {check_text(check)}{detail}")
+    for warning in verdict.get("warnings") or []:
+        lines.append(f"    [warn] {warning['text']}")
     return lines
 
 
@@ -168,3 +179,4 @@ def _aeq_lines(q: dict[str, Any]) -> list[str]:
         where = r.get("pytorch_module") or r.get("onnx_node") or r["tensor"][:40]
         lines.append(f"    {r['op']:<18} {where:<32} {r['level']:<6} {str(r.get('reason') or '')[:110]}")
     return lines
+

@@ -20,7 +20,7 @@ from edgeport.modes import MODES
 from edgeport.profiles import DeviceProfile
 from edgeport.report import empty_report
 from edgeport.types import Artifact, file_sha256
-from edgeport.validate import metrics
+from edgeport.validate import metrics, task_score
 from edgeport.validate.judge import Evidence
 from edgeport.validate.run import TfliteRun
 
@@ -51,6 +51,7 @@ class ConvertResults:
     bindings: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     fp16_comparison: Any = None  # quantize.fp16_compare.Fp16Comparison for mixed/w8/w4 on profiles that run fp16
+    task: Any = None  # edgeport.tasks.TaskSpec the accuracy is judged by (validate/task_score.py)
 
     @property
     def artifact_path(self) -> Path:
@@ -140,6 +141,9 @@ def _accuracy(acc: dict[str, Any], r: ConvertResults) -> None:
         acc.update(cosine_mean=float("nan") if any(math.isnan(c) for c in cosines) else min(cosines),
                    snr_db=worst.snr_db, snr_db_output=worst.name, top1_agreement=per_output[0].top1_agreement)
         labels = r.data.val.labels
+        task = getattr(r, "task", None)
+        if task is not None:
+            acc["task"] = task_score.figures(task, r.references, run.outputs, labels, r.profile.budgets)
         if labels is not None:
             ref_acc = metrics.label_accuracy(r.references[0], labels)
             tfl_acc = metrics.label_accuracy(run.outputs[0], labels)
@@ -198,7 +202,7 @@ def evidence(r: ConvertResults, report: dict[str, Any]) -> Evidence:
         float_ops=tuple(f"{info['ops'][i]['op']}#{i}" for i in info["float_ops"]),
         ran=r.run.outputs is not None, run_error=r.run.error,
         nonfinite=tuple((o["name"], o["nonfinite"]) for o in acc.get("outputs") or []),
-        drop_pp=acc["drop_pp"], top1_agreement=acc["top1_agreement"], snr_db=acc["snr_db"],
+        drop_pp=acc["drop_pp"], top1_agreement=acc["top1_agreement"], snr_db=acc["snr_db"], task=acc.get("task"),
         latency_ms={s: (lat.get(s) or {}).get("p50_ms") for s in ("device", "simulated", "host")},
         device_target=(lat.get("device") or {}).get("target"),
         device_emulated=bool((lat.get("device") or {}).get("emulated")),

@@ -212,3 +212,20 @@ class TinySENet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.block(self.stem(x)).mean(dim=(2, 3)))
+
+
+class HardSwishStack(nn.Module):
+    """Depthwise/pointwise blocks with a hard-swish after every conv, as in MobileNetV3 and PP-LCNet: in
+    int8 the HARD_SWISH ops have no XNNPACK kernel and run on TFLite's builtin loops."""
+
+    def __init__(self, channels: int = 16, blocks: int = 6, classes: int = 10) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(3, channels, 3, padding=1), nn.Hardswish()]
+        for _ in range(blocks):
+            layers += [nn.Conv2d(channels, channels, 3, padding=1, groups=channels), nn.Hardswish(),
+                       nn.Conv2d(channels, channels, 1), nn.Hardswish()]
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(channels, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x).mean((2, 3)))

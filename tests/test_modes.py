@@ -13,7 +13,7 @@ def test_cli_profiles_and_table_agree() -> None:
     assert QUANT_MODES == modes.NAMES
     convert = next(a for a in build_parser()._subparsers._group_actions[0].choices["convert"]._actions
                    if a.dest == "quant")
-    assert tuple(convert.choices) == modes.NAMES
+    assert tuple(convert.choices) == modes.QUANT_CHOICES == (*modes.NAMES, "auto")  # auto: every mode, the best kept
 
 
 def test_calibrated_modes_and_edgetpu_rule() -> None:

@@ -23,9 +23,12 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from edgeport.validate.judge import TASK_CHECKS
+
 # The verdict checks (validate/judge.py) that decide whether an artifact "works": it runs on the
 # validation data, under XNNPACK, and meets the accuracy budgets. Size and latency are not weighed.
-ACCURACY_CHECKS = ("runs_on_validation_data", "runs_under_xnnpack", "accuracy_drop_pp", "top1_agreement", "snr_db")
+ACCURACY_CHECKS = ("runs_on_validation_data", "runs_under_xnnpack", "accuracy_drop_pp", "top1_agreement", "snr_db",
+                   *TASK_CHECKS)
 FAR_BELOW_COSINE = 0.1  # a worst-output cosine this far below the float agreement is a broken model, not a coarse one
 # Closer than these steps two artifacts agree equally well: the exporter tried first keeps a tie (two int8
 # files of one CNN differed by 1e-11 in cosine, which once sent the choice to the fallback). A margin, not
@@ -52,6 +55,7 @@ class ArtifactCheck:
     failed: tuple[str, ...] = ()  # ACCURACY_CHECKS it fails, "name: value vs budget (detail)"
     run: Any = field(default=None, compare=False, repr=False)  # the TfliteRun the report uses when this is kept
     xnnpack: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    task: dict[str, Any] | None = field(default=None, compare=False, repr=False)  # report accuracy.task for this file
 
     @property
     def meets_budget(self) -> bool:
@@ -62,7 +66,8 @@ class ArtifactCheck:
                 "size_vs_fp32": round(self.size_bytes / self.fp32_size_bytes, 4) if self.fp32_size_bytes else None,
                 "ran": self.ran, "runtime_error": self.runtime_error, "cosine_mean": self.cosine,
                 "top1_agreement": self.top1_agreement, "snr_db": self.snr_db, "drop_pp": self.drop_pp,
-                "meets_budget": self.meets_budget, "failed_checks": list(self.failed)}
+                "meets_budget": self.meets_budget, "failed_checks": list(self.failed),
+                **({"task_metric": {k: self.task.get(k) for k in ("task", "metric", "value")}} if self.task else {})}
 
 
 @dataclass(frozen=True)

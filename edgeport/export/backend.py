@@ -28,6 +28,9 @@ class Job:
     key: str
     mode: str
     io_dtype: str = "float32"
+    # An optional job's failure does not fail the conversion: --quant auto builds every allowed mode
+    # and a mode the converter refuses (int16x8 of a fused LSTM) is just a candidate that was not built.
+    optional: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"key": self.key, "mode": self.mode, "io_dtype": self.io_dtype}
@@ -67,6 +70,16 @@ class Conversion:
     onnx: PreparedOnnx | None = None
     saved_model: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def required_failure(jobs: tuple[Job, ...], errors: dict[str, str]) -> str | None:
+    """The first required job that failed (checked from the last, as the file a user asked for is last)."""
+    return next((job.key for job in reversed(jobs) if job.key in errors and not job.optional), None)
+
+
+def optional_failures(jobs: tuple[Job, ...], errors: dict[str, str]) -> dict[str, str]:
+    """{key: one-line error} of the optional jobs that failed (Conversion.extra["failed_jobs"])."""
+    return {job.key: " ".join(errors[job.key].split())[:300] for job in jobs if job.optional and job.key in errors}
 
 
 class Backend(Protocol):

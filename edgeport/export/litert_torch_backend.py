@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 
 from edgeport.errors import ConversionError
-from edgeport.export.backend import Conversion, ExportRequest, register
+from edgeport.export.backend import Conversion, ExportRequest, optional_failures, register, required_failure
 
 
 class LitertTorchBackend:
@@ -30,13 +30,13 @@ class LitertTorchBackend:
             raise ConversionError("LiteRT Torch needs a PyTorch module", hint="use --exporter onnx2tf for ONNX files")
         result = convert_litert_torch(req.loaded.module, list(req.inputs), req.work, [job.to_dict() for job in req.jobs],
                                       req.calibration)
-        failed = [job.key for job in reversed(req.jobs) if job.key in result.errors]
-        if failed:
-            key = failed[0]
+        key = required_failure(req.jobs, result.errors)
+        if key:
             raise ConversionError(f"LiteRT Torch could not build the {key} model: {' '.join(result.errors[key].split())[:600]}",
                                   hint="run with --keep-work to keep the converter log")
         return Conversion(backend=self.name, files=dict(result.files), input_map=result.input_map, notes=tuple(result.notes),
-                          log_path=result.log_path, extra={"seconds": result.seconds, "peak_rss_mb": result.peak_rss_mb})
+                          log_path=result.log_path, extra={"seconds": result.seconds, "peak_rss_mb": result.peak_rss_mb,
+                                 "failed_jobs": optional_failures(req.jobs, result.errors)})
 
 
 register(LitertTorchBackend())

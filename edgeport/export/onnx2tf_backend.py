@@ -12,7 +12,7 @@ from pathlib import Path
 from edgeport import progress
 from edgeport.errors import ConversionError
 from edgeport.export import memory
-from edgeport.export.backend import Conversion, ExportRequest, register
+from edgeport.export.backend import Conversion, ExportRequest, optional_failures, register, required_failure
 from edgeport.export.checkpoint import LoadedModel
 from edgeport.export.onnx_prep import PreparedOnnx, prepare_onnx
 from edgeport.export.to_tflite import (
@@ -44,11 +44,12 @@ class Onnx2tfBackend:
                          f"{', '.join(PSEUDO_OP_REMEDY)}")
             conv = run_conversion(prepared, req.work, req.calibration, jobs, pseudo_ops=PSEUDO_OP_REMEDY)
         notes.extend(conv.notes)
-        failed = [job.key for job in reversed(req.jobs) if job.key in conv.errors]
+        failed = required_failure(req.jobs, conv.errors)
         if failed:
-            raise _job_error(failed[0], conv.errors[failed[0]])
+            raise _job_error(failed, conv.errors[failed])
         return Conversion(backend=self.name, files=dict(conv.files), input_map=conv.input_map, notes=tuple(notes),
-                          log_path=conv.log_path, onnx=prepared, saved_model=conv.saved_model)
+                          log_path=conv.log_path, onnx=prepared, saved_model=conv.saved_model,
+                          extra={"failed_jobs": optional_failures(req.jobs, conv.errors)})
 
     @staticmethod
     def _export(req: ExportRequest, notes: list[str]) -> PreparedOnnx:

@@ -17,6 +17,7 @@ import numpy as np
 
 from edgeport.validate.metrics import compare_output
 from edgeport.validate.run import run_tflite
+from edgeport.validate.task_score import objective
 
 
 def accept_for(val_inputs: Mapping[str, np.ndarray], input_map: Mapping[str, Mapping[str, Any]],
@@ -33,6 +34,9 @@ def accept_for(val_inputs: Mapping[str, np.ndarray], input_map: Mapping[str, Map
         metrics = [compare_output(f"output_{i}", r, o) for i, (r, o) in enumerate(zip(references, run.outputs, strict=True))]
         if any(m.nonfinite for m in metrics):
             return False, -math.inf
+        task = objective(budget, references, run.outputs, labels)
+        if task is not None:
+            return task
         if classifier and labels is not None and budget.get("reference_accuracy") is not None:
             acc = float(np.mean(np.argmax(run.outputs[0], 1) == labels))
             return (budget["reference_accuracy"] - acc) * 100 <= budget["accuracy_drop_pp"] + 1e-9, acc

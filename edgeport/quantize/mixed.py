@@ -166,7 +166,10 @@ def verify_kept_float(model_info: dict[str, Any], kept: list[str]) -> list[str]:
     return [name for name in kept if dtype_by_output.get(name) not in ("FLOAT32", "FLOAT16")]
 
 
-def budget_for(profile_budgets: Any, references: list[np.ndarray], labels: np.ndarray | None) -> dict[str, Any]:
+def budget_for(profile_budgets: Any, references: list[np.ndarray], labels: np.ndarray | None,
+               task: Any = None) -> dict[str, Any]:
+    """The searches' accuracy budget. With a task judged by its own metric (ctc, detect, embed, segment),
+    that metric and the profile's floor for it are the objective (validate/task_score.objective)."""
     ref_acc = None
     ref = references[0]
     if labels is not None and ref.ndim == 2 and ref.shape[1] > 1:
@@ -176,4 +179,12 @@ def budget_for(profile_budgets: Any, references: list[np.ndarray], labels: np.nd
         "accuracy_drop_pp": profile_budgets.accuracy_drop_pp if profile_budgets.accuracy_drop_pp is not None else 1.0,
         "min_top1_agreement": profile_budgets.min_top1_agreement,
         "min_snr_db": profile_budgets.min_snr_db,
+        **_task_budget(profile_budgets, task),
     }
+
+
+def _task_budget(profile_budgets: Any, task: Any) -> dict[str, Any]:
+    floor = profile_budgets.task_minimum(task.name) if task is not None else None
+    if floor is None:
+        return {}
+    return {"task": {"name": task.name, "options": dict(task.options)}, "task_min": floor}

@@ -50,6 +50,7 @@ class Evaluator:
         self.refs = [refs[f"r{i}"] for i in range(len(refs.files))]
         self.labels = np.load(req["labels"]) if req.get("labels") else None
         self.threads = int(req.get("threads", 1))
+        self.budget = req.get("budget") or {}
 
     def outputs(self, model: bytes, limit: int | None = None) -> list[np.ndarray] | None:
         """Candidate outputs from a throwaway process: an int8 kernel that aborts (a quantized DIV at
@@ -81,6 +82,12 @@ class Evaluator:
         got = outs[0].astype(np.float64)
         res: dict[str, Any] = {"ok": True, "snr_db": round(snr, 3) if math.isfinite(snr) else -99.0, "top1": None,
                                "accuracy": None}
+        from edgeport.validate.task_score import objective
+
+        labels = self.labels[: len(outs[0])] if self.labels is not None else None
+        task = objective(self.budget, [r[: len(outs[0])] for r in self.refs], outs, labels)
+        if task is not None:  # ctc/detect/embed/segment: the task metric ranks and decides
+            res["task_ok"], res["task"] = task
         if ref.ndim == 2 and ref.shape[1] > 1:
             res["top1"] = float(np.mean(np.argmax(ref, 1) == np.argmax(got, 1)))
             if self.labels is not None:
@@ -89,8 +96,8 @@ class Evaluator:
 
 
 def _metric(score: dict[str, Any]) -> float:
-    """One number to rank by: task accuracy, else top-1 agreement, else SNR."""
-    for key in ("accuracy", "top1"):
+    """One number to rank by: the task metric, else label accuracy, else top-1 agreement, else SNR."""
+    for key in ("task", "accuracy", "top1"):
         if score.get(key) is not None:
             return float(score[key])
     return float(score["snr_db"]) / 100.0 if score.get("snr_db") is not None else -1.0
@@ -99,6 +106,8 @@ def _metric(score: dict[str, Any]) -> float:
 def _fits(score: dict[str, Any], budget: dict[str, Any]) -> bool:
     if not score["ok"]:
         return False
+    if "task_ok" in score:
+        return bool(score["task_ok"])
     if budget.get("reference_accuracy") is not None and score.get("accuracy") is not None:
         return (budget["reference_accuracy"] - score["accuracy"]) * 100 <= budget["accuracy_drop_pp"] + 1e-9
     if score.get("top1") is not None and budget.get("min_top1_agreement") is not None:

@@ -6,6 +6,7 @@ import os
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,13 +34,13 @@ def equalize_stage(prepared: PreparedOnnx, sample: dict[str, np.ndarray], work: 
 
 
 def mixed_stage(conv: Conversion, prepared: PreparedOnnx, calibration: dict[str, np.ndarray], val: cal.Dataset, references: list[np.ndarray],
-           prof: DeviceProfile, work: Path, notes: list[str], *, diagnose_only: bool = False) -> mixed.MixedResult:
+           prof: DeviceProfile, work: Path, notes: list[str], *, diagnose_only: bool = False, task: Any = None) -> mixed.MixedResult:
     """Search the smallest float set that meets the accuracy budget; the result becomes the artifact.
     With diagnose_only the plain int8 model stays the artifact and only the per-layer table is built."""
     result = mixed.run_mixed(
         saved_model=conv.saved_model, input_map=conv.input_map, calibration=calibration,
         val_inputs=val.inputs, references=references, labels=val.labels,
-        budget=mixed.budget_for(prof.budgets, references, val.labels), float_layers=prof.runtime.float_layers,
+        budget=mixed.budget_for(prof.budgets, references, val.labels, task), float_layers=prof.runtime.float_layers,
         io_dtype=prof.runtime.io_dtype, threads=min(prof.runtime.threads, os.cpu_count() or 1), work=work / "mixed",
         int8_model=conv.files.get("int8"), diagnose_only=diagnose_only,
     )
@@ -74,7 +75,7 @@ def uses_aeq_search(prof: DeviceProfile, choice: str = "auto") -> bool:
 
 
 def aeq_mixed_stage(conv: Conversion, calibration: dict[str, np.ndarray], val: cal.Dataset, references: list[np.ndarray],
-                    prof: DeviceProfile, work: Path, notes: list[str], threads: int):
+                    prof: DeviceProfile, work: Path, notes: list[str], threads: int, task: Any = None):
     """The AEQ search on the backend's float32 model; the result becomes the artifact."""
     from edgeport.export.layout import tflite_layout
     from edgeport.quantize import mixed_aeq
@@ -83,7 +84,7 @@ def aeq_mixed_stage(conv: Conversion, calibration: dict[str, np.ndarray], val: c
     calib = tflite_layout(calibration, conv.input_map)
     probe = tflite_layout({k: v[:8] for k, v in val.inputs.items()}, conv.input_map)
     accept = accept_for(val.inputs, conv.input_map, references, val.labels,
-                        mixed.budget_for(prof.budgets, references, val.labels), threads)
+                        mixed.budget_for(prof.budgets, references, val.labels, task), threads)
     result = mixed_aeq.calibrate_and_search(conv.files["fp32"], calib, probe, accept, prof, work / "mixed", threads=threads)
     if conv.onnx is not None:
         sample = {k: v[:1] for k, v in val.inputs.items()}

@@ -17,6 +17,9 @@ LATENCY_SOURCES = ("device", "simulated", "host")  # the first one measured is t
 # An emulated device (profile connection.emulated) ran ARM kernels, so its outputs count, but its time
 # is an emulator's: recorded, never judged against the latency budget (the next source is judged).
 EMULATED_NOTE = "emulated: accuracy only"
+# The task metric checks' names (edgeport/tasks TaskScore.metric, plus detect's precision): accuracy checks
+# like top1_agreement and snr_db, so the exporter arbitration and --quant auto judge by them too.
+TASK_CHECKS = ("ctc_identical", "detect_recall", "detect_precision", "embed_cosine_min", "segment_miou")
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,9 @@ class Evidence:
     fp16_comparison: dict[str, Any] | None = None
     # report.json's device_validation (runners/device_eval.py): the validation inputs run on the device
     device_validation: dict[str, Any] | None = None
+    # The task's metric against the float model (edgeport/tasks TaskScore.to_dict()): for ctc, detect,
+    # embed and segment it is the accuracy check, in place of the raw SNR that cannot see the task.
+    task: dict[str, Any] | None = None
 
 
 def judge(ev: Evidence, budgets: Budgets) -> dict[str, Any]:
@@ -111,6 +117,22 @@ def _xnnpack(found: dict[str, Any]) -> Check | None:
     return check(found)
 
 
+def _task(ev: Evidence, b: Budgets, finite: bool) -> list[Check | None]:
+    """The task metric's checks (TASK_CHECKS); none for classify (judged by top-1 and the label drop) and raw."""
+    task = ev.task or {}
+    floor = b.task_minimum(task.get("task", ""))
+    if floor is None:
+        return []
+    value = task.get("value") if finite else None
+    detail = task.get("summary", "")
+    checks: list[Check | None] = [verdict.at_least(task["metric"], None if value is None else round(value, 4), floor, detail)]
+    if task["task"] == "detect":  # recall alone passes a model that adds boxes the float model never saw
+        precision = (task.get("details") or {}).get("precision") if finite else None
+        checks.append(verdict.at_least("detect_precision", None if precision is None else round(precision, 4), floor,
+                                       "quantized detections that match a float detection at IoU 0.5"))
+    return checks
+
+
 def device_checks(dev: dict[str, Any] | None, b: Budgets) -> list[Check | None]:
     """The device must agree with the host's TFLite run on EVERY output (mean cosine >= min_device_cosine, or
     top-1 agreement >= min_device_top1_agreement where the output is a classifier's), and its own accuracy
@@ -148,7 +170,9 @@ def _budgets(ev: Evidence, b: Budgets) -> list[Check | None]:
     elif ev.top1_agreement is not None or not finite:
         checks.append(verdict.at_least("top1_agreement", ev.top1_agreement, b.min_top1_agreement,
                                        "no labels: agreement with the float model"))
-    if b.min_snr_db is not None and (ev.snr_db is not None or not finite):
+    task_checks = _task(ev, b, finite)
+    checks.extend(task_checks)
+    if b.min_snr_db is not None and (ev.snr_db is not None or not finite) and not task_checks:
         checks.append(verdict.at_least("snr_db", ev.snr_db, b.min_snr_db))
     checks.append(_latency(ev, b))
     return checks
