@@ -108,6 +108,7 @@ DEFAULTS: dict[str, float] = {
     "link_overhead_us": 0.0,  # fixed cost per inference of a host <-> TPU round trip
     "sram_mb": 8.0,  # Edge TPU on-chip parameter cache
 }
+TOP_OPS = 10  # single ops named in a report's breakdown (every op type is listed)
 REQUIRED_CPU = ("cpu_ghz", "cpu_macs_per_cycle_fp32", "cpu_macs_per_cycle_int8")
 REQUIRED_TPU = ("tpu_peak_gmacs", "tpu_eff_conv", "link_mbps")
 _MIB = 1024 * 1024
@@ -135,7 +136,24 @@ class SimResult:
     def to_dict(self) -> dict[str, Any]:
         return {"p50_ms": round(self.p50_ms, 4), "profile": self.profile, "threads": self.threads,
                 "params": dict(self.params), "edgetpu": self.edgetpu, "notes": list(self.notes),
-                "per_op": [dict(o) for o in self.per_op]}
+                "per_op": [dict(o) for o in self.per_op], **self.breakdown()}
+
+    def breakdown(self, top: int = TOP_OPS) -> dict[str, Any]:
+        """Where the simulated time goes, small enough for every report: the time per op type and the
+        `top` most expensive single ops, each with its share of p50, and the fixed cost outside any op
+        (invoke, delegate partitions, the Edge TPU link)."""
+        share = (lambda ms: round(ms / self.p50_ms, 4)) if self.p50_ms > 0 else (lambda ms: None)
+        groups: dict[str, list[float]] = {}
+        for o in self.per_op:
+            groups.setdefault(o["op"], []).append(o["ms"])
+        by_type = sorted(({"op": op, "count": len(ms), "ms": _r(sum(ms)), "share": share(sum(ms))}
+                          for op, ms in groups.items()), key=lambda r: (-r["ms"], r["op"]))
+        ranked = sorted(self.per_op, key=lambda o: (-o["ms"], o["index"]))[:top]
+        outside = self.p50_ms - sum(o["ms"] for o in self.per_op)
+        return {"by_op_type": by_type,
+                "top_ops": [{**{k: o[k] for k in ("index", "op", "bound", "unit")}, "ms": _r(o["ms"]),
+                             "share": share(o["ms"])} for o in ranked],
+                "outside_ops_ms": _r(max(outside, 0.0))}
 
 
 def resolve_params(simulator: Mapping[str, float], *, edgetpu: bool = False, name: str = "profile") -> dict[str, float]:
