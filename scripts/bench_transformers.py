@@ -52,13 +52,18 @@ def vit_case(work: Path) -> dict:
     ckpt.write_bytes(vit.WEIGHTS.read_bytes())
 
     def judge(rep: dict, _artifact: Path) -> dict:
-        acc = rep["accuracy"]
-        return {"float_top1": round(acc["reference"], 4), "top1": round(acc["tflite"], 4),
-                "drop_pp": round(acc["drop_pp"], 3), "top1_agreement": round(acc["top1_agreement"], 4)}
+        acc = rep["accuracy"]  # figures are None when the model did not run (e.g. it aborted at run time)
+        figure = {"float_top1": "reference", "top1": "tflite", "drop_pp": "drop_pp", "top1_agreement": "top1_agreement"}
+        return {k: None if acc.get(v) is None else round(acc[v], 4) for k, v in figure.items()}
 
     return {"checkpoint": ckpt, "modes": ("fp32", "fp16", "int8", "mixed"), "judge": judge,
             "options": {"model_class": "edgeport.zoo.vit:TinyVit", "input_shapes": ("1x1x32x32",),
                         "calib": "builtin:digits", "val": "builtin:digits-val"}}
+
+
+def vit_no_rewrites_case(work: Path) -> dict:
+    """The same ViT in int8 with the GELU/LayerNorm/HardSigmoid rewrites switched off: what they buy."""
+    return {**vit_case(work), "modes": ("fp32", "int8"), "rewrites": False}
 
 
 def svtr_ctc_case(work: Path) -> dict:
@@ -109,7 +114,7 @@ def block_case(fixture: str, width: int) -> Callable[[Path], dict]:
 
 
 CASES: dict[str, Callable[[Path], dict]] = {
-    "vit": vit_case, "svtr_ctc": svtr_ctc_case,
+    "vit": vit_case, "vit_no_rewrites": vit_no_rewrites_case, "svtr_ctc": svtr_ctc_case,
     **{f"svtr_block_w{w}": block_case("svtr", w) for w in (48, 96, 128)},
     **{f"convnext_w{w}": block_case("convnext", w) for w in (48, 96, 128)},
 }
@@ -139,15 +144,26 @@ def byte_breakdown(info: dict, path: Path) -> dict:
 
 
 def run_case(name: str, case: dict, work: Path, profiles: dict) -> list[dict]:
+    import edgeport.export.rewrites as rw
+
     rows, fp32_size = [], None
+    saved = list(rw.REWRITES)
     for mode in case["modes"]:
-        rep = convert(case["checkpoint"], "raspberry-pi-4", quant=mode, output=work / f"{name}_{mode}", runs=20,
-                      max_val_samples=600, **case["options"]).data
+        if not case.get("rewrites", True):
+            rw.REWRITES[:] = [r for r in saved if r[0] not in ("gelu", "layer_norm", "hard_sigmoid")]
+        try:
+            rep = convert(case["checkpoint"], "raspberry-pi-4", quant=mode, output=work / f"{name}_{mode}", runs=20,
+                          max_val_samples=600, **case["options"]).data
+        finally:
+            rw.REWRITES[:] = saved
         artifact = Path(rep["artifact"]["path"])
         info = inspect_model(artifact)
         fp32_size = fp32_size or rep["artifact"]["size_bytes"]
         float_ops = [info["ops"][i]["op"] for i in info["float_ops"]] if mode in ("int8", "mixed") else []
         row = {"fixture": name, "mode": mode, "exporter": rep["export"]["backend"],
+               "export_attempts": [{k: a.get(k) for k in ("backend", "kept", "why")} for a in rep["export"].get("attempts") or []],
+               "runtime_error": (rep.get("runtime_error") or {}).get("message") if isinstance(rep.get("runtime_error"), dict)
+               else rep.get("runtime_error"),
                "size_bytes": rep["artifact"]["size_bytes"], "size_vs_fp32": round(rep["artifact"]["size_bytes"] / fp32_size, 4),
                "float_layers": len(rep["quantization"].get("float_layers") or []),
                "float_ops": dict(collections.Counter(float_ops)),
