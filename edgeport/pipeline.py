@@ -457,7 +457,7 @@ def _simulate(info: dict[str, Any], prof: DeviceProfile, model: Path, work: Path
         notes.append(f"latency simulation unavailable: {type(exc).__name__}: {str(exc)[:160]}")
         return None, tpu
     return {"p50_ms": round(sim.p50_ms, 4), "profile": sim.profile, "threads": sim.threads, "edgetpu": sim.edgetpu,
-            "fit": prof.fit}, tpu
+            "fit": prof.fit, **sim.breakdown()}, tpu
 
 
 def _measure_targets(model: Path, prof: DeviceProfile, req: ConvertRequest) -> dict[str, Any]:

@@ -24,6 +24,8 @@ from edgeport.validate import metrics, task_score
 from edgeport.validate.judge import Evidence
 from edgeport.validate.run import TfliteRun
 
+MAX_SAMPLES = 1000  # host timings kept in latency.host.samples_ms
+
 
 @dataclass
 class ConvertResults:
@@ -154,12 +156,21 @@ def _accuracy(acc: dict[str, Any], r: ConvertResults) -> None:
 
 def _latency(lat: dict[str, Any], r: ConvertResults) -> None:
     if r.run.latency is not None:
-        lat["host"] = {**r.run.latency.to_dict(), "runtime": r.run.runtime, "delegate": r.run.delegate}
+        lat["host"] = {**r.run.latency.to_dict(), "runtime": r.run.runtime, "delegate": r.run.delegate,
+                       "samples_ms": kept_samples(r.run.latency.samples_ms)}
     if r.fp32_run is not None and r.fp32_run.latency is not None:
         lat["host_fp32"] = r.fp32_run.latency.to_dict()
     lat.update(r.device)
     if r.simulated is not None:
         lat["simulated"] = r.simulated
+
+
+def kept_samples(samples_ms: tuple[float, ...], cap: int = MAX_SAMPLES) -> list[float]:
+    """The timed runs in run order (the report's histogram, and drift over a run, can be read from them);
+    a long run is thinned evenly to `cap` so report.json stays small. p50/p90 come from every run."""
+    picked = samples_ms if len(samples_ms) <= cap else [samples_ms[round(i * (len(samples_ms) - 1) / (cap - 1))]
+                                                         for i in range(cap)]
+    return [round(float(s), 4) for s in picked]
 
 
 def _mixed_section(result: Any, prof: DeviceProfile) -> dict[str, Any]:
