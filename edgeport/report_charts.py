@@ -73,12 +73,14 @@ class Scale:
             count: int = 5) -> Scale:
         vals = [float(v) for v in values if v is not None and math.isfinite(v)] or [0.0]
         lo, hi = min(vals), max(vals)
+        positive = lo >= 0  # sizes and times: padding must not push the axis below zero
         if zero:
             lo, hi = min(lo, 0.0), max(hi, 0.0)
         if hi == lo:
             spread = abs(lo) * 0.1 or 1.0
             lo, hi = (lo, lo + spread) if zero and lo == 0 else (lo - spread, hi + spread)
-        lo, hi = lo - (hi - lo) * pad * (not (zero and lo == 0)), hi + (hi - lo) * pad
+        lo, hi = lo - (hi - lo) * pad, hi + (hi - lo) * pad
+        lo = max(lo, 0.0) if positive else lo
         ticks = nice_ticks(lo, hi, count)
         return cls(ticks[0], ticks[-1], start, end, tuple(ticks))
 
@@ -136,16 +138,35 @@ def _scatter(name: str, title: str, points: Sequence[Point], x_label: str, y_lab
     body = _frame(x, y, x_label, y_label)
     if front:
         body.append(_front(points, x, y))
-    for p in points:
+    taken: list[tuple[float, float, float, float]] = []
+    for p in sorted(points, key=lambda p: not p.chosen):  # the chosen point's label gets the first place
         px, py = x(p.x), y(p.y)
+        text = p.label + (" (chosen)" if p.chosen else "")
+        lx, ly, anchor = _label_spot(px, py, text, taken, x)
         style = f"fill='white' stroke='{_t(p.fill)}' stroke-width='2.5'" if p.hollow else f"fill='{_t(p.fill)}' stroke='white'"
         body.append(f"<g><title>{_t(p.tip)}</title><circle cx='{px:.1f}' cy='{py:.1f}' r='6' {style}/>"
                     + (f"<circle cx='{px:.1f}' cy='{py:.1f}' r='10.5' fill='none' stroke='#111' stroke-width='1.5'/>"
                        if p.chosen else "")
-                    + f"<text x='{px + 12:.1f}' y='{py - 7:.1f}'>{_t(p.label + (' (chosen)' if p.chosen else ''))}</text></g>")
+                    + f"<text x='{lx:.1f}' y='{ly:.1f}' text-anchor='{anchor}'>{_t(text)}</text></g>")
     for i, line in enumerate(legend):
         body.append(f"<text class='muted' x='{x.start:.1f}' y='{height - 6 - 14 * (len(legend) - 1 - i):.1f}'>{line}</text>")
     return _svg(name, title, width, height, body)
+
+
+def _label_spot(px: float, py: float, text: str, taken: list[tuple[float, float, float, float]],
+                x: Scale) -> tuple[float, float, str]:
+    """A place for a point's label that overlaps no label placed before it (right, then left, stepping
+    down): candidates close in size and latency (w8 beside w4) would otherwise print over each other."""
+    w, h = 6.2 * len(text), 11.0
+    for dy in (-7.0, 12.0, -19.0, 24.0, -31.0, 36.0):
+        for dx, anchor in ((12.0, "start"), (-12.0, "end")):
+            left = px + dx if anchor == "start" else px + dx - w
+            box = (left, py + dy - h + 2, left + w, py + dy + 2)
+            inside = x.start - 50 <= box[0] and box[2] <= x.end + 14
+            if inside and not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in taken):
+                taken.append(box)
+                return px + dx, py + dy, anchor
+    return px + 12.0, py - 7.0, "start"
 
 
 def _front(points: Sequence[Point], x: Scale, y: Scale) -> str:
@@ -172,9 +193,12 @@ def _size_unit(sizes: Sequence[float]) -> tuple[str, float]:
 def pareto(quant_auto: dict[str, Any] | None) -> str:
     """--quant auto's candidates: size vs latency, coloured by the task metric, rings for a missed
     budget, the chosen one circled, and the Pareto front (nothing both smaller and faster) dashed."""
-    cands = [c for c in (quant_auto or {}).get("candidates") or [] if c.get("size_bytes")]
-    source = next((s for s in ("device", "simulated", "host") if any(c.get(f"{s}_p50_ms") is not None for c in cands)), None)
-    drawn = [c for c in cands if source and c.get(f"{source}_p50_ms") is not None]
+    every = (quant_auto or {}).get("candidates") or []
+    cands = [c for c in every if c.get("size_bytes")]
+    # One latency source for every point: the one most candidates have (auto times the device only for
+    # candidates that meet the accuracy budget), the device's first among equals.
+    source = max(("device", "simulated", "host"), key=lambda s: sum(c.get(f"{s}_p50_ms") is not None for c in cands))
+    drawn = [c for c in cands if c.get(f"{source}_p50_ms") is not None]
     if not drawn:
         return ""
     metrics = [(c.get("task_metric") or {}) for c in drawn]
@@ -191,9 +215,13 @@ def pareto(quant_auto: dict[str, Any] | None) -> str:
                + (f"; lost because {c['lost_because']}" if c.get("lost_because") else ""))
         points.append(Point(c["size_bytes"] / div, c[f"{source}_p50_ms"], str(c["mode"]), colour, tip,
                             hollow=m.get("passed") is False or c.get("meets_task") is False, chosen=bool(c.get("chosen"))))
-    legend = [f"colour: {_t(metric_name)} from {_t(num(lo))} "
-              + "".join(f"<tspan fill='{ramp(lo + (hi - lo) * k / 4, lo, hi)}'>■</tspan>" for k in range(5))
-              + f" to {_t(num(hi))}", "ring: misses its task budget; circled: chosen; dashed: the Pareto front"]
+    swatches = "".join(f"<tspan fill='{ramp(lo + (hi - lo) * k / 4, lo, hi)}'>■</tspan>" for k in range(5))
+    legend = [f"colour: {_t(metric_name)} from {_t(num(lo))} {swatches} to {_t(num(hi))}" if hi > lo else
+              f"colour: {_t(metric_name)} {_t(num(lo))} for every candidate drawn" if values else
+              "grey: no task metric measured", "ring: misses its task budget; circled: chosen; dashed: the Pareto front"]
+    missing = [str(c.get("mode")) for c in every if c not in drawn]
+    if missing:
+        legend.append(_t(f"not drawn (skipped, or no {source} figure): {', '.join(missing)}"))
     return _scatter("pareto", f"--quant auto candidates: size vs {source} latency", points, f"size ({unit})",
                     f"{source} p50 (ms)", front=True, legend=legend)
 

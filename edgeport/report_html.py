@@ -114,7 +114,7 @@ def _quant_auto(auto: dict[str, Any]) -> str:
     for c in auto.get("candidates") or []:
         m = c.get("task_metric") or {}
         rows.append([f"<b>{_v(c.get('mode'))}</b>" if c.get("chosen") else _v(c.get("mode")), _v(c.get("size_bytes")),
-                     f"{_v(m.get('name'))} {_v(m.get('value'))}", _v(m.get("budget")), _v(c.get("meets_task")),
+                     f"{_v(m.get('name'))} {_v(m.get('value'))}" if m else "—", _v(m.get("budget")), _v(c.get("meets_task")),
                      _v(c.get("simulated_p50_ms")), _v(c.get("host_p50_ms")), _v(c.get("meets_latency")),
                      _v(c.get("skipped") or c.get("lost_because") or ("chosen" if c.get("chosen") else None))])
     return (f"<h2>Precision chosen by --quant auto: {_v(auto.get('chosen'))}</h2>" + charts.pareto(auto)

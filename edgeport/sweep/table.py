@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeport.report import write_text_atomic
+from edgeport.report_charts import sweep_model
 from edgeport.report_html import _CSS
 from edgeport.types import plain
 
@@ -63,7 +64,8 @@ def html(results: dict[str, Any]) -> str:
     cls = {"passed": "ok", "failed": "fail", "error": "fail", "crashed": "fail"}
     head = "".join(f"<th>{escape(h)}</th>" for h in (*COLUMNS[:-1], "report", "reason"))
     body = []
-    for r in rows(results):
+    table = rows(results)
+    for r in table:
         status = r["status"].split()[0]
         link = f"<a href='{escape(r['report'], quote=True)}'>report</a>" if r["report"] else "—"
         tds = [f"<td>{escape(_fmt(r[k]))}</td>" for k in COLUMNS[:4]]
@@ -73,7 +75,17 @@ def html(results: dict[str, Any]) -> str:
         body.append("<tr>" + "".join(tds) + "</tr>")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>edgeport sweep</title><style>{_CSS}</style></head>"
             f"<body><h1>edgeport sweep</h1><p>{escape(results['counts'])} · executor {escape(results['executor'])} · "
-            f"plan <code>{escape(results['plan'])}</code></p><table><tr>{head}</tr>{''.join(body)}</table></body></html>\n")
+            f"plan <code>{escape(results['plan'])}</code></p><table><tr>{head}</tr>{''.join(body)}</table>"
+            f"{_charts(table)}</body></html>\n")
+
+
+def _charts(table: list[dict[str, Any]]) -> str:
+    """One small size-vs-latency chart per model, its cells coloured by pass/fail."""
+    models: dict[str, list[dict[str, Any]]] = {}
+    for r in table:
+        models.setdefault(r["model"], []).append(r)
+    drawn = "".join(sweep_model(model, cells) for model, cells in models.items())
+    return f"<h2>Size vs latency per model</h2><div class='charts'>{drawn}</div>" if drawn else ""
 
 
 def write(out: Path, results: dict[str, Any]) -> dict[str, Path]:
