@@ -17,9 +17,9 @@ import numpy as np
 
 from edgeport.tasks import ctc, detection
 from edgeport.tasks.detect_kind import detect_task
-from edgeport.tasks.spec import TASKS, TaskScore, TaskSpec, parse_task
+from edgeport.tasks.spec import DEFAULT_MIN, TASKS, TaskScore, TaskSpec, parse_task
 
-__all__ = ["TASKS", "TaskScore", "TaskSpec", "detect_task", "parse_task", "score"]
+__all__ = ["DEFAULT_MIN", "TASKS", "TaskScore", "TaskSpec", "detect_task", "parse_task", "score"]
 
 
 def score(spec: TaskSpec, references: Sequence[np.ndarray], outputs: Sequence[np.ndarray],

@@ -3,7 +3,7 @@
 Layouts (`--task detect:layout=...`):
 - `yolo`: one output [N, B, 4+1+C]: cx, cy, w, h, objectness, class scores (YOLOv5/YOLOX style);
 - `yolov8`: one output [N, 4+C, B]: cx, cy, w, h, class scores, no objectness;
-- `pairs`: two outputs, boxes [N, B, 4] as x1, y1, x2, y2 and scores [N, B, C].
+- `pairs`: two outputs, boxes [N, B, 4] as x1, y1, x2, y2 and scores [N, B, C], in either order.
 Scores are used as the model gives them; a head that outputs logits is thresholded on the logits.
 """
 
@@ -16,9 +16,10 @@ MIN_BOXES = 100  # fewer anchors than this is not a dense detection head
 
 def guess_layout(shapes: list[tuple[int, ...]]) -> tuple[str | None, str]:
     """(layout, why) from the output shapes, or (None, why not)."""
-    if len(shapes) == 2 and len(shapes[0]) == 3 and len(shapes[1]) == 3 and shapes[0][-1] == 4 \
+    if len(shapes) == 2 and all(len(s) == 3 for s in shapes) and 4 in (shapes[0][-1], shapes[1][-1]) \
             and shapes[0][1] == shapes[1][1] and shapes[0][1] >= MIN_BOXES:
-        return "pairs", f"boxes {list(shapes[0])} and scores {list(shapes[1])}"
+        box = _box_index(shapes)
+        return "pairs", f"boxes {list(shapes[box])} and scores {list(shapes[1 - box])}"
     if len(shapes) != 1 or len(shapes[0]) != 3:
         return None, "not one [N, boxes, values] output or a boxes+scores pair"
     _, a, b = shapes[0]
@@ -32,7 +33,8 @@ def guess_layout(shapes: list[tuple[int, ...]]) -> tuple[str | None, str]:
 def decode(outputs: list[np.ndarray], layout: str, score_min: float) -> list[np.ndarray]:
     """Per sample, candidate detections [K, 6]: x1, y1, x2, y2, score, class."""
     if layout == "pairs":
-        boxes, scores = outputs[0], outputs[1]
+        box = _box_index([o.shape for o in outputs])
+        boxes, scores = outputs[box], outputs[1 - box]
     else:
         y = outputs[0] if layout == "yolo" else np.transpose(outputs[0], (0, 2, 1))
         cxcywh = y[..., :4]
@@ -45,6 +47,11 @@ def decode(outputs: list[np.ndarray], layout: str, score_min: float) -> list[np.
         keep = best >= score_min
         found.append(np.concatenate([b[keep], best[keep, None], cls[keep, None]], 1).astype(np.float64))
     return found
+
+
+def _box_index(shapes: list[tuple[int, ...]]) -> int:
+    """Which of a boxes+scores pair holds the boxes (last axis 4); the first one when both do."""
+    return 0 if shapes[0][-1] == 4 else 1
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

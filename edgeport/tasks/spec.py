@@ -8,6 +8,9 @@ from typing import Any
 from edgeport.errors import InputError
 
 TASKS = ("classify", "ctc", "detect", "embed", "segment", "raw")
+# Each task's default floor for its primary metric (the profiles' [budgets] min_* keys default to the same
+# figures); raw has none: it is judged by the profile's min_snr_db as before tasks existed.
+DEFAULT_MIN = {"classify": 0.98, "ctc": 0.98, "detect": 0.95, "embed": 0.99, "segment": 0.95}
 # Each task's options: name -> (parser, example). A typo in a key or value is exit 2, not a silent default.
 DETECT_LAYOUTS = ("yolo", "yolov8", "pairs")  # [N,B,5+C] with objectness | [N,4+C,B] | boxes [N,B,4] + scores [N,B,C]
 CTC_LAYOUTS = ("ntc", "tnc", "nct")

@@ -1,0 +1,109 @@
+"""One small seeded model per task, with data, for the task metrics' tests and benchmarks.
+
+- CTC: the trained CRNN of edgeport/zoo/recurrent.py (crnn.pt) on its synthetic digit lines.
+- YoloStyleDetector: one concatenated output [N, 192, 4+1+C] (cx, cy, w, h in pixels, sigmoid
+  objectness and class scores), as YOLOv5/YOLOX heads export.
+- EmbeddingNet: a conv tower to a 64-d L2-normalised embedding.
+- TinySegmenter: per-pixel class logits [N, 4, H, W].
+Untrained (seeded) except the CRNN: the metrics compare the quantized model with the float one, so
+any deterministic model with a realistic output structure exercises them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+ZOO = Path(__file__).resolve().parent
+
+
+class YoloStyleDetector(nn.Module):
+    def __init__(self, classes: int = 3, anchors: int = 3, size: int = 64) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU(),
+                                  nn.Conv2d(32, 32, 3, 2, 1), nn.ReLU())
+        self.out = nn.Conv2d(32, anchors * (5 + classes), 1)
+        self.k, self.anchors, self.stride = 5 + classes, anchors, 8
+        grid = size // self.stride
+        ys, xs = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+        self.register_buffer("cells", torch.stack([xs, ys], -1).reshape(1, -1, 1, 2).float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.out(self.body(x))
+        n, _, h, w = y.shape
+        y = y.permute(0, 2, 3, 1).reshape(n, h * w, self.anchors, self.k)
+        xy = (torch.sigmoid(y[..., :2]) + self.cells) * self.stride
+        wh = torch.exp(torch.tanh(y[..., 2:4]) * 0.5) * 2 * self.stride  # 10 to 26 pixels
+        rest = torch.sigmoid(y[..., 4:] * 3 - 4)  # few anchors score high, as in a trained head
+        return torch.cat([xy, wh, rest], -1).reshape(n, h * w * self.anchors, self.k)
+
+
+class EmbeddingNet(nn.Module):
+    def __init__(self, dim: int = 64) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU(),
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e = self.body(x)
+        return e / e.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+
+
+class TinySegmenter(nn.Module):
+    def __init__(self, classes: int = 4) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1), nn.ReLU(), nn.Conv2d(16, 16, 3, 1, 1), nn.ReLU(),
+                                  nn.Conv2d(16, classes, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def seeded(model: nn.Module, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.normal_(m.weight, std=0.25)
+            nn.init.normal_(m.bias, std=0.05)
+    return model.eval()
+
+
+def images(count: int, size: int = 32, seed: int = 0) -> np.ndarray:
+    """Smooth random images (blobs), so neighbouring pixels correlate as in photos."""
+    rng = np.random.default_rng(seed)
+    small = rng.uniform(-1, 1, (count, 3, size // 4, size // 4)).astype(np.float32)
+    return np.repeat(np.repeat(small, 4, 2), 4, 3) + rng.normal(0, 0.1, (count, 3, size, size)).astype(np.float32)
+
+
+# name -> (class path, checkpoint builder, input shape, data builder)
+FIXTURES = {
+    "yolo_detector": ("edgeport.zoo.task_models:YoloStyleDetector", lambda: seeded(YoloStyleDetector()), (3, 64, 64)),
+    "embedding_net": ("edgeport.zoo.task_models:EmbeddingNet", lambda: seeded(EmbeddingNet()), (3, 32, 32)),
+    "tiny_segmenter": ("edgeport.zoo.task_models:TinySegmenter", lambda: seeded(TinySegmenter()), (3, 32, 32)),
+}
+
+
+def write(name: str, folder: Path, calib: int = 64, val: int = 32) -> list[str]:
+    """Checkpoint and data for FIXTURES[name] (or the CRNN) in `folder`: the convert arguments."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if name == "crnn_ctc":
+        from edgeport.zoo.recurrent import make_lines
+
+        for role, count, seed in (("calib", calib, 1), ("val", val, 2)):
+            np.savez(folder / f"{name}_{role}.npz", x=make_lines(count, seed)[0])
+        return [str(ZOO / "crnn.pt"), "--model-class", "edgeport.zoo.recurrent:Crnn",
+                "--calib", str(folder / f"{name}_calib.npz"), "--val", str(folder / f"{name}_val.npz")]
+    cls, build, shape = FIXTURES[name]
+    ckpt = folder / f"{name}.pt"
+    torch.save(build().state_dict(), ckpt)
+    for role, count, seed in (("calib", calib, 1), ("val", val, 2)):
+        np.savez(folder / f"{name}_{role}.npz", x=images(count, shape[-1], seed))
+    return [str(ckpt), "--model-class", cls, "--input-shape", "1x" + "x".join(map(str, shape)),
+            "--calib", str(folder / f"{name}_calib.npz"), "--val", str(folder / f"{name}_val.npz")]
+
+
+def bench_fixtures(folder: Path) -> dict[str, list[str]]:
+    return {name: write(name, folder / name) for name in ("crnn_ctc", *FIXTURES)}

@@ -1,0 +1,181 @@
+"""Task metrics (edgeport/tasks): parsing, detection from the outputs, the metrics themselves, and planted
+faults on real float outputs of the task fixtures that the task metric catches while SNR still passes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from edgeport.errors import InputError
+from edgeport.profiles import load_profile
+from edgeport.tasks import TaskSpec, detect_task, detection, parse_task, score
+from edgeport.tasks import ctc as ctc_metrics
+from edgeport.types import TensorSpec
+from edgeport.validate.metrics import compare_output
+from edgeport.zoo import task_models as tm
+from edgeport.zoo.recurrent import Crnn, make_lines
+
+BUDGETS = load_profile("raspberry-pi-4").budgets
+SNR_FLOOR = BUDGETS.min_snr_db
+
+
+def _forward(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.from_numpy(x)).numpy()
+
+
+def _spec(ref: np.ndarray) -> list[TensorSpec]:
+    return [TensorSpec("out", tuple(ref.shape), "float32")]
+
+
+def _snr(ref: np.ndarray, got: np.ndarray) -> float:
+    return compare_output("out", ref, got).snr_db
+
+
+@pytest.fixture(scope="module")
+def crnn_out() -> np.ndarray:
+    model = Crnn()
+    model.load_state_dict(torch.load(tm.ZOO / "crnn.pt", weights_only=True))
+    return _forward(model.eval(), make_lines(100, 2)[0])
+
+
+# -- parsing ---------------------------------------------------------------------------------------
+
+def test_parse_task_takes_options_and_refuses_typos_with_one_line():
+    spec = parse_task("ctc:blank=10,layout=tnc")
+    assert (spec.name, spec.options, spec.detected) == ("ctc", {"blank": "10", "layout": "tnc"}, False)
+    assert parse_task("detect:layout=yolov8,iou=0.5").options == {"layout": "yolov8", "iou": "0.5"}
+    for bad, words in (("ocr", "unknown task"), ("ctc:blnk=0", "not an option of ctc"), ("ctc:blank=-1", "class index"),
+                       ("detect:layout=ssd", "one of yolo"), ("detect:iou=2", "(0, 1]"), ("embed:x=1", "embed takes: none")):
+        with pytest.raises(InputError) as err:
+            parse_task(bad)
+        assert words in err.value.one_line(), (bad, err.value.one_line())
+
+
+# -- detection from the outputs --------------------------------------------------------------------
+
+def test_each_fixture_is_detected_as_its_task_with_a_reason(crnn_out):
+    ctc = detect_task(_spec(crnn_out), [crnn_out], None)
+    assert (ctc.name, ctc.options["blank"]) == ("ctc", "0") and "CTC" in ctc.reason
+    det = _forward(tm.seeded(tm.YoloStyleDetector()), tm.images(4, 64))
+    assert detect_task(_spec(det), [det], None).options == {"layout": "yolo"}
+    yolov8 = np.transpose(det[..., [0, 1, 2, 3, 5, 6, 7]], (0, 2, 1))
+    assert detect_task(_spec(yolov8), [yolov8], None).options == {"layout": "yolov8"}
+    emb = _forward(tm.seeded(tm.EmbeddingNet()), tm.images(4))
+    assert detect_task(_spec(emb), [emb], None).name == "embed"
+    seg = _forward(tm.seeded(tm.TinySegmenter()), tm.images(4))
+    assert detect_task(_spec(seg), [seg], np.zeros((4, 32, 32), np.int64)).name == "segment"
+    raw = detect_task(_spec(seg), [seg], None)
+    assert raw.name == "raw" and "--task segment" in raw.reason, "a 4-D output without labels may be an image"
+
+
+def test_classifiers_stay_classifiers():
+    logits = np.random.default_rng(0).normal(size=(20, 10)).astype(np.float32)
+    assert detect_task(_spec(logits), [logits], np.arange(20) % 10).name == "classify"
+    assert detect_task(_spec(logits), [logits], None).name == "classify"  # not unit-norm: not an embedding
+
+
+def test_a_boxes_and_scores_pair_is_a_detector_in_either_order():
+    boxes, scores = np.zeros((2, 300, 4), np.float32), np.zeros((2, 300, 5), np.float32)
+    specs = [TensorSpec("s", (2, 300, 5), "float32"), TensorSpec("b", (2, 300, 4), "float32")]
+    assert detect_task(specs, [scores, boxes], None).options == {"layout": "pairs"}
+
+
+# -- the metrics -----------------------------------------------------------------------------------
+
+def test_greedy_ctc_collapses_repeats_and_drops_the_blank():
+    steps = np.eye(4)[[1, 1, 0, 1, 2, 2, 0, 0, 3]][None]
+    assert ctc_metrics.greedy(steps, blank=0) == [(1, 1, 2, 3)]
+    assert ctc_metrics.greedy(steps, blank=3) == [(1, 0, 1, 2, 0)]
+    assert ctc_metrics.cer([(1, 2, 3)], [(1, 3)]) == pytest.approx(1 / 3)
+
+
+def test_ctc_against_label_sequences(crnn_out):
+    truth = np.full((len(crnn_out), 12), -1)
+    decoded = ctc_metrics.greedy(crnn_out, 0)
+    for i, seq in enumerate(decoded):
+        truth[i, :len(seq)] = seq
+    found = score(TaskSpec("ctc"), [crnn_out], [crnn_out], truth)
+    assert found.value == 1.0 and found.details["cer_vs_labels"] == 0.0 and found.details["exact_vs_labels"] == 1.0
+
+
+def test_nms_keeps_the_best_of_overlapping_boxes_per_class():
+    dets = np.array([[0, 0, 10, 10, 0.9, 0], [1, 1, 11, 11, 0.8, 0], [1, 1, 11, 11, 0.7, 1], [50, 50, 60, 60, 0.6, 0]])
+    kept = detection.nms(dets, 0.45)
+    assert sorted(map(tuple, kept[:, 4:])) == [(0.6, 0), (0.7, 1), (0.9, 0)]
+
+
+def test_map50_is_one_for_perfect_detections_and_lower_for_a_miss():
+    truth = [np.array([[0, 0, 10, 10, 0], [20, 20, 30, 30, 1]], float)]
+    perfect = [np.array([[0, 0, 10, 10, 0.9, 0], [20, 20, 30, 30, 0.8, 1]], float)]
+    assert detection.average_precision_50(truth, perfect) == pytest.approx(1.0)
+    assert detection.average_precision_50(truth, [perfect[0][:1]]) == pytest.approx(0.5)
+
+
+def test_detect_with_box_labels_reports_map50():
+    det = _forward(tm.seeded(tm.YoloStyleDetector()), tm.images(4, 64))
+    ref = [detection.nms(d, 0.45) for d in detection.decode([det], "yolo", 0.25)]
+    labels = np.full((4, 64, 5), -1.0)
+    for i, r in enumerate(ref):
+        labels[i, :len(r)] = r[:, [0, 1, 2, 3, 5]]
+    found = score(TaskSpec("detect", {"layout": "yolo"}), [det], [det], labels)
+    assert found.value == 1.0 and found.details["map50_vs_labels"] == pytest.approx(1.0)
+
+
+# -- planted faults: the task metric fails where the profile's SNR budget still passes --------------
+
+def test_ctc_scores_swapped_on_half_the_lines(crnn_out):
+    got = crnn_out.copy()
+    half = len(got) // 2
+    got[:half, :, [3, 4]] = got[:half, :, [4, 3]]
+    assert _snr(crnn_out, got) >= SNR_FLOOR
+    found = score(TaskSpec("ctc"), [crnn_out], [got])
+    assert found.value < BUDGETS.min_ctc_identical and found.details["cer_vs_float"] > 0
+
+
+def test_detector_boxes_offset_by_four_pixels():
+    det = _forward(tm.seeded(tm.YoloStyleDetector()), tm.images(32, 64, seed=2))
+    got = det.copy()
+    got[..., 0] += 4.0
+    assert _snr(det, got) >= SNR_FLOOR
+    assert score(TaskSpec("detect", {"layout": "yolo"}), [det], [got]).value < BUDGETS.min_detect_recall
+
+
+def test_detector_class_scores_swapped():
+    det = _forward(tm.seeded(tm.YoloStyleDetector()), tm.images(32, 64, seed=2))
+    got = det.copy()
+    got[..., [5, 6]] = got[..., [6, 5]]
+    assert _snr(det, got) >= SNR_FLOOR
+    found = score(TaskSpec("detect", {"layout": "yolo"}), [det], [got])
+    assert found.value < BUDGETS.min_detect_recall and found.details["precision"] < BUDGETS.min_detect_recall
+
+
+def test_embedding_with_one_channel_zeroed():
+    emb = _forward(tm.seeded(tm.EmbeddingNet()), tm.images(32, seed=2))
+    share = emb**2  # each channel's share of each sample's (unit) energy
+    quiet = share.mean(0) < 10 ** (-SNR_FLOOR / 10)  # zeroing it alone keeps the SNR above the budget
+    channel = int(np.argmax(np.where(quiet, share.max(0), -1)))
+    got = emb.copy()
+    got[:, channel] = 0
+    assert _snr(emb, got) >= SNR_FLOOR
+    assert score(TaskSpec("embed"), [emb], [got]).value < BUDGETS.min_embed_cosine
+
+
+def test_segmenter_with_one_class_channel_lowered():
+    seg = _forward(tm.seeded(tm.TinySegmenter()), tm.images(16, seed=2))
+    got = seg.copy()
+    got[:, 1] -= 0.1 * seg.std()
+    assert _snr(seg, got) >= SNR_FLOOR
+    found = score(TaskSpec("segment"), [seg], [got])
+    assert found.value < BUDGETS.min_segment_miou and found.details["pixel_agreement"] < 1.0
+
+
+def test_default_floors_match_the_profile_defaults():
+    from edgeport.profiles import Budgets
+    from edgeport.tasks import DEFAULT_MIN
+
+    b = Budgets()
+    assert DEFAULT_MIN["classify"] == load_profile("raspberry-pi-4").budgets.min_top1_agreement
+    for task in ("ctc", "detect", "embed", "segment"):
+        assert DEFAULT_MIN[task] == b.task_minimum(task), task
