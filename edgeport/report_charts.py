@@ -308,27 +308,41 @@ def top_ops(simulated: dict[str, Any] | None) -> str:
     return _hbars("top-ops", f"the {len(rows)} slowest ops (simulated)", bars, "simulated ms per inference", legend=legend)
 
 
+# Per-layer sensitivity figures, in the order a chart prefers them: the first that varies over the
+# layers is drawn (a task metric that stays at 1.0 for every layer ranks nothing; the SNR gain does).
+SENSITIVITY_KEYS = {
+    "tflite-converter": (("gain", "task metric gained by keeping the layer's unit in float"),
+                         ("snr_gain_db", "output SNR (dB) gained by keeping the layer's unit in float"),
+                         ("rmse_over_scale", "the layer's own int8 error (RMSE / scale)")),
+    "aeq": (("proxy_gain", "output NSR this op adds alone in int8 (the rest float)"),
+            ("metric_gain", "task metric lost without this op's searched level")),
+}
+
+
 def sensitivity(quantization: dict[str, Any] | None) -> str:
-    """Per-layer int8 sensitivity, most sensitive first. The TF-converter search measures each unit's
-    gain in the task metric when kept in float (`gain`); the AI Edge Quantizer search measures the
-    output NSR an op adds alone in int8 (`proxy_gain`). Layers the model keeps above int8 are orange."""
+    """Per-layer int8 sensitivity (`--diagnose` or a `--quant mixed` search), most sensitive first;
+    layers the model keeps above int8 are orange."""
     q = quantization or {}
-    aeq = (q.get("search") or {}).get("method") == "aeq"
-    key = "proxy_gain" if aeq else "gain"
-    rows = [r for r in q.get("layers") or [] if isinstance(r.get(key), int | float) and math.isfinite(r[key])]
-    if not rows:
+    method = "aeq" if (q.get("search") or {}).get("method") == "aeq" else "tflite-converter"
+    layers = q.get("layers") or []
+
+    def figures(key: str) -> list[dict[str, Any]]:
+        return [r for r in layers if isinstance(r.get(key), int | float) and math.isfinite(r[key])]
+
+    found = [(key, what, figures(key)) for key, what in SENSITIVITY_KEYS[method]]
+    found = [f for f in found if f[2]]
+    if not found:
         return ""
+    key, what, rows = next((f for f in found if len({r[f[0]] for r in f[2]}) > 1), found[0])
     kept = {k["tensor"] for k in q.get("float_layers") or [] if isinstance(k, dict)}
     kept |= {r["tensor"] for r in rows if r.get("level") not in (None, "int8")}
-    rows.sort(key=lambda r: -r[key])
+    rows = sorted(rows, key=lambda r: -r[key])
     bars = [Bar(str(r.get("pytorch_module") or r.get("onnx_node") or r["tensor"]) + (f" ({r['op']})" if r.get("op") else ""),
-                r[key], num(r[key]),
-                "#e08a2c" if r["tensor"] in kept else BAR, f"{r['tensor']}: {key} {num(r[key])}") for r in rows[:MAX_BARS]]
-    what = ("output NSR added by this op alone in int8 (the rest float)" if aeq
-            else "metric gained by keeping this layer in float")
+                r[key], num(r[key]), "#e08a2c" if r["tensor"] in kept else BAR, f"{r['tensor']}: {key} {num(r[key])}")
+            for r in rows[:MAX_BARS]]
     legend = (f"<tspan fill='#e08a2c'>■</tspan> kept above int8 <tspan fill='{BAR}'>■</tspan> int8"
               + (f"; {len(rows) - MAX_BARS} more layer(s) not drawn" if len(rows) > MAX_BARS else ""))
-    return _hbars("sensitivity", "per-layer int8 sensitivity", bars, what, legend=legend)
+    return _hbars("sensitivity", f"per-layer int8 sensitivity: {key}", bars, what, legend=legend)
 
 
 def latency_histogram(host: dict[str, Any] | None, name: str = "host-latency", where: str = "this host") -> str:

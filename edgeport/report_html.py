@@ -80,9 +80,11 @@ def render(report: dict[str, Any]) -> str:
             ["op", "PyTorch module", "ONNX node", "gain kept float", "rmse/scale", "kept float"],
             [[_v(r["op"]), _v(r.get("pytorch_module")), _v(r.get("onnx_node")), _v(r.get("gain")), _v(r.get("rmse_over_scale")),
               "yes" if r["tensor"] in kept else ""] for r in ranked]))
-        parts.append("<h2>Accuracy vs float ops</h2>" + _table(["float ops", "accuracy", "top-1", "SNR dB", "bytes", "host p50 ms"], [
-            [_v(c["float_ops"]), _v(c.get("accuracy")), _v(c.get("top1")), _v(c.get("snr_db")), _v(c.get("size_bytes")),
-             _v(c.get("host_p50_ms"))] for c in q.get("curve") or []]))
+        if q.get("curve"):  # a --diagnose run has the per-layer table and no search curve
+            parts.append("<h2>Accuracy vs float ops</h2>" + _table(
+                ["float ops", "accuracy", "top-1", "SNR dB", "bytes", "host p50 ms"],
+                [[_v(c["float_ops"]), _v(c.get("accuracy")), _v(c.get("top1")), _v(c.get("snr_db")), _v(c.get("size_bytes")),
+                  _v(c.get("host_p50_ms"))] for c in q["curve"]]))
     notes = report.get("notes") or []
     if notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>")
