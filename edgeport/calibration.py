@@ -25,6 +25,8 @@ import numpy as np
 from edgeport.errors import CalibrationError, cause_line
 from edgeport.imagefolder import IMAGE_EXTS, normalize, read_folder
 from edgeport.preprocessing import Preprocessing, value_range
+from edgeport.tasks.labels import KEYS as TASK_LABEL_KEYS
+from edgeport.tasks.labels import TaskLabels, from_arrays
 from edgeport.types import TensorSpec
 from edgeport.validate.labels import check_labels
 
@@ -46,6 +48,8 @@ class Dataset:
     sha256: str
     preprocessing: dict[str, Any] | None
     class_names: tuple[str, ...] | None = None
+    # What a ctc/detect/segment task scores against (.npz keys text+charset, tokens, boxes, masks).
+    task_labels: TaskLabels | None = None
 
     @property
     def count(self) -> int:
@@ -58,18 +62,22 @@ class Dataset:
         sel = np.flatnonzero(sel) if sel.dtype == bool else sel.astype(np.int64)
         labels = None if self.labels is None else self.labels[sel]
         return _make({k: v[sel] for k, v in self.inputs.items()}, labels, self.source, self.preprocessing,
-                     self.class_names)
+                     self.class_names, None if self.task_labels is None else self.task_labels.take(sel))
 
 
 def _make(inputs: dict[str, np.ndarray], labels: np.ndarray | None, source: str,
-          preprocessing: dict[str, Any] | None, class_names: tuple[str, ...] | None) -> Dataset:
+          preprocessing: dict[str, Any] | None, class_names: tuple[str, ...] | None,
+          task_labels: TaskLabels | None = None) -> Dataset:
     # Name, dtype and shape are hashed too, so equal bytes with a different meaning differ.
     h = hashlib.sha256()
-    for name, arr in [*inputs.items(), *([("\0labels", labels)] if labels is not None else [])]:
+    extra = [("\0" + k, v) for k, v in (task_labels.arrays() if task_labels else {}).items()]
+    if task_labels and task_labels.charset:
+        extra.append(("\0charset", np.array(task_labels.charset)))
+    for name, arr in [*inputs.items(), *([("\0labels", labels)] if labels is not None else []), *extra]:
         a = np.ascontiguousarray(arr)
         h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
         h.update(a.tobytes())
-    return Dataset(inputs, labels, source, h.hexdigest(), preprocessing, class_names)
+    return Dataset(inputs, labels, source, h.hexdigest(), preprocessing, class_names, task_labels)
 
 
 def _fmt(shape: tuple[int, ...]) -> str:
@@ -155,21 +163,24 @@ def load_data(spec: str, inputs: list[TensorSpec], preprocessing: Preprocessing 
     pre = preprocessing or Preprocessing()
     applied: dict[str, Any] | None = None
     class_names: tuple[str, ...] | None = None
+    task_arrays: dict[str, np.ndarray] = {}
     if spec.startswith("builtin:"):
         x, labels, applied, class_names = _read_builtin(spec, pre)
         raw = {names[0]: x}
     elif _path_kind(spec) == "dir":
         raw, labels, applied, class_names = read_folder(what, Path(spec), inputs[0], pre, max_samples)
     elif _path_kind(spec) == "file":
-        raw, labels = _read_arrays(what, Path(spec), names)
+        raw, labels, task_arrays = _read_arrays(what, Path(spec), names)
     else:
         raise CalibrationError(f"{what} not found", hint="pass an existing .npz, .npy, image folder or builtin:NAME "
                                                          f"(built-in: {', '.join(builtin_names()) or 'none'})")
     count = _check_inputs(raw, inputs, pre.layout, what)
     labels = None if labels is None else check_labels(labels, count, what, outputs)
+    task_labels = from_arrays(task_arrays, count, what, tuple(names))
     stop = count if max_samples is None else min(count, max_samples)
     arrays = {s.name: _cast(raw[s.name][:stop], s, what) for s in inputs}
-    return _make(arrays, None if labels is None else labels[:stop], spec, applied, class_names)
+    return _make(arrays, None if labels is None else labels[:stop], spec, applied, class_names,
+                 None if task_labels is None else task_labels.take(np.arange(stop)))
 
 
 def _path_kind(spec: str) -> str | None:
@@ -191,7 +202,7 @@ def _read_numpy(path: Path, what: str) -> dict[str, np.ndarray] | np.ndarray:
         raise CalibrationError(f"cannot read {what}: {type(e).__name__}: {cause_line(e)}", hint=_SAVE_HINT) from None
 
 
-def _read_arrays(what: str, path: Path, names: list[str]) -> tuple[dict[str, np.ndarray], Any]:
+def _read_arrays(what: str, path: Path, names: list[str]) -> tuple[dict[str, np.ndarray], Any, dict[str, np.ndarray]]:
     suffix = path.suffix.lower()
     if suffix in IMAGE_EXTS:
         raise CalibrationError(f"{what} is a single image", hint="pass the folder that holds the images")
@@ -203,9 +214,10 @@ def _read_arrays(what: str, path: Path, names: list[str]) -> tuple[dict[str, np.
         if len(names) > 1:
             raise CalibrationError(f"{what} is a single .npy array but the model has inputs {', '.join(names)}",
                                    hint=_savez_hint(names))
-        return {names[0]: content}, None
+        return {names[0]: content}, None, {}
     label_key = LABEL_KEY if LABEL_KEY not in names else None  # an input named "y" is data, not labels
-    data = {k: v for k, v in content.items() if k != label_key}
+    task_keys = {k for k in TASK_LABEL_KEYS if k in content and k not in names}  # likewise "text", "boxes"...
+    data = {k: v for k, v in content.items() if k != label_key and k not in task_keys}
     have = f"the file has {', '.join(content) or 'nothing'}"
     if len(names) == 1:
         key = next((k for k in (names[0], "x") if k in data), next(iter(data)) if len(data) == 1 else None)
@@ -216,7 +228,7 @@ def _read_arrays(what: str, path: Path, names: list[str]) -> tuple[dict[str, np.
     elif missing := [n for n in names if n not in data]:
         raise CalibrationError(f"{what}: missing arrays for inputs {', '.join(missing)}; {have}",
                                hint=_savez_hint(names))
-    return data, content.get(label_key) if label_key else None
+    return data, content.get(label_key) if label_key else None, {k: content[k] for k in task_keys}
 
 
 def _check_array(name: str, arr: np.ndarray, spec: TensorSpec, layout: str, what: str) -> None:

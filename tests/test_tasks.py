@@ -179,3 +179,57 @@ def test_default_floors_match_the_profile_defaults():
     assert DEFAULT_MIN["classify"] == load_profile("raspberry-pi-4").budgets.min_top1_agreement
     for task in ("ctc", "detect", "embed", "segment"):
         assert DEFAULT_MIN[task] == b.task_minimum(task), task
+
+
+# -- task labels in the data .npz ------------------------------------------------------------------
+
+def test_text_labels_load_with_their_charset_and_score_the_crnn(tmp_path, crnn_out):
+    from edgeport.calibration import load_data as load
+
+    x, texts = make_lines(100, 2)
+    path = tmp_path / "val.npz"
+    np.savez(path, x=x, text=np.array(texts), charset=np.array("-0123456789"))
+    ds = load(str(path), [TensorSpec("x", (1, 1, 16, 64), "float32")], max_samples=60)
+    assert ds.labels is None and len(ds.task_labels) == 60 and ds.task_labels.charset[1] == "0"
+    found = score(TaskSpec("ctc"), [crnn_out[:60]], [crnn_out[:60]], ds.task_labels)
+    # The trained CRNN reads its own lines: its strings vs the labels are the reference figure.
+    assert found.details["cer_vs_labels"] == found.details["reference_cer_vs_labels"] < 0.05
+    got = crnn_out[:60].copy()
+    got[:, :, [1, 2]] = got[:, :, [2, 1]]  # "0" and "1" swapped
+    worse = score(TaskSpec("ctc"), [crnn_out[:60]], [got], ds.task_labels)
+    assert worse.details["cer_vs_labels"] > found.details["cer_vs_labels"]
+    assert {"float", "quantized", "sample"} <= set(worse.details["differing"][0])
+    assert worse.details["differing"][0]["float"].isdigit()  # rendered through the charset
+    assert ds.take(np.arange(5)).task_labels.text.tolist() == texts[:5]
+
+
+@pytest.mark.parametrize(("arrays", "words"), [
+    ({"text": np.array(["12"] * 8)}, "need a 'charset'"),
+    ({"boxes": np.zeros((8, 3, 4))}, "(N, M, 5)"),
+    ({"tokens": np.zeros((7, 3), np.int64)}, "7 'tokens' labels for 8 samples"),
+    ({"charset": np.array("-01")}, "no 'text'"),
+])
+def test_bad_task_labels_are_one_line_errors(tmp_path, arrays, words):
+    from edgeport.calibration import load_data as load
+
+    path = tmp_path / "bad.npz"
+    np.savez(path, x=np.zeros((8, 4), np.float32), **arrays)
+    with pytest.raises(InputError) as err:
+        load(str(path), [TensorSpec("x", (1, 4), "float32")])
+    assert words in err.value.one_line()
+
+
+def test_an_input_named_like_a_label_key_stays_data(tmp_path):
+    from edgeport.calibration import load_data as load
+
+    path = tmp_path / "two.npz"
+    np.savez(path, x=np.zeros((8, 4), np.float32), boxes=np.ones((8, 2), np.float32))
+    ds = load(str(path), [TensorSpec("x", (1, 4), "float32"), TensorSpec("boxes", (1, 2), "float32")])
+    assert ds.task_labels is None and set(ds.inputs) == {"x", "boxes"}
+
+
+def test_charset_tokens_longer_than_one_character_encode_longest_first():
+    from edgeport.tasks.labels import encode
+
+    assert encode("thethe", ("-", "t", "h", "e", "th")) == (4, 3, 4, 3)
+    assert encode("t?", ("-", "t")) == (1, -2)  # an unknown character still counts as an error

@@ -1,8 +1,20 @@
-"""CTC recognizers: greedy decoding, strings identical to float, character error rate."""
+"""CTC recognizers: greedy decoding, strings identical to float, character error rate.
+
+The output is per-step class scores, [N, T, C] by default (`--task ctc:layout=tnc` for time-major
+[T, N, C], `nct` for [N, C, T]); the blank is class 0 unless `blank=` says otherwise. Labels are
+class sequences (`tokens`, -1 padded) or strings (`text`) mapped through a `charset` (tasks/labels.py).
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+
+from edgeport.tasks.labels import TaskLabels
+from edgeport.tasks.spec import TaskScore, TaskSpec
+
+EXAMPLES = 3  # differing strings shown in the report: enough to see the kind of error, few enough to read
 
 
 def to_ntc(y: np.ndarray, layout: str) -> np.ndarray:
@@ -43,8 +55,36 @@ def cer(refs: list, hyps: list) -> float:
 
 
 def label_sequences(labels: object, blank: int) -> list[tuple[int, ...]] | None:
-    """Integer label sequences [N, L] padded with -1 (or the blank) -> one tuple per sample."""
-    y = np.asarray(labels)
-    if y.ndim != 2 or y.dtype.kind not in "iu":
+    """The expected sequences: TaskLabels (tokens, or text through its charset), or an int array
+    [N, L] padded with -1 (or the blank) -> one tuple per sample."""
+    if isinstance(labels, TaskLabels):
+        found = labels.sequences()
+        return None if found is None else [tuple(c for c in row if c != blank) for row in found]
+    y = labels if isinstance(labels, np.ndarray) else None
+    if y is None or y.ndim != 2 or y.dtype.kind not in "iu":
         return None
     return [tuple(int(c) for c in row if c >= 0 and c != blank) for row in y]
+
+
+def render(seq: tuple[int, ...], charset: tuple[str, ...] | None) -> str:
+    """A class sequence as text through the charset, else its indices."""
+    if charset:
+        return "".join(charset[c] if 0 <= c < len(charset) else "?" for c in seq)
+    return " ".join(str(c) for c in seq)
+
+
+def score(spec: TaskSpec, refs: list[np.ndarray], outs: list[np.ndarray], labels: object | None) -> TaskScore:
+    blank, layout = int(spec.option("blank", "0")), spec.option("layout", "ntc")
+    ref = greedy(to_ntc(refs[0], layout), blank)
+    got = greedy(to_ntc(outs[0], layout), blank)
+    same = [a == b for a, b in zip(ref, got, strict=True)]
+    charset = labels.charset if isinstance(labels, TaskLabels) else None
+    details: dict[str, Any] = {"cer_vs_float": round(cer(ref, got), 6), "sequences": len(ref), "blank": blank,
+                               "differing": [{"sample": i, "float": render(ref[i], charset), "quantized": render(got[i], charset)}
+                                             for i in np.flatnonzero(~np.array(same, bool))[:EXAMPLES].tolist()]}
+    truth = label_sequences(labels, blank) if labels is not None else None
+    if truth is not None and len(truth) == len(got):
+        details.update(cer_vs_labels=round(cer(truth, got), 6), reference_cer_vs_labels=round(cer(truth, ref), 6),
+                       exact_vs_labels=float(np.mean([a == b for a, b in zip(truth, got, strict=True)])),
+                       reference_exact_vs_labels=float(np.mean([a == b for a, b in zip(truth, ref, strict=True)])))
+    return TaskScore("ctc", "ctc_identical", float(np.mean(same)) if same else 1.0, details)

@@ -9,7 +9,12 @@ Scores are used as the model gives them; a head that outputs logits is threshold
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+
+from edgeport.tasks.labels import TaskLabels
+from edgeport.tasks.spec import TaskScore, TaskSpec
 
 MIN_BOXES = 100  # fewer anchors than this is not a dense detection head
 
@@ -122,7 +127,33 @@ def average_precision_50(truth: list[np.ndarray], dets: list[np.ndarray]) -> flo
 
 def ground_truth(labels: object) -> list[np.ndarray] | None:
     """Box labels [N, M, 5] (x1, y1, x2, y2, class; rows of -1 pad) -> one [M_i, 5] array per sample."""
-    y = np.asarray(labels) if labels is not None else None
+    y = labels.boxes if isinstance(labels, TaskLabels) else labels if isinstance(labels, np.ndarray) else None
     if y is None or y.ndim != 3 or y.shape[-1] != 5:
         return None
     return [row[row[:, 4] >= 0].astype(np.float64) for row in y]
+
+
+def score(spec: TaskSpec, refs: list[np.ndarray], outs: list[np.ndarray], labels: object | None) -> TaskScore:
+    layout, why = spec.options.get("layout"), ""
+    if not layout:
+        layout, why = guess_layout([tuple(r.shape) for r in refs])
+    if layout is None:
+        raise ValueError(f"the outputs do not look like a detection head ({why}); "
+                         "pass --task detect:layout=yolo|yolov8|pairs")
+    iou_max, score_min = float(spec.option("iou", "0.45")), float(spec.option("score", "0.25"))
+    ref = [nms(d, iou_max) for d in decode(refs, layout, score_min)]
+    got = [nms(d, iou_max) for d in decode(outs, layout, score_min)]
+    hits = sum(match(r, g) for r, g in zip(ref, got, strict=True))
+    n_ref, n_got = sum(len(r) for r in ref), sum(len(g) for g in got)
+    # No float detections and none after quantization is agreement, not a zero.
+    recall = hits / n_ref if n_ref else (1.0 if not n_got else 0.0)
+    precision = hits / n_got if n_got else (1.0 if not n_ref else 0.0)
+    details: dict[str, Any] = {"precision": round(precision, 6),
+                               "f1": round(2 * recall * precision / max(recall + precision, 1e-12), 6),
+                               "float_detections": n_ref, "detections": n_got, "layout": layout,
+                               "score_threshold": score_min, "nms_iou": iou_max}
+    truth = ground_truth(labels)
+    if truth is not None and len(truth) == len(got):
+        details.update(map50_vs_labels=average_precision_50(truth, got),
+                       reference_map50_vs_labels=average_precision_50(truth, ref))
+    return TaskScore("detect", "detect_recall", round(recall, 6), details)
