@@ -25,6 +25,13 @@ def test_a_detector_needs_recall_and_precision():
     assert checks["detect_recall"]["passed"] and not checks["detect_precision"]["passed"]
 
 
+def test_an_embedding_is_not_judged_by_argmax_agreement():
+    ev = Evidence(mode="int8", size_bytes=1000, snr_db=30.0, top1_agreement=0.75,
+                  task={"task": "embed", "metric": "embed_cosine_min", "value": 0.9997})
+    found = judge(ev, BUDGETS)
+    assert found["passed"] and "top1_agreement" not in {c["name"] for c in found["checks"]}
+
+
 def test_the_profile_floor_decides_and_a_met_floor_passes():
     passed, checks = _checks(task="embed", metric="embed_cosine_min", value=0.995)
     assert passed and checks["embed_cosine_min"]["budget"] == 0.99

@@ -165,12 +165,12 @@ def _budgets(ev: Evidence, b: Budgets) -> list[Check | None]:
     detail = ev.run_error or "; ".join(f"{name}: {count} non-finite values" for name, count in ev.nonfinite if count)
     checks: list[Check | None] = [verdict.must("runs_on_validation_data", finite, finite, detail)]
     checks.append(verdict.at_most("model_size_mb", round(ev.size_bytes / 1e6, 4), b.model_size_mb))
+    task_checks = _task(ev, b, finite)  # ctc/detect/embed/segment: the task metric, not top-1 or SNR
     if ev.drop_pp is not None:
         checks.append(verdict.at_most("accuracy_drop_pp", ev.drop_pp, b.accuracy_drop_pp))
-    elif ev.top1_agreement is not None or not finite:
+    elif (ev.top1_agreement is not None or not finite) and not task_checks:
         checks.append(verdict.at_least("top1_agreement", ev.top1_agreement, b.min_top1_agreement,
                                        "no labels: agreement with the float model"))
-    task_checks = _task(ev, b, finite)
     checks.extend(task_checks)
     if b.min_snr_db is not None and (ev.snr_db is not None or not finite) and not task_checks:
         checks.append(verdict.at_least("snr_db", ev.snr_db, b.min_snr_db))
