@@ -66,8 +66,9 @@ def test_each_fixture_is_detected_as_its_task_with_a_reason(crnn_out):
     assert detect_task(_spec(emb), [emb], None).name == "embed"
     seg = _forward(tm.seeded(tm.TinySegmenter()), tm.images(4))
     assert detect_task(_spec(seg), [seg], np.zeros((4, 32, 32), np.int64)).name == "segment"
-    raw = detect_task(_spec(seg), [seg], None)
-    assert raw.name == "raw" and "--task segment" in raw.reason, "a 4-D output without labels may be an image"
+    found = detect_task(_spec(seg), [seg], None)
+    assert (found.name, found.options, found.detected) == ("segment", {"layout": "nchw"}, True)
+    assert "4 class scores per pixel" in found.reason
 
 
 def test_classifiers_stay_classifiers():
@@ -233,3 +234,60 @@ def test_charset_tokens_longer_than_one_character_encode_longest_first():
 
     assert encode("thethe", ("-", "t", "h", "e", "th")) == (4, 3, 4, 3)
     assert encode("t?", ("-", "t")) == (1, -2)  # an unknown character still counts as an error
+
+
+# -- detect_task: one case per rule, and the ambiguous ones -----------------------------------------
+
+def _guess(shape, labels=None, name="out", seed=0, unit=False, softmax=False):
+    y = np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+    if unit:
+        y /= np.linalg.norm(y, axis=-1, keepdims=True)
+    if softmax:
+        y = np.exp(y) / np.exp(y).sum(-1, keepdims=True)
+    return detect_task([TensorSpec(name, shape, "float32")], [y], labels)
+
+
+def test_each_detect_rule_and_what_its_reason_says():
+    from edgeport.tasks.labels import TaskLabels
+
+    digits = _guess((16, 10), np.arange(16) % 10)
+    assert digits.name == "classify" and "class id per sample" in digits.reason
+    assert _guess((16, 64), None, unit=True).name == "embed"
+    named = _guess((16, 128), None, name="embedding")
+    assert named.name == "embed" and "named like an embedding" in named.reason
+    assert _guess((16, 128), None, name="embedding", softmax=True).name == "classify"  # probabilities are classes
+    steps = np.random.default_rng(0).normal(size=(4, 20, 12))
+    steps[..., 5] += 3  # class 5 wins most steps: the blank
+    ctc = detect_task(_spec(steps), [steps], None)
+    assert (ctc.name, ctc.options["blank"]) == ("ctc", "5") and "class 5 best on" in ctc.reason
+    tokens = detect_task(_spec(steps), [steps], TaskLabels(tokens=np.full((4, 3), 1)))
+    assert tokens.name == "ctc" and "token labels" in tokens.reason
+    assert _guess((2, 300, 4 + 1 + 2)).options == {"layout": "yolo"}
+    assert _guess((2, 4 + 2, 300)).options == {"layout": "yolov8"}
+    assert _guess((2, 16, 16, 5)).options == {"layout": "nhwc"}
+    masks = _guess((2, 6, 16, 16), TaskLabels(masks=np.zeros((2, 16, 16), np.int64)))
+    assert masks.name == "segment" and "class map" in masks.reason
+
+
+def test_ambiguous_outputs_fall_back_and_say_which_task_to_pass():
+    wide = _guess((16, 1000))  # a 1000-class head without labels looks like a 1000-d embedding
+    assert wide.name == "classify" and "--task embed" in wide.reason
+    rgb = _guess((2, 3, 32, 32))  # an image-to-image model, or a 3-class segmenter
+    assert rgb.name == "raw" and "--task segment" in rgb.reason
+    hidden = _guess((4, 20, 64))  # per-step features with no blank: not a recognizer
+    assert hidden.name == "raw" and "--task ctc" in hidden.reason
+    few_boxes = _guess((2, 50, 7))
+    assert few_boxes.name == "raw"
+    scalar = _guess((16, 1))
+    assert scalar.name == "raw" and "no task signature" in scalar.reason
+
+
+def test_the_digits_demo_is_still_a_classifier():
+    from edgeport.zoo.digits_net import DigitsNet
+
+    model = DigitsNet()
+    model.load_state_dict(torch.load(tm.ZOO / "digits_net.pt", weights_only=True))
+    x = np.random.default_rng(0).normal(size=(16, 1, 28, 28)).astype(np.float32)
+    logits = _forward(model.eval(), x)
+    assert detect_task(_spec(logits), [logits], None).name == "classify"
+    assert detect_task(_spec(logits), [logits], np.arange(16) % 10).name == "classify"
