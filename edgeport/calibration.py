@@ -52,6 +52,11 @@ class Dataset:
     task_labels: TaskLabels | None = None
 
     @property
+    def scored_labels(self) -> TaskLabels | np.ndarray | None:
+        """What a task scores against (edgeport.tasks.score): the task labels when the data has them, else class ids."""
+        return self.task_labels if self.task_labels is not None else self.labels
+
+    @property
     def count(self) -> int:
         first = next(iter(self.inputs.values()), None)
         return int(first.shape[0]) if first is not None and first.ndim else 0

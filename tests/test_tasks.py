@@ -291,3 +291,23 @@ def test_the_digits_demo_is_still_a_classifier():
     logits = _forward(model.eval(), x)
     assert detect_task(_spec(logits), [logits], None).name == "classify"
     assert detect_task(_spec(logits), [logits], np.arange(16) % 10).name == "classify"
+
+
+def test_a_task_that_cannot_fit_the_outputs_is_exit_2_before_conversion():
+    from edgeport.tasks import check
+    from edgeport.tasks.labels import TaskLabels
+
+    logits, steps = np.zeros((4, 10), np.float32), np.zeros((4, 20, 11), np.float32)
+    check(parse_task("ctc"), [steps], TaskLabels(text=np.array(["1"] * 4), charset=tuple("-0123456789")))
+    for spec, refs, labels, words in (
+            ("detect", [logits], None, "pass --task detect:layout"),
+            ("detect:layout=pairs", [np.zeros((4, 300, 7))], None, "does not fit"),
+            ("ctc", [logits], None, "not per-step class scores"),
+            ("ctc:blank=11", [steps], None, "blank=11 but the output has 11 classes"),
+            ("ctc", [steps], TaskLabels(text=np.array(["1"] * 4), charset=tuple("0123456789")), "charset has 10"),
+            ("segment", [logits], None, "not per-pixel"),
+            ("segment", [np.zeros((4, 5, 16, 16))], TaskLabels(masks=np.zeros((4, 8, 8), np.int64)), "masks of [8, 8]"),
+            ("embed", [np.zeros((4, 1))], None, "one value per sample")):
+        with pytest.raises(InputError) as err:
+            check(parse_task(spec), refs, labels)
+        assert words in err.value.one_line(), (spec, err.value.one_line())

@@ -8,10 +8,11 @@ segment: mean IoU of the per-pixel argmax against float, and pixel agreement. ra
 Pure numpy, no I/O: the pipeline (validate/task_score.py) ties these to a run and a budget.
 
     spec = parse_task("ctc:blank=0")  or  detect_task(io.outputs, references, labels)
+    check(spec, references, labels)                     # InputError (exit 2) when the task cannot fit
     found = score(spec, references, outputs, labels)   # -> TaskScore(task, metric, value, details)
 
-`labels` is the data's class ids (np.ndarray [N]) or its TaskLabels (calibration.Dataset.task_labels:
-text + charset, tokens, boxes, masks), or None.
+`labels` is the data's class ids (np.ndarray [N]) or its TaskLabels (text + charset, tokens, boxes,
+masks), or None: calibration.Dataset.scored_labels gives whichever the data has.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ import numpy as np
 
 from edgeport.tasks import classify, ctc, detection, embed, raw, segment
 from edgeport.tasks.detect_kind import detect_task
+from edgeport.tasks.fit import check
 from edgeport.tasks.labels import TaskLabels
 from edgeport.tasks.spec import DEFAULT_MIN, TASKS, TaskScore, TaskSpec, parse_task
 
-__all__ = ["DEFAULT_MIN", "TASKS", "TaskLabels", "TaskScore", "TaskSpec", "detect_task", "parse_task", "score"]
+__all__ = ["DEFAULT_MIN", "TASKS", "TaskLabels", "TaskScore", "TaskSpec", "check", "detect_task", "parse_task", "score"]
 
 _SCORERS = {"classify": classify.score, "ctc": ctc.score, "detect": detection.score, "embed": embed.score,
             "segment": segment.score, "raw": raw.score}
