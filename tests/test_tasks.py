@@ -33,6 +33,19 @@ def _snr(ref: np.ndarray, got: np.ndarray) -> float:
     return compare_output("out", ref, got).snr_db
 
 
+def _verdicts(ref: np.ndarray, got: np.ndarray, spec: TaskSpec) -> tuple[bool, bool]:
+    """(passed judged by SNR alone, passed judged by the task) under the Pi 4 profile's accuracy floors."""
+    from edgeport.profiles import Budgets
+    from edgeport.validate.judge import Evidence, judge
+
+    floors = Budgets(min_snr_db=SNR_FLOOR, **{k: getattr(BUDGETS, k) for k in
+                                             ("min_ctc_identical", "min_detect_recall", "min_embed_cosine", "min_segment_miou")})
+    snr = _snr(ref, got)
+    by_snr = judge(Evidence(mode="int8", size_bytes=1000, snr_db=snr), floors)["passed"]
+    task = score(spec, [ref], [got]).to_dict()
+    return by_snr, judge(Evidence(mode="int8", size_bytes=1000, snr_db=snr, task=task), floors)["passed"]
+
+
 @pytest.fixture(scope="module")
 def crnn_out() -> np.ndarray:
     model = Crnn()
@@ -133,6 +146,7 @@ def test_ctc_scores_swapped_on_half_the_lines(crnn_out):
     assert _snr(crnn_out, got) >= SNR_FLOOR
     found = score(TaskSpec("ctc"), [crnn_out], [got])
     assert found.value < BUDGETS.min_ctc_identical and found.details["cer_vs_float"] > 0
+    assert _verdicts(crnn_out, got, TaskSpec("ctc")) == (True, False)
 
 
 def test_detector_boxes_offset_by_four_pixels():
@@ -141,6 +155,7 @@ def test_detector_boxes_offset_by_four_pixels():
     got[..., 0] += 4.0
     assert _snr(det, got) >= SNR_FLOOR
     assert score(TaskSpec("detect", {"layout": "yolo"}), [det], [got]).value < BUDGETS.min_detect_recall
+    assert _verdicts(det, got, TaskSpec("detect", {"layout": "yolo"})) == (True, False)
 
 
 def test_detector_class_scores_swapped():
@@ -150,6 +165,7 @@ def test_detector_class_scores_swapped():
     assert _snr(det, got) >= SNR_FLOOR
     found = score(TaskSpec("detect", {"layout": "yolo"}), [det], [got])
     assert found.value < BUDGETS.min_detect_recall and found.details["precision"] < BUDGETS.min_detect_recall
+    assert _verdicts(det, got, TaskSpec("detect", {"layout": "yolo"})) == (True, False)
 
 
 def test_embedding_with_one_channel_zeroed():
@@ -161,6 +177,7 @@ def test_embedding_with_one_channel_zeroed():
     got[:, channel] = 0
     assert _snr(emb, got) >= SNR_FLOOR
     assert score(TaskSpec("embed"), [emb], [got]).value < BUDGETS.min_embed_cosine
+    assert _verdicts(emb, got, TaskSpec("embed")) == (True, False)
 
 
 def test_segmenter_with_one_class_channel_lowered():
@@ -170,6 +187,7 @@ def test_segmenter_with_one_class_channel_lowered():
     assert _snr(seg, got) >= SNR_FLOOR
     found = score(TaskSpec("segment"), [seg], [got])
     assert found.value < BUDGETS.min_segment_miou and found.details["pixel_agreement"] < 1.0
+    assert _verdicts(seg, got, TaskSpec("segment")) == (True, False)
 
 
 def test_default_floors_match_the_profile_defaults():
@@ -311,3 +329,20 @@ def test_a_task_that_cannot_fit_the_outputs_is_exit_2_before_conversion():
         with pytest.raises(InputError) as err:
             check(parse_task(spec), refs, labels)
         assert words in err.value.one_line(), (spec, err.value.one_line())
+
+
+def test_unfaulted_outputs_pass_both_ways():
+    det = _forward(tm.seeded(tm.YoloStyleDetector()), tm.images(8, 64, seed=2))
+    assert _verdicts(det, det * (1 + 1e-4), TaskSpec("detect", {"layout": "yolo"})) == (True, True)
+
+
+def test_fixture_files_carry_their_task_labels(tmp_path):
+    from edgeport.calibration import load_data
+
+    for name, key in (("crnn_ctc", "text"), ("yolo_detector", "boxes"), ("tiny_segmenter", "masks")):
+        args = tm.write(name, tmp_path / name, calib=8, val=8)
+        val = args[args.index("--val") + 1]
+        shape = (1, 1, 16, 64) if name == "crnn_ctc" else (1, *tm.FIXTURES[name][2])
+        ds = load_data(val, [TensorSpec("x", shape, "float32")])
+        assert getattr(ds.task_labels, key) is not None and len(ds.task_labels) == 8, name
+        assert ds.scored_labels is ds.task_labels

@@ -87,23 +87,61 @@ FIXTURES = {
 
 
 def write(name: str, folder: Path, calib: int = 64, val: int = 32) -> list[str]:
-    """Checkpoint and data for FIXTURES[name] (or the CRNN) in `folder`: the convert arguments."""
+    """Checkpoint and data for FIXTURES[name] (or the CRNN) in `folder`: the convert arguments.
+
+    The validation .npz carries the task's labels (edgeport/tasks/labels.py): the CRNN's true `text`
+    and its `charset`; for the untrained detector and segmenter, the float model's own detections
+    (`boxes`) and class maps (`masks`) as pseudo ground truth, so the float model scores 1.0 against
+    them and the quantized model's mAP50/mIoU vs labels shows only what quantization lost.
+    """
     folder.mkdir(parents=True, exist_ok=True)
+    calib_path, val_path = folder / f"{name}_calib.npz", folder / f"{name}_val.npz"
     if name == "crnn_ctc":
         from edgeport.zoo.recurrent import make_lines
 
-        for role, count, seed in (("calib", calib, 1), ("val", val, 2)):
-            np.savez(folder / f"{name}_{role}.npz", x=make_lines(count, seed)[0])
+        np.savez(calib_path, x=make_lines(calib, 1)[0])
+        x, texts = make_lines(val, 2)
+        np.savez(val_path, x=x, text=np.array(texts), charset=np.array(CRNN_CHARSET))
         return [str(ZOO / "crnn.pt"), "--model-class", "edgeport.zoo.recurrent:Crnn",
-                "--calib", str(folder / f"{name}_calib.npz"), "--val", str(folder / f"{name}_val.npz")]
+                "--calib", str(calib_path), "--val", str(val_path)]
     cls, build, shape = FIXTURES[name]
     ckpt = folder / f"{name}.pt"
-    torch.save(build().state_dict(), ckpt)
-    for role, count, seed in (("calib", calib, 1), ("val", val, 2)):
-        np.savez(folder / f"{name}_{role}.npz", x=images(count, shape[-1], seed))
+    model = build()
+    torch.save(model.state_dict(), ckpt)
+    np.savez(calib_path, x=images(calib, shape[-1], 1))
+    x = images(val, shape[-1], 2)
+    np.savez(val_path, x=x, **pseudo_labels(name, model, x))
     return [str(ckpt), "--model-class", cls, "--input-shape", "1x" + "x".join(map(str, shape)),
-            "--calib", str(folder / f"{name}_calib.npz"), "--val", str(folder / f"{name}_val.npz")]
+            "--calib", str(calib_path), "--val", str(val_path)]
+
+
+CRNN_CHARSET = "-0123456789"  # class 0 is the CTC blank, class k+1 prints digit k (zoo/recurrent.py)
+
+
+def pseudo_labels(name: str, model: nn.Module, x: np.ndarray) -> dict[str, np.ndarray]:
+    """The float model's own answers in the task-label format (none for the embedding net)."""
+    with torch.no_grad():
+        y = model(torch.from_numpy(x)).numpy()
+    if name == "yolo_detector":
+        from edgeport.tasks import detection
+
+        found = [detection.nms(d, 0.45) for d in detection.decode([y], "yolo", 0.25)]
+        boxes = np.full((len(x), max(1, max(len(f) for f in found)), 5), -1.0, np.float32)
+        for i, f in enumerate(found):
+            boxes[i, :len(f)] = f[:, [0, 1, 2, 3, 5]]
+        return {"boxes": boxes}
+    if name == "tiny_segmenter":
+        return {"masks": np.argmax(y, 1).astype(np.int64)}
+    return {}
 
 
 def bench_fixtures(folder: Path) -> dict[str, list[str]]:
     return {name: write(name, folder / name) for name in ("crnn_ctc", *FIXTURES)}
+
+
+if __name__ == "__main__":  # python -m edgeport.zoo.task_models OUT_DIR: every fixture's files and convert line
+    import shlex
+    import sys
+
+    for fixture, args in bench_fixtures(Path(sys.argv[1] if len(sys.argv) > 1 else "task_fixtures")).items():
+        print(f"{fixture}: edgeport convert {shlex.join(args)} --profile raspberry-pi-4")
