@@ -347,7 +347,7 @@ def check_data(ds: Dataset, inputs: list[TensorSpec], *, role: str = "calibratio
     if role == "calibration" and n < RECOMMENDED_CALIBRATION:
         warnings.append(f"{what} has only {n} samples; int8 ranges are more reliable with "
                         f"{RECOMMENDED_CALIBRATION}+ representative samples")
-    if role == "validation" and ds.labels is None:
+    if role == "validation" and ds.labels is None and ds.task_labels is None:
         warnings.append(f"{what} has no labels: accuracy is judged only by agreement with the reference model")
     return warnings
 

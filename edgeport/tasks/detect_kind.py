@@ -67,7 +67,7 @@ def _from_labels(labels: TaskLabels, references: list[np.ndarray], seen: str, fo
         blank, share = _dominant_class(first)
         blank = blank if share >= CTC_BLANK_SHARE else 0
         what = "text" if labels.text is not None else "token"
-        return found("ctc", f"{seen} [N, steps, classes] with {what} labels: a CTC recognizer (blank {blank})", blank=str(blank))
+        return found("ctc", f"{seen} as [N, steps, classes] with {what} labels: a CTC recognizer (blank {blank})", blank=str(blank))
     if labels.boxes is not None:
         layout, why = detection.guess_layout([tuple(int(d) for d in r.shape) for r in references])
         if layout is not None:
@@ -87,7 +87,7 @@ def _sequence(first: np.ndarray, seen: str, y: np.ndarray | None, found) -> Task
             blank = blank if share >= CTC_BLANK_SHARE else 0  # no clear blank: CTC's usual index 0
             what = ("per-step log-probabilities" if _log_probabilities(first) else
                     f"class {blank} best on {share:.0%} of steps" if share >= CTC_BLANK_SHARE else "label sequences")
-            return found("ctc", f"{seen} [N, steps, classes] with {what}: a CTC recognizer (blank {blank})",
+            return found("ctc", f"{seen} as [N, steps, classes] with {what}: a CTC recognizer (blank {blank})",
                          blank=str(blank))
         return found("raw", f"{seen} per-step scores but no class wins {CTC_BLANK_SHARE:.0%} of the steps (no CTC blank): "
                             "judged by SNR (pass --task ctc:blank=K for a recognizer)")
