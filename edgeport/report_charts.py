@@ -131,11 +131,17 @@ class Point:
 
 
 def _scatter(name: str, title: str, points: Sequence[Point], x_label: str, y_label: str, *, width: int = 560,
-             height: int = 300, front: bool = False, legend: Sequence[str] = ()) -> str:
-    """Labelled points with their figures on hover; `legend` lines are SVG text markup (the caller escapes)."""
+             height: int = 300, front: bool = False, legend: Sequence[str] = (), budget: float | None = None) -> str:
+    """Labelled points with their figures on hover; `legend` lines are SVG text markup (the caller
+    escapes); `budget` is a y value drawn as a red line (the scale includes it)."""
     x = Scale.fit([p.x for p in points], 58, width - 18, pad=0.08)
-    y = Scale.fit([p.y for p in points], height - 40 - 14 * len(legend), 12, pad=0.1)
+    y = Scale.fit([p.y for p in points] + ([budget] if budget is not None else []), height - 40 - 14 * len(legend), 12,
+                  pad=0.1)
     body = _frame(x, y, x_label, y_label)
+    if budget is not None:
+        body.append(f"<line x1='{x.start:.1f}' x2='{x.end:.1f}' y1='{y(budget):.1f}' y2='{y(budget):.1f}' stroke='{FAIL}' "
+                    f"stroke-dasharray='6 3'/><text x='{x.end - 2:.1f}' y='{y(budget) - 4:.1f}' text-anchor='end' "
+                    f"fill='{FAIL}'>latency budget {_t(num(budget))} ms</text>")
     if front:
         body.append(_front(points, x, y))
     taken: list[tuple[float, float, float, float]] = []
@@ -190,9 +196,11 @@ def _size_unit(sizes: Sequence[float]) -> tuple[str, float]:
     return ("MiB", 1024.0 ** 2) if max(sizes, default=0) >= 10 * 1024 ** 2 else ("KiB", 1024.0)
 
 
-def pareto(quant_auto: dict[str, Any] | None) -> str:
+def pareto(quant_auto: dict[str, Any] | None, latency_budget_ms: float | None = None) -> str:
     """--quant auto's candidates: size vs latency, coloured by the task metric, rings for a missed
-    budget, the chosen one circled, and the Pareto front (nothing both smaller and faster) dashed."""
+    budget, the chosen one circled, and the Pareto front (nothing both smaller and faster) dashed.
+    The latency budget is a red line when it lies near the candidates (a 100 ms budget over 1 ms
+    models would flatten them to the axis; then the legend states it)."""
     every = (quant_auto or {}).get("candidates") or []
     cands = [c for c in every if c.get("size_bytes")]
     # One latency source for every point: the one most candidates have (auto times the device only for
@@ -222,8 +230,13 @@ def pareto(quant_auto: dict[str, Any] | None) -> str:
     missing = [str(c.get("mode")) for c in every if c not in drawn]
     if missing:
         legend.append(_t(f"not drawn (skipped, or no {source} figure): {', '.join(missing)}"))
+    budget = latency_budget_ms if isinstance(latency_budget_ms, int | float) and latency_budget_ms > 0 else None
+    top = max(p.y for p in points)
+    if budget is not None and budget > 2 * top:
+        legend.append(_t(f"latency budget {num(budget)} ms: above every candidate drawn"))
+        budget = None
     return _scatter("pareto", f"--quant auto candidates: size vs {source} latency", points, f"size ({unit})",
-                    f"{source} p50 (ms)", front=True, legend=legend)
+                    f"{source} p50 (ms)", front=True, legend=legend, budget=budget)
 
 
 def sweep_model(model: str, rows: Sequence[dict[str, Any]]) -> str:

@@ -55,7 +55,7 @@ def render(report: dict[str, Any]) -> str:
     if warnings:
         parts.append("<ul>" + "".join(f"<li class='fail'>{escape(str(w.get('text')))}</li>" for w in warnings) + "</ul>")
     if report.get("quant_auto"):
-        parts.append(_quant_auto(report["quant_auto"]))
+        parts.append(_quant_auto(report["quant_auto"], ((report.get("profile") or {}).get("budgets") or {}).get("latency_p50_ms")))
     parts.append("<h2>Accuracy</h2>" + _table(["reference", "tflite", "drop (pp)", "top-1 agreement", "cosine", "SNR dB"],
                                             [[_v(acc["reference"]), _v(acc["tflite"]), _v(acc["drop_pp"]),
                                               _v(acc["top1_agreement"]), _v(acc["cosine_mean"]), _v(acc["snr_db"])]]))
@@ -110,7 +110,7 @@ def _aeq_tables(q: dict) -> list[str]:
 
 
 
-def _quant_auto(auto: dict[str, Any]) -> str:
+def _quant_auto(auto: dict[str, Any], latency_budget_ms: float | None) -> str:
     """--quant auto: the candidates' chart, then every candidate with its figures and why it lost."""
     rows = []
     for c in auto.get("candidates") or []:
@@ -119,6 +119,6 @@ def _quant_auto(auto: dict[str, Any]) -> str:
                      f"{_v(m.get('name'))} {_v(m.get('value'))}" if m else "—", _v(m.get("budget")), _v(c.get("meets_task")),
                      _v(c.get("simulated_p50_ms")), _v(c.get("host_p50_ms")), _v(c.get("meets_latency")),
                      _v(c.get("skipped") or c.get("lost_because") or ("chosen" if c.get("chosen") else None))])
-    return (f"<h2>Precision chosen by --quant auto: {_v(auto.get('chosen'))}</h2>" + charts.pareto(auto)
+    return (f"<h2>Precision chosen by --quant auto: {_v(auto.get('chosen'))}</h2>" + charts.pareto(auto, latency_budget_ms)
             + _table(["mode", "bytes", "task metric", "budget", "meets task", "simulated p50", "host p50",
                       "meets latency", "why not chosen"], rows))

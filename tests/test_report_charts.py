@@ -75,6 +75,17 @@ def test_pareto_marks_chosen_front_and_budget_misses():
     assert fills[EVIL].get("fill") == "white" and fills[EVIL].get("stroke") == charts.RAMP[0]
 
 
+def test_pareto_draws_a_latency_budget_near_the_candidates():
+    near = parse(charts.pareto(AUTO, latency_budget_ms=2.5), "pareto")
+    assert "latency budget 2.5 ms" in texts(near)
+    line = next(ln for ln in near.iter(f"{SVG}line") if ln.get("stroke") == charts.FAIL)
+    marks = {g.find(f"{SVG}text").text: float(g.find(f"{SVG}circle").get("cy")) for g in near.iter(f"{SVG}g")}
+    assert marks["fp16"] > float(line.get("y1")) > marks[EVIL]  # 2.1 ms below the line, 3.0 ms above it
+    far = parse(charts.pareto(AUTO, latency_budget_ms=100.0), "pareto")
+    assert not any(ln.get("stroke") == charts.FAIL for ln in far.iter(f"{SVG}line"))
+    assert any("latency budget 100 ms: above every candidate" in s for s in texts(far))
+
+
 def test_pareto_uses_the_latency_most_candidates_have():
     auto = {"candidates": [candidate("a", 10, 1.0, 1.0), candidate("b", 20, 0.5, 1.0)]}
     auto["candidates"][0]["device_p50_ms"] = 3.0  # only one candidate was timed on the device
