@@ -48,6 +48,10 @@ def detect_task(outputs: Sequence[TensorSpec], references: list[np.ndarray], lab
     y = labels if isinstance(labels, np.ndarray) else None
     if y is not None and y.ndim == 1 and first.ndim == 2 and first.shape[1] > 1:
         return found("classify", f"{seen} with one class id per sample as labels")
+    if first.ndim == 3 and len(references) == 1 and _log_probabilities(first):
+        # a distribution over the last axis at every step is a recognizer's head, whatever its shape
+        # (PP-OCRv4's softmax [N, 40, 6625] has the shape of a YOLOv8 head)
+        return _sequence(first, seen, y, found)
     layout, why = detection.guess_layout([tuple(int(d) for d in r.shape) for r in references])
     if layout is not None:
         return found("detect", f"{why}: a dense detection head", layout=layout)
@@ -96,7 +100,7 @@ def _sequence(first: np.ndarray, seen: str, y: np.ndarray | None, found) -> Task
 
 def _vector(first: np.ndarray, name: str, seen: str, found) -> TaskSpec:
     width = first.shape[1]
-    if width >= 8 and _unit_rows(first):
+    if width >= 8 and _unit_rows(first) and not _probabilities(first):  # a confident softmax also has unit norm
         return found("embed", f"{seen} rows have unit L2 norm: embeddings")
     if width >= EMBED_MIN_DIM and EMBED_NAME.search(name) and not _probabilities(first):
         return found("embed", f"{seen} named like an embedding, {width} values per sample and not probabilities")
