@@ -354,3 +354,18 @@ def test_fixture_files_carry_their_task_labels(tmp_path):
         ds = load_data(val, [TensorSpec("x", shape, "float32")])
         assert getattr(ds.task_labels, key) is not None and len(ds.task_labels) == 8, name
         assert ds.scored_labels is ds.task_labels
+
+
+def test_every_task_score_is_json_safe(crnn_out):
+    import json
+
+    det = _forward(tm.seeded(tm.YoloStyleDetector()), tm.images(4, 64))
+    emb = _forward(tm.seeded(tm.EmbeddingNet()), tm.images(4))
+    x, masks = tm.scenes(4)
+    seg = _forward(tm.trained_segmenter(), x)
+    logits = np.random.default_rng(0).normal(size=(4, 10))
+    labels = TaskLabels(text=np.array(["12"] * 100), charset=tuple("-0123456789"))
+    for spec, out, y in (("ctc", crnn_out, labels), ("detect", det, None), ("embed", emb, None),
+                         ("segment", seg, TaskLabels(masks=masks)), ("classify", logits, np.arange(4)), ("raw", logits, None)):
+        found = score(parse_task(spec), [out], [out * 0.999], y).to_dict()
+        assert json.loads(json.dumps(found, allow_nan=False)) == found, spec
