@@ -139,63 +139,34 @@ def test_detect_with_box_labels_reports_map50():
 
 # -- planted faults: the task metric fails where the profile's SNR budget still passes --------------
 
-def test_ctc_scores_swapped_on_half_the_lines(crnn_out):
-    got = crnn_out.copy()
-    half = len(got) // 2
-    got[:half, :, [3, 4]] = got[:half, :, [4, 3]]
-    assert _snr(crnn_out, got) >= SNR_FLOOR
-    found = score(TaskSpec("ctc"), [crnn_out], [got])
-    assert found.value < BUDGETS.min_ctc_identical and found.details["cer_vs_float"] > 0
-    assert _verdicts(crnn_out, got, TaskSpec("ctc")) == (True, False)
+@pytest.fixture(scope="module")
+def faults():
+    from edgeport.zoo.task_faults import plant
+
+    return {f.name: f for f in plant(SNR_FLOOR)}
 
 
-def test_detector_boxes_offset_by_four_pixels():
-    det = _forward(tm.seeded(tm.YoloStyleDetector()), tm.images(32, 64, seed=2))
-    got = det.copy()
-    got[..., 0] += 4.0
-    assert _snr(det, got) >= SNR_FLOOR
-    assert score(TaskSpec("detect", {"layout": "yolo"}), [det], [got]).value < BUDGETS.min_detect_recall
-    assert _verdicts(det, got, TaskSpec("detect", {"layout": "yolo"})) == (True, False)
+@pytest.mark.parametrize("name", ["crnn_scores_swapped", "detector_box_offset", "detector_scores_swapped",
+                                  "embedding_channel_zeroed", "segmenter_edges_swapped"])
+def test_a_planted_fault_passes_on_snr_and_fails_on_the_task(faults, name):
+    f = faults[name]
+    spec = parse_task(f.task)
+    assert _snr(f.reference, f.faulted) >= SNR_FLOOR
+    found = score(spec, [f.reference], [f.faulted], f.labels)
+    assert found.value < BUDGETS.task_minimum(spec.name), found
+    assert _verdicts(f.reference, f.faulted, spec) == (True, False)
 
 
-def test_detector_class_scores_swapped():
-    det = _forward(tm.seeded(tm.YoloStyleDetector()), tm.images(32, 64, seed=2))
-    got = det.copy()
-    got[..., [5, 6]] = got[..., [6, 5]]
-    assert _snr(det, got) >= SNR_FLOOR
-    found = score(TaskSpec("detect", {"layout": "yolo"}), [det], [got])
-    assert found.value < BUDGETS.min_detect_recall and found.details["precision"] < BUDGETS.min_detect_recall
-    assert _verdicts(det, got, TaskSpec("detect", {"layout": "yolo"})) == (True, False)
-
-
-def test_embedding_with_one_channel_zeroed():
-    emb = _forward(tm.seeded(tm.EmbeddingNet()), tm.images(32, seed=2))
-    share = emb**2  # each channel's share of each sample's (unit) energy
-    quiet = share.mean(0) < 10 ** (-SNR_FLOOR / 10)  # zeroing it alone keeps the SNR above the budget
-    channel = int(np.argmax(np.where(quiet, share.max(0), -1)))
-    got = emb.copy()
-    got[:, channel] = 0
-    assert _snr(emb, got) >= SNR_FLOOR
-    assert score(TaskSpec("embed"), [emb], [got]).value < BUDGETS.min_embed_cosine
-    assert _verdicts(emb, got, TaskSpec("embed")) == (True, False)
-
-
-def test_segmenter_with_the_two_best_classes_swapped_on_its_least_sure_pixels():
-    x, masks = tm.scenes(16, seed=2)
-    seg = _forward(tm.trained_segmenter(), x)
-    # The trained model: its class maps match the true masks, so mIoU vs labels is meaningful.
-    assert score(TaskSpec("segment"), [seg], [seg], TaskLabels(masks=masks)).details["miou_vs_labels"] > 0.95
-    order = np.sort(seg, 1)
-    margin = order[:, -1] - order[:, -2]
-    n, h, w = np.nonzero(margin <= np.quantile(margin, 0.05))  # object edges, where int8 noise lands first
-    best, second = np.argsort(seg, 1)[:, -1][n, h, w], np.argsort(seg, 1)[:, -2][n, h, w]
-    got = seg.copy()
-    got[n, best, h, w], got[n, second, h, w] = seg[n, second, h, w], seg[n, best, h, w]
-    assert _snr(seg, got) >= SNR_FLOOR
-    found = score(TaskSpec("segment"), [seg], [got], TaskLabels(masks=masks))
-    assert found.value < BUDGETS.min_segment_miou and found.details["pixel_agreement"] < 1.0
-    assert found.details["miou_vs_labels"] < found.details["reference_miou_vs_labels"]
-    assert _verdicts(seg, got, TaskSpec("segment")) == (True, False)
+def test_what_each_fault_breaks(faults):
+    ctc = score(parse_task("ctc"), [faults["crnn_scores_swapped"].reference], [faults["crnn_scores_swapped"].faulted])
+    assert ctc.details["cer_vs_float"] > 0 and len(ctc.details["differing"]) == 3
+    swap = faults["detector_scores_swapped"]
+    assert score(parse_task(swap.task), [swap.reference], [swap.faulted]).details["precision"] < BUDGETS.min_detect_recall
+    seg = faults["segmenter_edges_swapped"]
+    # The trained segmenter matches the true masks, so mIoU vs labels is meaningful, and the fault lowers it.
+    clean = score(parse_task("segment"), [seg.reference], [seg.reference], seg.labels)
+    broken = score(parse_task("segment"), [seg.reference], [seg.faulted], seg.labels)
+    assert clean.details["miou_vs_labels"] > 0.95 > broken.details["miou_vs_labels"]
 
 
 def test_default_floors_match_the_profile_defaults():
