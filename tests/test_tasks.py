@@ -340,3 +340,34 @@ def test_every_task_score_is_json_safe(crnn_out):
                          ("segment", seg, TaskLabels(masks=masks)), ("classify", logits, np.arange(4)), ("raw", logits, None)):
         found = score(parse_task(spec), [out], [out * 0.999], y).to_dict()
         assert json.loads(json.dumps(found, allow_nan=False)) == found, spec
+
+
+def test_layouts_score_the_same_model_the_same(crnn_out):
+    got = crnn_out.copy()
+    got[:30, :, [3, 4]] = got[:30, :, [4, 3]]
+    ntc = score(parse_task("ctc"), [crnn_out], [got])
+    for layout, axes in (("tnc", (1, 0, 2)), ("nct", (0, 2, 1))):
+        other = score(parse_task(f"ctc:layout={layout}"), [crnn_out.transpose(axes)], [got.transpose(axes)])
+        assert (other.value, other.details["cer_vs_float"]) == (ntc.value, ntc.details["cer_vs_float"])
+    x, _ = tm.scenes(4)
+    seg = _forward(tm.trained_segmenter(), x)
+    noisy = seg + np.random.default_rng(0).normal(0, 2.0, seg.shape).astype(np.float32)
+    nchw = score(parse_task("segment"), [seg], [noisy])
+    nhwc = score(parse_task("segment"), [seg.transpose(0, 2, 3, 1)], [noisy.transpose(0, 2, 3, 1)])
+    assert nchw.value == nhwc.value < 1.0 and nhwc.details["class_axis"] == "last"
+
+
+def test_a_boxes_and_scores_pair_scores_like_the_concatenated_head():
+    det = _forward(tm.seeded(tm.YoloStyleDetector()), tm.images(8, 64, seed=2))
+    got = det.copy()
+    got[..., 0] += 4.0
+
+    def pair(y):
+        xy, wh = y[..., :2], y[..., 2:4]
+        return [np.concatenate([xy - wh / 2, xy + wh / 2], -1), y[..., 5:] * y[..., 4:5]]
+
+    yolo = score(parse_task("detect"), [det], [got])
+    pairs = score(parse_task("detect"), pair(det)[::-1], pair(got)[::-1])  # scores first: the order is found
+    assert pairs.details["layout"] == "pairs" and (pairs.value, pairs.details["precision"]) == (yolo.value, yolo.details["precision"])
+    yolov8 = score(parse_task("detect:layout=yolov8"), [det.transpose(0, 2, 1)], [got.transpose(0, 2, 1)])
+    assert yolov8.details["layout"] == "yolov8" and 0.0 <= yolov8.value < 1.0  # no objectness: another decode
