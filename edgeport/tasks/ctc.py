@@ -38,7 +38,10 @@ def greedy(y: np.ndarray, blank: int) -> list[tuple[int, ...]]:
 
 
 def edit_distance(a: tuple[int, ...] | str, b: tuple[int, ...] | str) -> int:
-    """Levenshtein distance (insert, delete, substitute), one row at a time."""
+    """Levenshtein distance (insert, delete, substitute), one row at a time. Most quantized strings equal
+    the float ones, so that case returns at once; a library (rapidfuzz) is not worth a dependency here."""
+    if a == b:
+        return 0
     prev = list(range(len(b) + 1))
     for i, ca in enumerate(a, 1):
         cur = [i]
