@@ -3,16 +3,19 @@
 The rules, first match wins (the first output is the one judged, as labels score it):
 1. Task labels name the task: `text`/`tokens` -> ctc, `boxes` -> detect, `masks` -> segment.
 2. [N, C] with one class id per sample -> classify (today's classifiers, the digits demo).
-3. A dense detection head -> detect: one [N, B, 5+C] (yolo) or [N, 4+C, B] (yolov8) output with
+3. One [N, T, C] output whose steps are (log-)probabilities over the last axis -> ctc, before any
+   detection guess (PP-OCRv4's softmax [N, 40, 6625] has the shape of a YOLOv8 head).
+4. A dense detection head -> detect: one [N, B, 5+C] (yolo) or [N, 4+C, B] (yolov8) output with
    B >= 100 boxes, or a boxes [N, B, 4] + scores [N, B, C] pair.
-4. [N, T, C] with T > 1 and C >= 3 whose steps are (log-)probabilities or whose most frequent best
-   class (the blank) wins >= 30% of the steps -> ctc with that blank. Without that signature -> raw.
-5. [N, D] with unit-norm rows (D >= 8), or D >= 32 and an output named like an embedding, and rows
-   that are not probabilities -> embed. Other [N, C] -> classify: a 1000-class logit head and a
-   1000-d embedding look alike, and classify is how such a model was judged before tasks existed.
-6. [N, C, H, W] or [N, H, W, C] with 2 <= C <= 32 classes and H, W >= 8 -> segment, except C = 3,
+5. [N, T, C] with T > 1 and C >= 3 whose most frequent best class (the blank) wins >= 30% of the
+   steps -> ctc with that blank. Without that signature -> raw.
+6. [N, D] with unit-norm rows (D >= 8), or D >= 32 and an output named like an embedding, and rows
+   that are not probabilities (a confident softmax has unit norm too) -> embed. Other [N, C] ->
+   classify: a 1000-class logit head and a 1000-d embedding look alike, and classify is how such a
+   model was judged before tasks existed.
+7. [N, C, H, W] or [N, H, W, C] with 2 <= C <= 32 classes and H, W >= 8 -> segment, except C = 3,
    which is as likely an RGB image (an enhancer, a style transfer) -> raw.
-7. Anything else -> raw (SNR and cosine, as before), and the reason names the --task to pass.
+8. Anything else -> raw (SNR and cosine, as before), and the reason names the --task to pass.
 """
 
 from __future__ import annotations
