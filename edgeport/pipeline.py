@@ -192,7 +192,7 @@ def run_convert(req: ConvertRequest) -> Report:
             data = load_data(io, calib_src, val_src, req.preprocessing, req.max_calib_samples, req.max_val_samples, notes)
         with timer.stage("reference", f"float reference outputs on {data.val.count} samples"):
             references = reference_outputs(loaded.module, io.onnx.path if io.onnx else None, list(io.inputs), data.val.inputs)
-            task = task_score.resolve(req.task, io.outputs, references, data.val.labels)
+            task = task_score.resolve(req.task, io.outputs, references, data.val.scored_labels)
         threads = min(prof.runtime.threads, os.cpu_count() or 1)
         with timer.stage("convert"):  # under auto, each exporter's artifact is validated here (export/arbitrate.py)
             choice = _export(req, loaded, io, data, references, mode, prof, work, threads, notes, timer, stream, task,
@@ -352,7 +352,7 @@ def _validate_artifact(conv: Conversion, key: str, io: ModelIO, data: Data, refe
     run, xnn = xnnpack.fallback(run, model, fp32, conv.onnx, data.val.inputs, conv.input_map, references, threads, runs)
     acc = attempt_accuracy(run, io, references, data)
     size = model.stat().st_size
-    figures = None if task is None else task_score.figures(task, references, run.outputs, data.val.labels, prof.budgets)
+    figures = None if task is None else task_score.figures(task, references, run.outputs, data.val.scored_labels, prof.budgets)
     ev = Evidence(mode=mode, size_bytes=size, ran=run.outputs is not None, run_error=run.error,
                   nonfinite=tuple((o["name"], o["nonfinite"]) for o in acc["outputs"]), drop_pp=acc["drop_pp"],
                   top1_agreement=acc["top1_agreement"], snr_db=acc["snr_db"], xnnpack=xnn, task=figures)

@@ -145,7 +145,7 @@ def _accuracy(acc: dict[str, Any], r: ConvertResults) -> None:
         labels = r.data.val.labels
         task = getattr(r, "task", None)
         if task is not None:
-            acc["task"] = task_score.figures(task, r.references, run.outputs, labels, r.profile.budgets)
+            acc["task"] = task_score.figures(task, r.references, run.outputs, r.data.val.scored_labels, r.profile.budgets)
         if labels is not None:
             ref_acc = metrics.label_accuracy(r.references[0], labels)
             tfl_acc = metrics.label_accuracy(run.outputs[0], labels)

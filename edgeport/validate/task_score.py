@@ -32,10 +32,20 @@ def parse(text: str):
 
 
 def resolve(text: str | None, outputs: Sequence[TensorSpec], references: list[np.ndarray], labels: object | None):
-    """The TaskSpec: parsed from --task, else detected from the float outputs and the labels."""
-    from edgeport.tasks import detect_task
+    """The TaskSpec: parsed from --task, else detected from the float outputs and the labels. A given
+    task that cannot score these outputs or labels is the user's error (exit 2); a detected one that
+    cannot falls back to raw, saying why."""
+    from edgeport.errors import InputError
+    from edgeport.tasks import TaskSpec, check, detect_task
 
-    return parse(text) if text else detect_task(outputs, references, labels)
+    spec = parse(text) if text else detect_task(outputs, references, labels)
+    try:
+        check(spec, references, labels)
+    except InputError as exc:
+        if not spec.detected:
+            raise
+        return TaskSpec("raw", {}, detected=True, reason=f"{spec.reason}, but {exc.message}: judged by SNR")
+    return spec
 
 
 def objective(budget: dict[str, Any], references: list[np.ndarray], outputs: list[np.ndarray],
