@@ -15,10 +15,11 @@ from typing import Any
 from edgeport.latency.simulator import delegated, resolve_params, simulate
 from edgeport.profiles import DeviceProfile
 
-# Simulated times are deterministic: any real slowdown counts. Host p50s of two models timed in
-# one run still move by a few percent, so the host needs a clear margin before it warns.
+# Simulated times are deterministic: any real slowdown counts. The host times the float32 model and the
+# artifact one after the other in the same run; on a shared machine other work can still move one of
+# them by tens of percent, so the host warns only from 1.5x (the slowdowns worth a warning are 2-10x).
 SIMULATED_MARGIN = 1.02
-HOST_MARGIN = 1.15
+HOST_MARGIN = 1.5
 MAX_OPS_NAMED = 3
 
 
