@@ -38,6 +38,12 @@ def auto_report(hswish) -> dict:
     return _convert(hswish, "auto", "auto")
 
 
+@pytest.fixture(scope="module")
+def plain_int8(hswish) -> dict:
+    """A plain --quant int8 convert, its work folder kept (fp32.tflite beside int8.tflite)."""
+    return _convert(hswish, "int8", "int8", keep_work=True)
+
+
 def test_auto_builds_every_allowed_mode_and_keeps_one(auto_report):
     section = auto_report["quant_auto"]
     allowed = load_profile(PROFILE).runtime.allowed_quant
@@ -57,15 +63,15 @@ def test_auto_builds_every_allowed_mode_and_keeps_one(auto_report):
     assert (mixed["skipped"] is not None) == int8["meets_task"], "mixed runs only when int8 misses the budget"
 
 
-def test_auto_candidates_are_the_files_a_plain_convert_writes(hswish, auto_report):
-    plain = _convert(hswish, "int8", "int8", keep_work=True)
+def test_auto_candidates_are_the_files_a_plain_convert_writes(auto_report, plain_int8):
+    plain = plain_int8
     row = next(c for c in auto_report["quant_auto"]["candidates"] if c["mode"] == "int8")
     assert row["size_bytes"] == plain["artifact"]["size_bytes"]
     assert row["task_metric"]["value"] == pytest.approx(plain["accuracy"]["top1_agreement"])
     assert isinstance(plain["verdict"]["warnings"], list)
 
 
-def test_a_slower_int8_model_is_blamed_on_the_ops_outside_xnnpack(hswish):
+def test_a_slower_int8_model_is_blamed_on_the_ops_outside_xnnpack(hswish, plain_int8):
     work = next((hswish["root"] / "int8").glob(".edgeport-work-*"))
     int8, fp32 = inspect_model(work / "int8.tflite"), inspect_model(work / "fp32.tflite")
     prof = load_profile(PROFILE)
