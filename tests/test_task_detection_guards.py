@@ -26,3 +26,12 @@ def test_a_confident_softmax_classifier_is_not_an_embedding():
     logits[np.arange(6), np.arange(6)] = 12.0  # rows near one-hot: unit L2 norm, but probabilities
     probs = _softmax(logits)
     assert detect_task([TensorSpec("prob", probs.shape, "float32")], [probs], None).name == "classify"
+
+
+def test_frame_features_with_a_frequent_best_channel_are_not_a_recognizer():
+    """A Keras audio model's [N, 12, 6] frame output had one channel best on 30-40% of its frames."""
+    rng = np.random.default_rng(1)
+    frames = rng.normal(size=(8, 12, 6)).astype(np.float32)
+    frames[..., 2] += 0.6  # channel 2 wins often, as a loud band does
+    spec = detect_task([TensorSpec("frames", frames.shape, "float32")], [frames], None)
+    assert spec.name == "raw" and "no CTC blank" in spec.reason

@@ -30,7 +30,11 @@ from edgeport.tasks.labels import TaskLabels
 from edgeport.tasks.spec import TaskSpec
 from edgeport.types import TensorSpec
 
-CTC_BLANK_SHARE = 0.3  # a CTC model's most frequent best class (its blank) wins this share of steps or more
+# Raw logits are called CTC only with a clear blank: one class best on at least half the steps, among at
+# least CTC_MIN_CLASSES (digits and a blank). A [N, 12, 6] frame-feature output of a Keras audio model
+# had one class best on 30-40% of its steps and was judged as a recognizer at 0.3.
+CTC_BLANK_SHARE = 0.5
+CTC_MIN_CLASSES = 11
 TOLERANCE = 1e-2
 EMBED_MIN_DIM = 32  # an unnormalised [N, D] is called an embedding only from this width and with a telling name
 EMBED_NAME = re.compile(r"emb|feat|descr|vector", re.IGNORECASE)
@@ -90,13 +94,15 @@ def _sequence(first: np.ndarray, seen: str, y: np.ndarray | None, found) -> Task
     if first.shape[1] > 1 and first.shape[2] >= 3:
         blank, share = _dominant_class(first)
         sequences = y is not None and y.ndim == 2 and y.dtype.kind in "iu"
-        if _log_probabilities(first) or share >= CTC_BLANK_SHARE or sequences:
+        blank_found = share >= CTC_BLANK_SHARE and first.shape[2] >= CTC_MIN_CLASSES
+        if _log_probabilities(first) or blank_found or sequences:
             blank = blank if share >= CTC_BLANK_SHARE else 0  # no clear blank: CTC's usual index 0
             what = ("per-step log-probabilities" if _log_probabilities(first) else
-                    f"class {blank} best on {share:.0%} of steps" if share >= CTC_BLANK_SHARE else "label sequences")
+                    f"class {blank} best on {share:.0%} of steps" if blank_found else "label sequences")
             return found("ctc", f"{seen} as [N, steps, classes] with {what}: a CTC recognizer (blank {blank})",
                          blank=str(blank))
-        return found("raw", f"{seen} per-step scores but no class wins {CTC_BLANK_SHARE:.0%} of the steps (no CTC blank): "
+        return found("raw", f"{seen} per-step scores but no class of {CTC_MIN_CLASSES} or more wins {CTC_BLANK_SHARE:.0%} "
+                            "of the steps (no CTC blank): "
                             "judged by SNR (pass --task ctc:blank=K for a recognizer)")
     return found("raw", f"{seen} matches no task signature: judged by SNR (pass --task ctc or detect to judge the task)")
 
