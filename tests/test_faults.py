@@ -17,6 +17,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from interruptible import default_sigint
 
 from edgeport.cli import main
 from edgeport.errors import InputError
@@ -78,7 +79,8 @@ def _env() -> dict[str, str]:
 def test_sigint_during_conversion_leaves_nothing(tiny, tmp_path):
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "edgeport", *_argv(tiny, out)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=_env(), start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, env=_env(), start_new_session=True,
+                            preexec_fn=default_sigint)
     deadline = time.time() + 120
     while time.time() < deadline and not list(out.glob(".edgeport-work-*/convert_*.json")):
         time.sleep(0.2)  # wait until the onnx2tf worker is running

@@ -18,6 +18,7 @@ import numpy as np
 import psutil
 import pytest
 import torch
+from interruptible import default_sigint
 
 from edgeport.cli import main
 from edgeport.sweep.driver import run_sweep
@@ -172,7 +173,8 @@ def test_segfault_costs_its_cell_and_ctrl_c_keeps_finished_cells(plan):
     shared = d / "shared3" / "cells"
     env = {**os.environ, "PYTHONPATH": f"{Path(__file__).parent}:{os.environ.get('PYTHONPATH', '')}"}
     proc = subprocess.Popen([sys.executable, "-m", "edgeport", "sweep", str(d / "plan3.toml"), "-o", str(out), "--workers", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
+                            preexec_fn=default_sigint)
     seen: list = []
     segv = _kill_when_running("tiny__host__fp16", lambda c: c.send_signal(signal.SIGSEGV), seen)
     segv.join(timeout=600)
