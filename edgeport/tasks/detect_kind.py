@@ -97,7 +97,8 @@ def _sequence(first: np.ndarray, seen: str, y: np.ndarray | None, found) -> Task
         blank_found = share >= CTC_BLANK_SHARE and first.shape[2] >= CTC_MIN_CLASSES
         if _log_probabilities(first) or blank_found or sequences:
             blank = blank if share >= CTC_BLANK_SHARE else 0  # no clear blank: CTC's usual index 0
-            what = ("per-step log-probabilities" if _log_probabilities(first) else
+            what = ("per-step probabilities" if _probabilities(first) else
+                    "per-step log-probabilities" if _log_probabilities(first) else
                     f"class {blank} best on {share:.0%} of steps" if blank_found else "label sequences")
             return found("ctc", f"{seen} as [N, steps, classes] with {what}: a CTC recognizer (blank {blank})",
                          blank=str(blank))
