@@ -46,6 +46,7 @@ from edgeport.report_build import ConvertResults, attempt_accuracy, build_report
 from edgeport.report_html import render as render_html
 from edgeport.runners import device_eval
 from edgeport.runners.common import RunOptions
+from edgeport.tasks import parse_task
 from edgeport.types import plain
 from edgeport.validate import speed, streaming, task_score, verdict, xnnpack
 from edgeport.validate.divergence import check_samples, float_conversion_check
@@ -157,7 +158,7 @@ def run_convert(req: ConvertRequest) -> Report:
             mode = next((m for m in ("int8", "fp16", "dynamic") if m in auto_modes), "fp32")
         check_quant_allowed(prof, mode)
         if req.task:
-            task_score.parse(req.task)  # a bad --task: exit 2 before any work
+            parse_task(req.task)  # a bad --task: exit 2 before any work
         if req.mixed_search not in MIXED_SEARCHES:
             raise InputError(f"--mixed-search '{req.mixed_search}' is not one of {', '.join(MIXED_SEARCHES)}",
                              hint="use auto (AI Edge Quantizer on CPU profiles, the converter search on Edge TPU)")
@@ -245,7 +246,7 @@ def run_convert(req: ConvertRequest) -> Report:
             choice=choice, artifact_key=artifact_key, final=out_dir / f"{_stem(req.checkpoint)}_{mode}.tflite", run=run,
             fp32_run=None if artifact_key == "fp32" else choice.float_check.run, float_check=float_check, xnnpack=xnn,
             info=info, device=device, simulated=simulated, edgetpu=tpu, mixed=mixed_result, diagnosis=diagnosis,
-            bindings=bindings, notes=[*conv.notes, *notes], fp16_comparison=fp16, task=task)
+            bindings=bindings, notes=[*conv.notes, *notes], fp16_comparison=fp16, task_figures=validated.task)
         report = build_report(results)
         if auto is not None:
             report["quant_auto"] = auto.section

@@ -20,7 +20,7 @@ from edgeport.modes import MODES
 from edgeport.profiles import DeviceProfile
 from edgeport.report import empty_report
 from edgeport.types import Artifact, file_sha256
-from edgeport.validate import metrics, task_score
+from edgeport.validate import metrics
 from edgeport.validate.judge import Evidence
 from edgeport.validate.run import TfliteRun
 
@@ -53,7 +53,8 @@ class ConvertResults:
     bindings: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     fp16_comparison: Any = None  # quantize.fp16_compare.Fp16Comparison for mixed/w8/w4 on profiles that run fp16
-    task: Any = None  # edgeport.tasks.TaskSpec the accuracy is judged by (validate/task_score.py)
+    # accuracy.task: the task metric of this run, computed when the artifact was validated (ArtifactCheck.task)
+    task_figures: dict[str, Any] | None = None
 
     @property
     def artifact_path(self) -> Path:
@@ -143,9 +144,9 @@ def _accuracy(acc: dict[str, Any], r: ConvertResults) -> None:
         acc.update(cosine_mean=float("nan") if any(math.isnan(c) for c in cosines) else min(cosines),
                    snr_db=worst.snr_db, snr_db_output=worst.name, top1_agreement=per_output[0].top1_agreement)
         labels = r.data.val.labels
-        task = getattr(r, "task", None)
+        task = getattr(r, "task_figures", None)
         if task is not None:
-            acc["task"] = task_score.figures(task, r.references, run.outputs, r.data.val.scored_labels, r.profile.budgets)
+            acc["task"] = task
         if labels is not None:
             ref_acc = metrics.label_accuracy(r.references[0], labels)
             tfl_acc = metrics.label_accuracy(run.outputs[0], labels)

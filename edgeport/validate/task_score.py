@@ -24,21 +24,14 @@ _MEANING = {
 }
 
 
-def parse(text: str):
-    """--task TEXT as a TaskSpec; InputError (exit 2) for an unknown task or option."""
-    from edgeport.tasks import parse_task
-
-    return parse_task(text)
-
-
 def resolve(text: str | None, outputs: Sequence[TensorSpec], references: list[np.ndarray], labels: object | None):
     """The TaskSpec: parsed from --task, else detected from the float outputs and the labels. A given
     task that cannot score these outputs or labels is the user's error (exit 2); a detected one that
     cannot falls back to raw, saying why."""
     from edgeport.errors import InputError
-    from edgeport.tasks import TaskSpec, check, detect_task
+    from edgeport.tasks import TaskSpec, check, detect_task, parse_task
 
-    spec = parse(text) if text else detect_task(outputs, references, labels)
+    spec = parse_task(text) if text else detect_task(outputs, references, labels)
     try:
         check(spec, references, labels)
     except InputError as exc:
