@@ -17,6 +17,7 @@ mixed runs only when plain int8 misses the budget (otherwise it could only keep 
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -165,8 +166,6 @@ class AutoResult:
 def evaluate(conv: Any, modes: list[str], skipped: dict[str, str], known: Any, build: Builders,
              latency_budget_ms: float | None, note) -> AutoResult:
     """Validate every candidate from the one conversion, then choose (see the module's rule)."""
-    import time
-
     cands: list[Candidate] = []
     checks: dict[str, Any] = {}
     mixed_result = None

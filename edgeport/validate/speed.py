@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from edgeport.latency.simulator import delegated, resolve_params, simulate
+from edgeport.latency.simulator import SimResult, delegated, simulate
 from edgeport.profiles import DeviceProfile
 
 # Simulated times are deterministic: any real slowdown counts. The host times the float32 model and the
@@ -23,12 +23,14 @@ HOST_MARGIN = 1.5
 MAX_OPS_NAMED = 3
 
 
-def outside_xnnpack(info: dict[str, Any], prof: DeviceProfile) -> list[dict[str, Any]]:
-    """Op types of the model that XNNPACK does not take on this profile, most expensive first (simulated)."""
-    params = resolve_params(prof.simulator, edgetpu=prof.runtime.delegate == "edgetpu", name=prof.name)
+def outside_xnnpack(info: dict[str, Any], prof: DeviceProfile, sim: SimResult | None = None) -> list[dict[str, Any]]:
+    """Op types of the model that XNNPACK does not take on this profile, most expensive first, priced by
+    `sim` (simulate(info, prof), run here when not given)."""
     if prof.runtime.delegate != "xnnpack":
         return []
-    costs = {row["index"]: row["ms"] for row in simulate(info, prof).per_op}
+    sim = sim or simulate(info, prof)
+    params = sim.params
+    costs = {row["index"]: row["ms"] for row in sim.per_op}
     groups: dict[str, dict[str, Any]] = defaultdict(lambda: {"count": 0, "ms": 0.0})
     for op in info["ops"]:
         if op["inputs"] and all(t["const"] for t in op["inputs"]):
@@ -48,15 +50,15 @@ def slowdowns(mode: str, info: dict[str, Any], fp32_info: dict[str, Any] | None,
     if mode == "fp32" or fp32_info is None:
         return []
     found = []
-    sim, sim_fp32 = simulate(info, prof).p50_ms, simulate(fp32_info, prof).p50_ms
-    pairs = (("simulated", sim, sim_fp32, SIMULATED_MARGIN, f"simulated on {prof.name}"),
+    sim = simulate(info, prof)
+    pairs = (("simulated", sim.p50_ms, simulate(fp32_info, prof).p50_ms, SIMULATED_MARGIN, f"simulated on {prof.name}"),
              ("host", host_ms, host_fp32_ms, HOST_MARGIN, "measured on this host"))
     blamed: list[dict[str, Any]] | None = None
     for source, ms, fp32_ms, margin, where in pairs:
         if not ms or not fp32_ms or ms <= fp32_ms * margin:
             continue
         if blamed is None:
-            blamed = outside_xnnpack(info, prof)
+            blamed = outside_xnnpack(info, prof, sim)
         ratio = ms / fp32_ms
         found.append({"source": source, "ratio": round(ratio, 3), "ms": round(ms, 4), "fp32_ms": round(fp32_ms, 4),
                       "ops": blamed, "text": f"{mode} is {ratio:.1f}x slower than fp32 ({where}): {_blame(blamed, mode)}"})
