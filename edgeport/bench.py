@@ -13,12 +13,12 @@ from typing import Any
 
 from edgeport import options, progress
 from edgeport.errors import DeviceError, EdgeportError
-from edgeport.inspect_tflite import inspect_model, load_model
 from edgeport.profiles import DeviceProfile, load_profile
-from edgeport.report import fit_label
+from edgeport.report.summary import fit_label
 from edgeport.runners.common import RunOptions
 from edgeport.runners.device import run_device
 from edgeport.runners.targets import Target, parse_target
+from edgeport.tflite.reader import inspect_model, load_model
 from edgeport.types import LatencyStats
 from edgeport.validate.judge import EMULATED_NOTE
 from edgeport.validate.run import run_tflite

@@ -16,15 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from edgeport import calibration, options
+from edgeport import options
+from edgeport.data import calibration
+from edgeport.data.preprocessing import parse_preprocessing
 from edgeport.errors import DeviceError, InputError
 from edgeport.export.layout import ShapeMismatch, channels_last_perm, input_perm
-from edgeport.inspect_tflite import load_model
-from edgeport.preprocessing import parse_preprocessing
 from edgeport.profiles import load_profile
 from edgeport.runners import device_eval
 from edgeport.runners.common import RunOptions
 from edgeport.runners.targets import parse_target
+from edgeport.tflite.reader import load_model
 from edgeport.types import TensorSpec, file_sha256
 from edgeport.validate import verdict
 from edgeport.validate.judge import device_checks
@@ -145,7 +146,7 @@ def _aligned(arrays: list[np.ndarray], count: int, path: Path | None) -> list[np
 def _inputs(model: Path, val: str, report: dict[str, Any] | None) -> tuple[list[TensorSpec], dict[str, dict[str, Any]]]:
     """Source-layout specs for the data and the input map to the model's signature: from the report's
     model inputs when given, else from the data's own sample shape (NCHW data for an NHWC model is moved)."""
-    from edgeport.runners.tflite_exec import load_interpreter_class
+    from edgeport.tflite.runner import load_interpreter_class
 
     interpreter_cls, _ = load_interpreter_class()
     try:

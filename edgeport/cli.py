@@ -210,7 +210,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from edgeport.inspect_tflite import inspect_model, summary
+    from edgeport.tflite.reader import inspect_model, summary
 
     data = inspect_model(args.model)
     lines = summary(data)
@@ -219,7 +219,7 @@ def _inspect(args: argparse.Namespace) -> int:
         from edgeport.latency.host_fit import resolve
         from edgeport.latency.simulator import simulate
         from edgeport.profiles import load_profile
-        from edgeport.report import fit_label
+        from edgeport.report.summary import fit_label
 
         prof = resolve(load_profile(args.profile), log=progress.note)
         tpu = edgetpu_report(args.model, data) if prof.runtime.delegate == "edgetpu" else None
@@ -249,7 +249,8 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _ship(args: argparse.Namespace) -> int:
-    from edgeport import ship, ship_check
+    from edgeport.ship import bundle as ship
+    from edgeport.ship import check as ship_check
 
     if args.check is not None:
         if args.result is not None or args.to is not None:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from edgeport import options, progress
+from edgeport.data.model_io import Data, ModelIO, load_data, model_io
 from edgeport.errors import ConversionError, InputError
 from edgeport.export import arbitrate, select
 from edgeport.export.backend import Conversion, ExportRequest, Job
@@ -27,9 +28,7 @@ from edgeport.export.checkpoint import LoadedModel, check_checkpoint_path, load_
 from edgeport.export.constants import bind_constants, parse_const_args
 from edgeport.export.onnx_prep import parse_shape
 from edgeport.export.torch_to_onnx import DEFAULT_OPSET
-from edgeport.inspect_tflite import inspect_model
 from edgeport.latency.host_fit import resolve as resolve_host_fit
-from edgeport.model_io import Data, ModelIO, load_data, model_io
 from edgeport.modes import MODES
 from edgeport.profiles import DeviceProfile, check_quant_allowed, load_profile
 from edgeport.quantize import auto as quant_auto
@@ -41,12 +40,13 @@ from edgeport.quantize.stage import (
     mixed_stage,
     uses_aeq_search,
 )
-from edgeport.report import check_text, summary_lines
-from edgeport.report_build import ConvertResults, attempt_accuracy, build_report, evidence
-from edgeport.report_html import render as render_html
+from edgeport.report.build import ConvertResults, attempt_accuracy, build_report, evidence
+from edgeport.report.html import render as render_html
+from edgeport.report.summary import check_text, summary_lines
 from edgeport.runners import device_eval
 from edgeport.runners.common import RunOptions
 from edgeport.tasks import parse_task
+from edgeport.tflite.reader import inspect_model
 from edgeport.types import plain
 from edgeport.validate import speed, streaming, task_score, verdict, xnnpack
 from edgeport.validate.divergence import check_samples, float_conversion_check

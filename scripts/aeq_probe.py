@@ -34,11 +34,11 @@ import torch
 from edgeport.export.onnx_prep import prepare_onnx
 from edgeport.export.to_tflite import run_conversion
 from edgeport.export.torch_to_onnx import export_onnx
-from edgeport.inspect_tflite import inspect_model
 from edgeport.latency.simulator import simulate
 from edgeport.profiles import load_profile
 from edgeport.quantize import aeq, mixed_aeq
 from edgeport.quantize.equalize import equalize
+from edgeport.tflite.reader import inspect_model
 from edgeport.types import TensorSpec
 from edgeport.validate.run import run_tflite
 

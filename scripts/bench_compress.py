@@ -67,7 +67,7 @@ def convert(checkpoint: Path, out: Path, quant: str, **kw: Any) -> dict[str, Any
 
 def time_interleaved(models: dict[str, Path], threads: int, rounds: int, runs: int) -> dict[str, dict[str, Any]]:
     """Per-round p50 (ms) of each model, alternating the order every round."""
-    from edgeport.runners.tflite_exec import load_interpreter_class
+    from edgeport.tflite.runner import load_interpreter_class
 
     interpreter_class, _ = load_interpreter_class()
     runners = {}

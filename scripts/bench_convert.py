@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 import edgeport
-from edgeport.inspect_tflite import inspect_model
+from edgeport.tflite.reader import inspect_model
 from edgeport.validate.run import run_tflite
 
 REPO = Path(__file__).resolve().parent.parent

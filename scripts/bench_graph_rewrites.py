@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeport.runners.tflite_exec import invoke_each
+from edgeport.tflite.runner import invoke_each
 
 CASES = [  # (fixture, export opset, builder kwargs, quant)
     ("svtr", 11, {}, "int8"),

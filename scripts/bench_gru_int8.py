@@ -212,7 +212,7 @@ def build_fixture(name: str, work: Path) -> dict[str, Any]:
 # --- measurements ----------------------------------------------------------------------------------------
 def graph_stats(path: Path) -> dict[str, Any]:
     """Ops over every subgraph (a WHILE body counts), constant bytes, and whether the FC weights are shared."""
-    from edgeport.inspect_tflite import _names, _schema, load_model
+    from edgeport.tflite.reader import _names, _schema, load_model
 
     schema = _schema()
     model = load_model(path)
@@ -237,7 +237,7 @@ def graph_stats(path: Path) -> dict[str, Any]:
 
 
 def judge(path: Path, fx: dict[str, Any]) -> dict[str, Any]:
-    from edgeport.inspect_tflite import _text, load_model
+    from edgeport.tflite.reader import _text, load_model
     from edgeport.validate.run import run_tflite
 
     # the signature's input name, read from the flatbuffer: a broken file must not take this process down

@@ -27,11 +27,11 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from edgeport.inspect_tflite import inspect_model  # noqa: E402
 from edgeport.latency.simulator import simulate  # noqa: E402
 from edgeport.pipeline import convert  # noqa: E402
 from edgeport.profiles import load_profile  # noqa: E402
-from edgeport.runners.tflite_exec import invoke_each  # noqa: E402
+from edgeport.tflite.reader import inspect_model  # noqa: E402
+from edgeport.tflite.runner import invoke_each  # noqa: E402
 from edgeport.zoo import recurrent, sequence_models  # noqa: E402
 
 MODES = ("fp32", "fp16", "dynamic", "int8")

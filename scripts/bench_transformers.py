@@ -35,11 +35,11 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from edgeport.inspect_tflite import FLOAT_TYPES, inspect_model  # noqa: E402
 from edgeport.latency.simulator import simulate  # noqa: E402
 from edgeport.pipeline import convert  # noqa: E402
 from edgeport.profiles import load_profile  # noqa: E402
-from edgeport.runners.tflite_exec import invoke_each  # noqa: E402
+from edgeport.tflite.reader import FLOAT_TYPES, inspect_model  # noqa: E402
+from edgeport.tflite.runner import invoke_each  # noqa: E402
 from edgeport.zoo import recurrent, transformer_blocks, vit  # noqa: E402
 
 PROFILES = ("raspberry-pi-4", "pixel-7")
@@ -124,7 +124,7 @@ def byte_breakdown(info: dict, path: Path) -> dict:
     """Where the bytes of a quantized file sit: constants by dtype, float32 constants by the op reading
     them, and the per-tensor quantization parameters (float32 scale + int64 zero point per channel) and
     tensor names that the flatbuffer stores beside them."""
-    from edgeport.inspect_tflite import load_model
+    from edgeport.tflite.reader import load_model
 
     by_dtype: collections.Counter = collections.Counter()
     float_by_op: collections.Counter = collections.Counter()

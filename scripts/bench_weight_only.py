@@ -29,11 +29,11 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from edgeport.inspect_tflite import inspect_model  # noqa: E402
 from edgeport.latency.simulator import simulate  # noqa: E402
 from edgeport.pipeline import convert  # noqa: E402
 from edgeport.profiles import load_profile  # noqa: E402
 from edgeport.quantize import weight_only  # noqa: E402
+from edgeport.tflite.reader import inspect_model  # noqa: E402
 from edgeport.zoo import linear_heavy  # noqa: E402
 
 MODES = ("fp32", "fp16", "dynamic", "w8", "w4")

@@ -32,7 +32,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from edgeport.inspect_tflite import inspect_model
 from edgeport.latency.host_fit import FREE, HostFit, fit_host, measure
 from edgeport.latency.host_machine import INT8_DOT_GAIN
 from edgeport.latency.simulator import (
@@ -43,6 +42,7 @@ from edgeport.latency.simulator import (
     simulate_published,
 )
 from edgeport.profiles import load_profile, profiles_dir
+from edgeport.tflite.reader import inspect_model
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is imported (lazily, by the builders)
 QUANTS = ("fp32", "int8")

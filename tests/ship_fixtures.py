@@ -15,7 +15,7 @@ from typing import Any
 import flatbuffers
 import numpy as np
 
-from edgeport import tflite_metadata as tm
+from edgeport.ship import metadata as tm
 
 
 def tiny_tflite(channels: int = 3, classes: int = 3, seed: int = 0) -> bytes:

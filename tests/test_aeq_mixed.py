@@ -183,7 +183,7 @@ def test_levels_asked_are_the_levels_read_back(tiny_float: Path, tmp_path: Path)
     name = next(iter(want))
     with pytest.raises(aeq.LevelMismatch):
         aeq.verify_levels(path, {**want, name: "float" if want[name] != "float" else "int8"}, ops)
-    from edgeport.inspect_tflite import inspect_model
+    from edgeport.tflite.reader import inspect_model
 
     int8 = aeq.quantize(tiny_float, cal, {}, out=tmp_path / "int8.tflite", ops=ops)
     info, fp = inspect_model(int8), inspect_model(tiny_float)

@@ -72,7 +72,7 @@ def test_bench_marks_an_emulated_profile_time(monkeypatch: pytest.MonkeyPatch, t
 
 
 def test_summary_says_emulated_beside_the_device_time() -> None:
-    from edgeport.report import empty_report, summary_lines
+    from edgeport.report.summary import empty_report, summary_lines
 
     report = empty_report()
     report["quantization"]["mode"] = "int8"

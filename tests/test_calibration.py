@@ -1,4 +1,4 @@
-"""Tests for edgeport.calibration: data specs -> arrays, and the checks that guard conversion."""
+"""Tests for edgeport.data.calibration: data specs -> arrays, and the checks that guard conversion."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from edgeport.calibration import (
+from edgeport.data.calibration import (
     Dataset,
     builtin_names,
     check_data,
     load_data,
     split_holdout,
 )
+from edgeport.data.preprocessing import Preprocessing, parse_preprocessing
 from edgeport.errors import CalibrationError
-from edgeport.preprocessing import Preprocessing, parse_preprocessing
 from edgeport.types import TensorSpec
 
 IMG = [TensorSpec("x", (1, 3, 8, 8))]

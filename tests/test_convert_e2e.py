@@ -61,7 +61,7 @@ def test_each_quant_mode_from_state_dict(tiny, tmp_path, capsys, mode):
     assert rep["latency"]["host"]["p50_ms"] > 0
     assert code == 0, rep["verdict"]
     if mode == "int8":
-        from edgeport.inspect_tflite import inspect_model
+        from edgeport.tflite.reader import inspect_model
 
         info = inspect_model(art)
         assert info["float_ops"] == [], "int8 model must be full integer"

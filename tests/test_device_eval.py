@@ -175,7 +175,7 @@ def test_convert_with_ssh_target_validates_on_the_device(artifacts: dict) -> Non
     assert dev["transfer_bytes"]["to_device"] > 24 * 3 * 16 * 16 * 4 and dev["transfer_bytes"]["from_device"] > 0
     checks = {c["name"]: c for c in report["verdict"]["checks"]}
     assert checks["device_agrees_with_host"]["passed"] and "device_accuracy_drop_pp" in checks
-    from edgeport.report import summary_lines
+    from edgeport.report.summary import summary_lines
 
     assert any(line.startswith("  on device  ssh://root@127.0.0.1") and "top-1 100.00%" in line for line in summary_lines(report))
     assert list(artifacts["remote_tmp"].iterdir()) == []

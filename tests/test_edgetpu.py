@@ -263,7 +263,7 @@ def _convert_int8(model: Any, path: Path) -> Path:
 def test_real_int8_cnn_maps_fully_and_matmul_head_splits(tmp_path: Path) -> None:
     import tensorflow as tf
 
-    from edgeport.inspect_tflite import inspect_model
+    from edgeport.tflite.reader import inspect_model
 
     tf.keras.utils.set_random_seed(0)
     layers = tf.keras.layers

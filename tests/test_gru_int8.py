@@ -178,7 +178,7 @@ def _data(d, out) -> list[str]:
 
 def _fc_weight_sharing(path) -> tuple[int, int]:
     """(FULLY_CONNECTED ops, distinct weight buffers they read) over every subgraph."""
-    from edgeport.inspect_tflite import _names, _schema, load_model
+    from edgeport.tflite.reader import _names, _schema, load_model
 
     model = load_model(path)
     names = _names(_schema().BuiltinOperator)
@@ -192,7 +192,7 @@ def _fc_weight_sharing(path) -> tuple[int, int]:
 
 
 def _check_int8_gru(rep: dict) -> None:
-    from edgeport.inspect_tflite import inspect_model
+    from edgeport.tflite.reader import inspect_model
 
     info = inspect_model(rep["artifact"]["path"])
     assert info["subgraphs"] == 1 and "WHILE" not in info["op_counts"]

@@ -95,7 +95,7 @@ def test_agreement_is_the_worst_output_s_so_a_broken_second_head_fails() -> None
     cosine_mean are the score head's, and the SNR budget fails."""
     from types import SimpleNamespace
 
-    from edgeport.report_build import _accuracy
+    from edgeport.report.build import _accuracy
 
     rng = np.random.default_rng(0)
     boxes, scores = rng.standard_normal((8, 4)), rng.standard_normal((8, 3))

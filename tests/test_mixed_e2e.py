@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from edgeport.cli import main
-from edgeport.inspect_tflite import inspect_model
+from edgeport.tflite.reader import inspect_model
 
 pytestmark = pytest.mark.slow
 ZOO = Path(__file__).resolve().parent.parent / "edgeport" / "zoo"

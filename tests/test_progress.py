@@ -16,7 +16,7 @@ import torch
 from edgeport import progress
 from edgeport.cli import build_parser, main
 from edgeport.quantize import mixed_worker
-from edgeport.report import summary_lines
+from edgeport.report.summary import summary_lines
 
 from fixture_models import TinyCNN, seeded
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from edgeport.inspect_tflite import inspect_model
 from edgeport.pipeline import convert
 from edgeport.profiles import load_profile
 from edgeport.quantize.auto import ORDER
+from edgeport.tflite.reader import inspect_model
 from edgeport.validate.speed import slowdowns
 
 from fixture_models import HardSwishStack, seeded

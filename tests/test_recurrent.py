@@ -19,7 +19,7 @@ from onnx import TensorProto, helper
 from edgeport.cli import main
 from edgeport.export.fused_lstm import fusable_lstms
 from edgeport.export.rewrites import apply_rewrites, float_difference
-from edgeport.runners.tflite_exec import invoke_each
+from edgeport.tflite.runner import invoke_each
 from edgeport.zoo import recurrent, sequence_models
 
 ZOO = Path(recurrent.__file__).parent

@@ -9,11 +9,11 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from edgeport import report_charts as charts
 from edgeport.latency.simulator import SimResult
-from edgeport.report import empty_report
-from edgeport.report_build import kept_samples
-from edgeport.report_html import render
+from edgeport.report import charts
+from edgeport.report.build import kept_samples
+from edgeport.report.html import render
+from edgeport.report.summary import empty_report
 from edgeport.sweep import table
 
 SVG = "{http://www.w3.org/2000/svg}"

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from ship_fixtures import run_tflite, tiny_tflite, write_result
 
-from edgeport import calibration as cal
-from edgeport import tflite_metadata as tm
 from edgeport.cli import main
-from edgeport.ship import MANIFEST
+from edgeport.data import calibration as cal
+from edgeport.ship import metadata as tm
+from edgeport.ship.bundle import MANIFEST
 
 NAMES = ["cat", "dog", "bird"]
 
@@ -150,7 +150,7 @@ def test_second_model_does_not_clobber_the_first(tmp_path: Path, capsys) -> None
 _KILL_DURING_WRITE = """
 import os, signal, sys
 from pathlib import Path
-import edgeport.ship as ship
+import edgeport.ship.bundle as ship
 real = os.replace
 def killed(src, dst):
     if str(dst).endswith(sys.argv[3]):
@@ -228,7 +228,7 @@ def test_builtin_digits_carry_class_names() -> None:
 
 
 def test_unwritable_folder_is_exit_2(result: Path, tmp_path: Path, capsys, monkeypatch) -> None:
-    import edgeport.ship as ship_mod
+    import edgeport.ship.bundle as ship_mod
 
     def denied(src: str, dst: str) -> None:  # what a read-only asset folder does (root ignores chmod)
         raise PermissionError(13, "Permission denied")

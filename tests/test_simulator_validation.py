@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgeport.inspect_tflite import inspect_model
 from edgeport.latency import host_fit
 from edgeport.latency.host_machine import detect
 from edgeport.latency.simulator import published_figures, simulate, simulate_published
 from edgeport.profiles import list_profiles, load_profile
+from edgeport.tflite.reader import inspect_model
 
 pytestmark = pytest.mark.slow
 

@@ -182,7 +182,7 @@ def test_default_floors_match_the_profile_defaults():
 # -- task labels in the data .npz ------------------------------------------------------------------
 
 def test_text_labels_load_with_their_charset_and_score_the_crnn(tmp_path, crnn_out):
-    from edgeport.calibration import load_data as load
+    from edgeport.data.calibration import load_data as load
 
     x, texts = make_lines(100, 2)
     path = tmp_path / "val.npz"
@@ -208,7 +208,7 @@ def test_text_labels_load_with_their_charset_and_score_the_crnn(tmp_path, crnn_o
     ({"charset": np.array("-01")}, "no 'text'"),
 ])
 def test_bad_task_labels_are_one_line_errors(tmp_path, arrays, words):
-    from edgeport.calibration import load_data as load
+    from edgeport.data.calibration import load_data as load
 
     path = tmp_path / "bad.npz"
     np.savez(path, x=np.zeros((8, 4), np.float32), **arrays)
@@ -218,7 +218,7 @@ def test_bad_task_labels_are_one_line_errors(tmp_path, arrays, words):
 
 
 def test_an_input_named_like_a_label_key_stays_data(tmp_path):
-    from edgeport.calibration import load_data as load
+    from edgeport.data.calibration import load_data as load
 
     path = tmp_path / "two.npz"
     np.savez(path, x=np.zeros((8, 4), np.float32), boxes=np.ones((8, 2), np.float32))
@@ -316,7 +316,7 @@ def test_unfaulted_outputs_pass_both_ways():
 
 
 def test_fixture_files_carry_their_task_labels(tmp_path):
-    from edgeport.calibration import load_data
+    from edgeport.data.calibration import load_data
 
     for name, key in (("crnn_ctc", "text"), ("yolo_detector", "boxes"), ("tiny_segmenter", "masks")):
         args = tm.write(name, tmp_path / name, calib=8, val=8)

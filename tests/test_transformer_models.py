@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from edgeport.cli import main
-from edgeport.inspect_tflite import inspect_model
+from edgeport.tflite.reader import inspect_model
 from edgeport.zoo import vit
 
 

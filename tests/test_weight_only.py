@@ -16,10 +16,10 @@ import torch
 
 from edgeport import modes
 from edgeport.cli import main
-from edgeport.inspect_tflite import inspect_model
 from edgeport.latency.simulator import DEFAULTS, cpu_op_ms, delegated, precision
 from edgeport.profiles import load_profile
 from edgeport.quantize import weight_only
+from edgeport.tflite.reader import inspect_model
 from edgeport.validate.judge import Evidence, judge
 from edgeport.zoo import linear_heavy
 

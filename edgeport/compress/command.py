@@ -24,18 +24,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgeport import calibration as cal
 from edgeport import options
 from edgeport.compress.cluster import cluster_weights, gzip_size, state_dict_bytes
 from edgeport.compress.distill import clone_model, distill, predict, single_thread
 from edgeport.compress.lowrank import low_rank
 from edgeport.compress.prune import prune
 from edgeport.compress.recipe import PassSpec, Recipe, load_recipe
+from edgeport.data import calibration as cal
 from edgeport.errors import ConversionError, EdgeportError, InputError
 from edgeport.export import memory
 from edgeport.export.checkpoint import build_model, load_checkpoint
 from edgeport.export.onnx_prep import parse_shape
-from edgeport.report import versions, write_json_atomic
+from edgeport.report.summary import versions, write_json_atomic
 from edgeport.types import TensorSpec, plain
 
 MODEL_SUFFIXES = (".ts", ".pt", ".pth", ".torchscript")

@@ -57,7 +57,7 @@ def tflite_intermediates(tflite_path: Path, feed: dict[str, np.ndarray], input_m
 
     from ai_edge_litert.interpreter import Interpreter
 
-    from edgeport.runners.tflite_exec import dequantize_output, quantize_input
+    from edgeport.tflite.runner import dequantize_output, quantize_input
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "preserve_all_tensors is for debugging": that is what this is

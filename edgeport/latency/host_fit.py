@@ -32,7 +32,7 @@ from typing import Any
 from edgeport.errors import DeviceError, InputError
 from edgeport.latency.host_machine import INT8_DOT_GAIN, HostMachine, detect, fit_key, runtime_version
 from edgeport.profiles import DeviceProfile
-from edgeport.report import write_json_atomic
+from edgeport.report.summary import write_json_atomic
 
 FIT_SET_ARCHIVE = Path(__file__).with_name("fit_set.tar.xz")
 MODE_ENV, CACHE_ENV = "EDGEPORT_HOST_FIT", "EDGEPORT_CACHE_DIR"
@@ -151,8 +151,8 @@ def _store(fit: HostFit) -> HostFit:
 def fit_host(threads: int | None = None, *, repeats: int = 9, runs: int = 25, store: bool = True,
              log: Callable[[str], None] | None = None) -> HostFit:
     """Time the fit set on this machine at 1 and `threads` threads and fit the roofline parameters."""
-    from edgeport.inspect_tflite import inspect_model
     from edgeport.latency.simulator import fit_params, simulate_params
+    from edgeport.tflite.reader import inspect_model
 
     say = log or (lambda _line: None)
     start = time.monotonic()

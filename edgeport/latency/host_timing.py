@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeport.runners.tflite_exec import load_interpreter_class
+from edgeport.tflite.runner import load_interpreter_class
 
 
 def time_models(models: list[str], threads: list[int], *, repeats: int, runs: int, warmup: int,

@@ -90,7 +90,7 @@ def quantizable_ops(float_tflite: Path) -> list[OpRecord]:
 
     Ops AEQ has no int8 rule for (e.g. RELU_0_TO_1 from a hard-sigmoid) list only "float": AEQ keeps
     them in float with (de)quantize ops around them, whatever the recipe says."""
-    from edgeport.inspect_tflite import inspect_model
+    from edgeport.tflite.reader import inspect_model
 
     _, _, algorithm_manager, _, fbu = _aeq()
     info = inspect_model(Path(float_tflite))
@@ -270,7 +270,7 @@ def quantize(float_tflite: Path, calibration: Calibration, levels: Mapping[str, 
 def read_levels(model: Path, ops: list[OpRecord]) -> dict[str, str | None]:
     """Each float-model op's level in `model`, from tensor types: its output and every non-constant
     activation input must be int8 (int8), int16 (a16w8) or float32 (float); anything else is None."""
-    from edgeport.inspect_tflite import inspect_model
+    from edgeport.tflite.reader import inspect_model
 
     info = inspect_model(Path(model))
     by_output: dict[str, dict[str, Any]] = {}

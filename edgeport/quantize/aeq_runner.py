@@ -126,7 +126,7 @@ def _output_order(key: str) -> tuple[int, str]:
 def _run_one(path: str, inputs: dict[str, np.ndarray], threads: int) -> tuple[dict[str, np.ndarray], str]:
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    from edgeport.runners.tflite_exec import dequantize_output, quantize_input
+    from edgeport.tflite.runner import dequantize_output, quantize_input
 
     def outputs(**kwargs: Any) -> dict[str, np.ndarray]:
         runner = Interpreter(model_path=path, num_threads=threads, **kwargs).get_signature_runner()

@@ -89,8 +89,8 @@ def compare(conv: Conversion, mode: str, artifact: Path, simulated: dict[str, An
             work: Path, notes: list[str]) -> Fp16Comparison | None:
     """The comparison for mixed/w8/w4 on profiles that can run fp16 (not the Edge TPU); a failure to build
     the fp16 model is a note, never a failed run. Appends the recommendation to `notes` when dominated."""
-    from edgeport.inspect_tflite import inspect_model
     from edgeport.latency.simulator import simulate
+    from edgeport.tflite.reader import inspect_model
 
     if mode not in COMPARED_MODES or not prof.allows("fp16") or "fp32" not in conv.files:
         return None

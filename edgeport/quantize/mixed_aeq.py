@@ -149,8 +149,8 @@ class _Search:
         """Simulated ms and weight bytes of every op at each level, read off three whole models (all
         int8, all a16w8 where AEQ can, all float): a unit's latency and byte cost is estimated as the sum
         over its ops, without building it (the (de)quantize ops at its borders are left out)."""
-        from edgeport.inspect_tflite import inspect_model
         from edgeport.latency.simulator import simulate
+        from edgeport.tflite.reader import inspect_model
 
         can = adjustable(self.ops)
         table = {}
@@ -192,8 +192,8 @@ class _Search:
 
 def cost(path: Path, profile: Any) -> tuple[float, int]:
     """(simulated p50 ms on `profile`, file bytes): the two axes the search minimises, in that order."""
-    from edgeport.inspect_tflite import inspect_model
     from edgeport.latency.simulator import simulate
+    from edgeport.tflite.reader import inspect_model
 
     return float(simulate(inspect_model(path), profile).p50_ms), path.stat().st_size
 

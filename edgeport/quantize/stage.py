@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeport import calibration as cal
+from edgeport.data import calibration as cal
 from edgeport.errors import ConversionError, InputError
 from edgeport.export.backend import Conversion
 from edgeport.export.onnx_prep import PreparedOnnx

@@ -97,7 +97,7 @@ def _config(level: str) -> Any:
 
 def plan(float_tflite: Path, mode: str) -> list[WeightOp]:
     """Each weight op of the float model with the level `mode` asks for it, after AEQ's own policy check."""
-    from edgeport.inspect_tflite import inspect_model
+    from edgeport.tflite.reader import inspect_model
 
     if mode not in WEIGHT_MODES:
         raise ValueError(f"not a weight-only mode: {mode!r}")
@@ -223,7 +223,7 @@ def _coverage_note(found: WeightOnlyResult) -> None:
 def read_levels(model: Path) -> dict[str, str | None]:
     """Each weight op's level in a written model, by its first output tensor name (AEQ keeps the float
     model's tensor names and adds a DEQUANTIZE per int8 weight)."""
-    from edgeport.inspect_tflite import inspect_model, load_model
+    from edgeport.tflite.reader import inspect_model, load_model
 
     info = inspect_model(Path(model))
     producer = {t["name"]: op for op in info["ops"] for t in op["outputs"]}

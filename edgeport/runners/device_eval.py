@@ -9,7 +9,7 @@ comes back, and every figure is computed here, three ways:
 
 How the outputs are made on the device:
 - ssh, or adb when the phone's shell finds a Python (Termux): runners/remote_eval.py with
-  runners/tflite_exec.py beside it, the host's own per-sample loop (variable tensors reset per sample,
+  tflite/runner.py beside it, the host's own per-sample loop (variable tensors reset per sample,
   streaming state fed back), in the private temp dir of the ssh session / adb runner, always removed;
 - adb with `--eval-binary`: the user's binary, on the contract in `eval_binary_argv` (README);
 - adb with neither: `CannotValidate`; convert records why, `edgeport check` stops with it.
@@ -47,7 +47,7 @@ STEP = "device validation"
 OUTPUTS = "outputs.npz"
 RUNNER = "edgeport_eval.py"
 # The remote runner and the two files it imports, under the names it imports them by.
-RUNNER_FILES = {RUNNER: HERE / "remote_eval.py", "edgeport_tflite_exec.py": HERE / "tflite_exec.py",
+RUNNER_FILES = {RUNNER: HERE / "remote_eval.py", "edgeport_tflite_exec.py": HERE.parent / "tflite" / "runner.py",
                 "edgeport_bench.py": HERE / "remote_bench.py"}
 
 
@@ -184,7 +184,7 @@ def eval_binary_argv(remote: str, threads: int) -> list[str]:
 
 def _eval_binary(client: Any, remote: str, binary: Path, files: dict[str, Path], local_out: Path, profile: DeviceProfile,
                  stage: Path) -> dict[str, Any]:
-    from edgeport.runners.tflite_exec import dequantize_output, load_interpreter_class, quantize_input
+    from edgeport.tflite.runner import dequantize_output, load_interpreter_class, quantize_input
 
     if not binary.is_file():
         raise InputError(f"--eval-binary {show_text(str(binary), 200)} does not exist", hint="pass the host path of the tool built for the device")

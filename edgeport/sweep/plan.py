@@ -201,7 +201,7 @@ def _model_cells(entry: dict[str, Any], i: int, base: Path, defaults: dict[str, 
 
 def _data_spec(spec: str, base: Path, where: str) -> str:
     if spec.startswith("builtin:"):
-        from edgeport.calibration import builtin_names
+        from edgeport.data.calibration import builtin_names
 
         if spec.removeprefix("builtin:") not in builtin_names():
             raise _bad(where, f"unknown built-in data '{spec}'",
@@ -228,7 +228,7 @@ def content_sha256(spec: str | None) -> str | None:
         return None
     h = hashlib.sha256()
     if spec.startswith("builtin:"):
-        from edgeport.calibration import DATA_DIR
+        from edgeport.data.calibration import DATA_DIR
 
         h.update(spec.encode())
         _file_sha(DATA_DIR / "manifest.toml", h)
@@ -259,7 +259,7 @@ def _module_sha(model_class: str | None) -> str | None:
 def with_keys(plan: Plan) -> Plan:
     """Each cell's resume key: sha256 of checkpoint, data, profile file, options and versions."""
     from edgeport.profiles import load_profile
-    from edgeport.report import versions
+    from edgeport.report.summary import versions
 
     memo: dict[str, str | None] = {}
 

@@ -11,9 +11,9 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from edgeport.report import write_text_atomic
-from edgeport.report_charts import sweep_model
-from edgeport.report_html import _CSS
+from edgeport.report.charts import sweep_model
+from edgeport.report.html import _CSS
+from edgeport.report.summary import write_text_atomic
 from edgeport.types import plain
 
 COLUMNS = ("cell", "model", "profile", "mode", "status", "accuracy", "drop_pp", "top1", "size_kib", "sim_p50_ms",

@@ -15,7 +15,7 @@ import numpy as np
 
 from edgeport.export.layout import ShapeMismatch, output_perm, undo
 from edgeport.export.torch_to_onnx import flatten_outputs as _flatten
-from edgeport.runners.tflite_exec import ordered_output_keys
+from edgeport.tflite.runner import ordered_output_keys
 from edgeport.types import LatencyStats, TensorSpec
 
 
@@ -95,7 +95,7 @@ def run_tflite(
         Path(tmp, "req.json").write_text(json.dumps(req))
         out = Path(tmp, "out.npz")
         try:
-            proc = subprocess.run([sys.executable, "-m", "edgeport.runners.tflite_exec", str(Path(tmp, "req.json")), str(out)],
+            proc = subprocess.run([sys.executable, "-m", "edgeport.tflite.runner", str(Path(tmp, "req.json")), str(out)],
                                   capture_output=True, text=True, timeout=timeout_s, check=False)
         except subprocess.TimeoutExpired:
             return TfliteRun(None, None, None, error=f"the TFLite model did not finish within {timeout_s:.0f} s")

@@ -9,7 +9,7 @@ state misses what matters: errors that build up as the state is carried. So with
   chunks as ordinary samples (S*T of them, in order) with the states the float model carried: the
   calibration then sees real states, not zeros;
 - `attach` marks the state inputs in the conversion's input map, so every TFLite validation run
-  (`runners/tflite_exec.py`) feeds its own output state back within each sequence: the TFLite model
+  (`tflite/runner.py`) feeds its own output state back within each sequence: the TFLite model
   is judged closed-loop, on every chunk, against the float model's closed loop.
 """
 

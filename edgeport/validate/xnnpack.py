@@ -29,7 +29,7 @@ _GEMM_OPS = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "FULLY_CONNECTED": 1, "TRANSP
 def scan(path: Path) -> dict[str, Any]:
     """{"rejected": [...], "causes": [...]}: rejected = ops XNNPACK refuses to create; causes = ops
     whose output carries an absurd quantization scale. Each row: index, op, tensor, reason."""
-    from edgeport.inspect_tflite import _names, _schema, load_model
+    from edgeport.tflite.reader import _names, _schema, load_model
 
     schema = _schema()
     model = load_model(path)

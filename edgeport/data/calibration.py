@@ -22,15 +22,15 @@ from typing import Any
 
 import numpy as np
 
+from edgeport.data.imagefolder import IMAGE_EXTS, normalize, read_folder
+from edgeport.data.preprocessing import Preprocessing, value_range
 from edgeport.errors import CalibrationError, cause_line
-from edgeport.imagefolder import IMAGE_EXTS, normalize, read_folder
-from edgeport.preprocessing import Preprocessing, value_range
 from edgeport.tasks.labels import KEYS as TASK_LABEL_KEYS
 from edgeport.tasks.labels import TaskLabels, from_arrays
 from edgeport.types import TensorSpec
 from edgeport.validate.labels import check_labels
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "calibration_data"
+DATA_DIR = Path(__file__).resolve().parents[2] / "calibration_data"
 LABEL_KEY = "y"
 RECOMMENDED_CALIBRATION = 100  # TFLite's PTQ guide suggests ~100-500 representative samples
 _SAVE_HINT = "save numeric arrays with np.savez(path, x=..., y=...) (float32, or uint8 pixels; no pickled objects)"

@@ -1,7 +1,7 @@
 """report.html: the same content as report.json for a person — verdict first, then why.
 
 Self-contained (inline CSS and inline SVG charts, no scripts, no network), every value HTML-escaped:
-names in a model file are untrusted text. The charts are drawn by report_charts.py from the same keys.
+names in a model file are untrusted text. The charts are drawn by report/charts.py from the same keys.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from edgeport import report_charts as charts
+from edgeport.report import charts
 
 _CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.6em;border-bottom:1px solid #ddd}

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeport import tflite_metadata as tm
 from edgeport.errors import ConversionError, EdgeportError, InputError
+from edgeport.ship import metadata as tm
 from edgeport.types import file_sha256
 
 MANIFEST = "edgeport-manifest.json"

@@ -10,9 +10,9 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from edgeport import tflite_metadata as tm
 from edgeport.errors import EdgeportError, InputError
-from edgeport.ship import LABELS_IN_MODEL, MANIFEST, _read_manifest
+from edgeport.ship import metadata as tm
+from edgeport.ship.bundle import LABELS_IN_MODEL, MANIFEST, _read_manifest
 
 
 def check(folder: Path) -> dict[str, Any]:

@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from edgeport.data.model_io import GENERATED_INPUTS, Data, ModelIO
 from edgeport.export.checkpoint import LoadedModel
 from edgeport.export.select import ExportChoice
-from edgeport.model_io import GENERATED_INPUTS, Data, ModelIO
 from edgeport.modes import MODES
 from edgeport.profiles import DeviceProfile
-from edgeport.report import empty_report
+from edgeport.report.summary import empty_report
 from edgeport.types import Artifact, file_sha256
 from edgeport.validate import metrics
 from edgeport.validate.judge import Evidence

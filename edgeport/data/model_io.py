@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeport import calibration as cal
+from edgeport.data import calibration as cal
+from edgeport.data.preprocessing import parse_preprocessing
 from edgeport.errors import InputError
 from edgeport.export import memory
 from edgeport.export.checkpoint import LoadedModel
 from edgeport.export.onnx_prep import PreparedOnnx
-from edgeport.preprocessing import parse_preprocessing
 from edgeport.types import TensorSpec
 
 GENERATED_INPUTS = "seeded standard normal, seed 0"

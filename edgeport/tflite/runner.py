@@ -5,7 +5,7 @@ DIV whose divisor hits its zero point); the parent sees the signal and turns it 
 Imports only the TFLite interpreter (ai-edge-litert, else tflite-runtime, else TensorFlow), not torch,
 and nothing of edgeport: runners/device_eval.py copies this very file to a device (ssh, adb), so the device
 runs each sample exactly as the host does (state reset, carried streaming state). Keep it Python 3.7+.
-Usage: python -m edgeport.runners.tflite_exec REQUEST.json RESULT.npz
+Usage: python -m edgeport.tflite.runner REQUEST.json RESULT.npz
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeport.data.preprocessing import Preprocessing
 from edgeport.errors import CalibrationError
-from edgeport.preprocessing import Preprocessing
 from edgeport.types import TensorSpec
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
