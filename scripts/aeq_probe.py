@@ -1,4 +1,4 @@
-"""Measure the AEQ mixed-precision search (edgeport.quantize.mixed_aeq) against plain int8.
+"""Measure the AEQ mixed-precision search (edgeport.quantize.search.aeq_search) against plain int8.
 
 detector: a seeded ~500-op detector (edgeport/zoo/detector_net.py) at SIZE x SIZE: wall time of the
   plain int8 conversion (`--quant int8`: onnx2tf + the TF converter's fp32 and int8 jobs) vs the mixed
@@ -36,7 +36,8 @@ from edgeport.export.to_tflite import run_conversion
 from edgeport.export.torch_to_onnx import export_onnx
 from edgeport.latency.simulator import simulate
 from edgeport.profiles import load_profile
-from edgeport.quantize import aeq, mixed_aeq
+from edgeport.quantize import aeq
+from edgeport.quantize.search import aeq_search as mixed_aeq
 from edgeport.quantize.equalize import equalize
 from edgeport.tflite.reader import inspect_model
 from edgeport.types import TensorSpec

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 
 from edgeport.errors import InputError
-from edgeport.quantize import aeq, mixed_aeq
+from edgeport.quantize import aeq
 from edgeport.quantize.aeq import OpRecord
-from edgeport.quantize.aeq_runner import CandidateRunner
-from edgeport.quantize.aeq_units import Node, groups, units
+from edgeport.quantize.search import aeq_search as mixed_aeq
+from edgeport.quantize.search.candidates import Node, groups, units
+from edgeport.quantize.search.probe_runner import CandidateRunner
 
 from fixture_models import write_tiny_tflite
 
@@ -298,7 +299,7 @@ def test_edge_tpu_profile_gets_int8_with_a_float_tail(outlier_case: dict[str, An
 
 def test_accept_applies_the_budget_on_a_real_run(tmp_path: Path) -> None:
     from edgeport.export.layout import tflite_layout
-    from edgeport.quantize.aeq_accept import accept_for
+    from edgeport.quantize.search.budget import accept_for
 
     model = write_tiny_tflite(tmp_path / "tiny.tflite", signature=True)
     x = np.random.default_rng(0).standard_normal((6, 16)).astype(np.float32)
@@ -425,7 +426,7 @@ def test_int8_that_aborts_is_scored_as_a_failure_and_mixed_keeps_the_division_ou
     from edgeport.export.to_tflite import PSEUDO_OP_REMEDY, run_conversion
     from edgeport.export.torch_to_onnx import export_onnx
     from edgeport.profiles import load_profile
-    from edgeport.quantize.aeq_accept import accept_for
+    from edgeport.quantize.search.budget import accept_for
     from edgeport.types import TensorSpec
 
     from fixture_models import GeluLayerNormMLP

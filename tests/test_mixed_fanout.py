@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from edgeport.cli import main
-from edgeport.quantize import fanout
+from edgeport.quantize.search import fanout
 
 from fixture_models import TinyCNN, image_data, seeded
 

@@ -8,8 +8,9 @@ import torch
 
 from edgeport.export.trace_names import match, module_path
 from edgeport.quantize.equalize import equalize
-from edgeport.quantize.mixed import verify_kept_float
-from edgeport.quantize.mixed_worker import _fits, _smallest_k
+from edgeport.quantize.search.budget import fits
+from edgeport.quantize.search.converter_worker import _smallest_k
+from edgeport.quantize.search.rows import verify_kept_float
 from edgeport.zoo.hard_cases import OutlierNet
 
 
@@ -35,10 +36,10 @@ def test_smallest_k_bisects_to_the_minimum():
 
 def test_budget_uses_labels_then_agreement():
     budget = {"reference_accuracy": 0.9, "accuracy_drop_pp": 1.0, "min_top1_agreement": 0.98}
-    assert _fits({"ok": True, "accuracy": 0.895, "top1": 0.5}, budget)
-    assert not _fits({"ok": True, "accuracy": 0.88, "top1": 1.0}, budget)
-    assert not _fits({"ok": False, "accuracy": 0.9}, budget)
-    assert _fits({"ok": True, "accuracy": None, "top1": 0.99}, {**budget, "reference_accuracy": None})
+    assert fits({"ok": True, "accuracy": 0.895, "top1": 0.5}, budget)
+    assert not fits({"ok": True, "accuracy": 0.88, "top1": 1.0}, budget)
+    assert not fits({"ok": False, "accuracy": 0.9}, budget)
+    assert fits({"ok": True, "accuracy": None, "top1": 0.99}, {**budget, "reference_accuracy": None})
 
 
 def test_verify_kept_float_reads_the_written_model():

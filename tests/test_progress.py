@@ -15,7 +15,7 @@ import torch
 
 from edgeport import progress
 from edgeport.cli import build_parser, main
-from edgeport.quantize import mixed_worker
+from edgeport.quantize.search import converter_worker as mixed_worker
 from edgeport.report.summary import summary_lines
 
 from fixture_models import TinyCNN, seeded

@@ -33,7 +33,7 @@ from edgeport.modes import MODES
 from edgeport.types import TensorSpec
 
 # Files this backend builds per job. `--quant mixed` asks it for fp32 only: the AEQ search
-# (edgeport.quantize.mixed_aeq) then runs on that float model.
+# (edgeport.quantize.search.aeq_search) then runs on that float model.
 SUPPORTED_MODES = ("fp32", "fp16", "dynamic", "int8", "int16x8")
 # AEQ's static int8 recipe gives int8 graph I/O (its default, see edgeport.quantize.aeq_modes); it has no
 # uint8 activations for the graph's inputs/outputs in the recipes used here.

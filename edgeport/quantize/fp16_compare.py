@@ -21,14 +21,13 @@ from typing import Any
 from edgeport.errors import ConversionError
 from edgeport.export.backend import Conversion
 from edgeport.profiles import DeviceProfile
+from edgeport.quantize.search.refine import LATENCY_TIE
 
-# Simulated latencies within 2% tie, as in the mixed search (quantize/mixed_aeq.LATENCY_TIE): the
-# simulator cannot order two builds of one graph more finely, and on a tie the smaller model wins.
-LATENCY_TIE = 0.02
 COMPARED_MODES = ("mixed", "w8", "w4")
 CHECK = "mixed_not_dominated"
 
 
+# tie: simulated latencies within 2% are equal, as in the mixed searches, and then the smaller model wins
 def dominated(size: int, ms: float | None, fp16_size: int, fp16_ms: float | None, tie: float = LATENCY_TIE) -> bool | None:
     """True when fp16 is the better answer on both axes: the model is larger than fp16 and not faster
     than it beyond the simulator's tie. None when either latency is unknown (nothing to judge)."""

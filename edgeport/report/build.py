@@ -202,7 +202,7 @@ def _names(names: tuple[str, ...] | None) -> list[str] | None:
 
 def evidence(r: ConvertResults, report: dict[str, Any]) -> Evidence:
     """The facts the verdict judges; `report` supplies the figures build_report already derived."""
-    from edgeport.quantize.mixed import verify_kept_float
+    from edgeport.quantize.search.rows import verify_kept_float
 
     acc = report["accuracy"]
     lat = report["latency"]

@@ -43,7 +43,7 @@ def resolve(text: str | None, outputs: Sequence[TensorSpec], references: list[np
 
 def objective(budget: dict[str, Any], references: list[np.ndarray], outputs: list[np.ndarray],
               labels: object | None) -> tuple[bool, float] | None:
-    """(meets the floor, value) of the task metric for the mixed searches (quantize/mixed.budget_for puts
+    """(meets the floor, value) of the task metric for the mixed searches (quantize/search/budget.budget_for puts
     the task in their budget), or None when the task is judged by today's figures (classify, raw)."""
     task = budget.get("task")
     if not task:

@@ -5,8 +5,6 @@ most of the search's time. With EDGEPORT_MIXED_WORKERS=N (set by `edgeport sweep
 cpus_per_cell, or by hand for `edgeport convert`) the units are dealt round-robin to N throwaway
 processes that each rebuild the converter from the same request, so the scores are the ones a
 serial search computes. A process that dies costs nothing but time: its units are scored serially.
-
-Usage (internal): python -m edgeport.quantize.fanout REQUEST.json UNITS.json RESULT.json
 """
 
 from __future__ import annotations
@@ -21,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 ENV = "EDGEPORT_MIXED_WORKERS"
+# Each process runs the converter search's own worker (its `score` entry): named, not imported, so this
+# module and the worker that calls it do not import each other.
+CHILD = "edgeport.quantize.search.converter_worker"
 
 
 def workers() -> int:
@@ -51,7 +52,7 @@ def score_units(req: dict[str, Any], units: list[list[str]], limit: int,
             (Path(tmp) / f"units{k}.json").write_text(json.dumps({"limit": limit, "units": [units[i] for i in idx]}))
             log = open(Path(tmp) / f"log{k}.txt", "w")  # noqa: SIM115 - closed below
             procs.append((idx, log, subprocess.Popen(
-                [sys.executable, "-m", "edgeport.quantize.fanout", str(Path(tmp) / "req.json"),
+                [sys.executable, "-m", CHILD, "score", str(Path(tmp) / "req.json"),
                  str(Path(tmp) / f"units{k}.json"), str(Path(tmp) / f"out{k}.json")], stdout=log, stderr=subprocess.STDOUT,
                 env=env)))
         for k, (idx, log, proc) in enumerate(procs):
@@ -71,21 +72,3 @@ def score_units(req: dict[str, Any], units: list[list[str]], limit: int,
         notes.append(f"candidate scoring fanned out over {n} processes: {len(units) - missing} of {len(units)} "
                      f"candidates scored in parallel" + (f", {missing} re-scored serially after a process died" if missing else ""))
     return [s if s is not None else serial(units[i]) for i, s in enumerate(scores)]
-
-
-def _child(req_path: str, units_path: str, out_path: str) -> int:
-    from edgeport.quantize.mixed_worker import Evaluator, setup
-
-    req = json.loads(Path(req_path).read_text())
-    job = json.loads(Path(units_path).read_text())
-    _conv, _feed, build = setup(req)
-    ev = Evaluator(req)
-    scores = [ev.score(build(unit), job["limit"]) for unit in job["units"]]
-    tmp = Path(out_path + ".tmp")
-    tmp.write_text(json.dumps(scores, default=float))
-    os.replace(tmp, out_path)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_child(*sys.argv[1:4]))

@@ -8,7 +8,7 @@ out is killed and replaced on the next candidate.
 
 Protocol: the parent writes one JSON line {"model", "out"} per candidate to the child's stdin; the
 child writes the outputs to `out` (.npz, keys output_0.. in signature order) and answers one JSON line.
-Usage (internal): python -m edgeport.quantize.aeq_runner INPUTS.npz THREADS
+Usage (internal): python -m edgeport.quantize.search.probe_runner INPUTS.npz THREADS
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class CandidateRunner:
                 self.restarts += 1
             self.log = self.log or open(self.work / "runner.log", "a")  # noqa: SIM115 - closed in close()
             env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-            self.proc = subprocess.Popen([sys.executable, "-m", "edgeport.quantize.aeq_runner", str(self.inputs_path),
+            self.proc = subprocess.Popen([sys.executable, "-m", "edgeport.quantize.search.probe_runner", str(self.inputs_path),
                                           str(self.threads)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=self.log, text=True, env=env)
         return self.proc

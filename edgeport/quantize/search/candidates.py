@@ -1,14 +1,16 @@
-"""Which ops must change level together, and the op groups the sensitivity scoring measures.
+"""Candidates of both searches: which ops must change level together, and the groups the scoring measures.
 
 A tensor keeps more precision only if its producer AND every op that computes with it do: with the
-producer at a16w8 and a consumer at int8, AEQ requantizes the int16 tensor to int8 in front of that
-consumer and the precision is lost again. So the search moves *units*: an op plus the ops that read its
-output, followed through data-movement ops (a PAD or RESHAPE passes its input's precision on).
+producer float (or a16w8) and a consumer at int8, the builder requantizes the tensor to int8 in front of
+that consumer and the precision is lost again. So both searches move *units*: an op plus the ops that
+read its output, followed through data-movement ops (a PAD or RESHAPE passes its input's precision on).
+The converter search (converter_worker) builds units on the int8 model's graph; the AEQ search
+(aeq_search) on the float model's op records, where it also measures groups of consecutive units.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 
 from edgeport.quantize.aeq import OpRecord
@@ -16,6 +18,20 @@ from edgeport.quantize.aeq import OpRecord
 # Ops that only move data: a tensor's precision flows through them to the op that computes.
 MOVERS = frozenset({"RESHAPE", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS", "PAD", "PADV2", "GATHER", "STRIDED_SLICE",
                     "SLICE", "SPLIT", "SPLIT_V", "PACK", "UNPACK", "CONCATENATION"})
+
+
+def closure(name: str, readers: Mapping[str, Sequence[str]], kind: Mapping[str, str], allowed: Container[str]) -> list[str]:
+    """The op `name` plus every allowed op that reads its output, followed through MOVERS: keeping these
+    at one level keeps the tensor at that level all the way to the ops that compute with it."""
+    members, queue = [name], list(readers.get(name, []))
+    while queue:
+        nxt = queue.pop(0)
+        if nxt in members or nxt not in allowed:
+            continue
+        members.append(nxt)
+        if kind.get(nxt) in MOVERS:
+            queue.extend(readers.get(nxt, []))
+    return members
 
 
 @dataclass(frozen=True)
@@ -45,14 +61,7 @@ def units(ops: Sequence[OpRecord]) -> list[Unit]:
     for o in ops:
         if o.tensor not in can or (o.op in MOVERS and o.inputs and all(owner.get(i) in can for i in o.inputs)):
             continue
-        members, queue = [o.tensor], list(readers.get(o.tensor, []))
-        while queue:
-            nxt = queue.pop(0)
-            if nxt in members or nxt not in can:
-                continue
-            members.append(nxt)
-            if kind[nxt] in MOVERS:
-                queue.extend(readers.get(nxt, []))
+        members = closure(o.tensor, readers, kind, can)
         key = frozenset(members)
         if key not in seen:
             seen.add(key)

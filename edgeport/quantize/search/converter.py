@@ -1,7 +1,10 @@
-"""Parent side of the mixed-precision search: prepare data, run the worker, name the layers.
+"""The TF-converter builder: the converter search's parent side, and the converter's rebuild of a choice.
 
-The worker returns TFLite tensor names; this module traces each to its ONNX node and PyTorch module
-so a user reads `features.3.conv.1`, not `model/tf.nn.convolution/convolution;Const_51`.
+run_mixed runs the converter search (converter_worker) in a child process: every candidate is one
+converter run with its float ops denylisted. build_with_float builds one such model for a float set
+chosen elsewhere, and rebuild_choice uses it to rebuild the AEQ search's choice when the converter
+quantizes ops that AEQ has no rule for. The rows' TFLite tensor names are traced to ONNX nodes and
+PyTorch modules by rows.name_layers.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,8 +21,8 @@ import numpy as np
 
 from edgeport import progress
 from edgeport.errors import ConversionError
-from edgeport.export import trace_names
 from edgeport.export.layout import tflite_layout
+from edgeport.quantize.search.refine import cost, no_worse
 from edgeport.validate.run import run_tflite
 
 
@@ -61,7 +65,7 @@ def run_mixed(*, saved_model: Path, input_map: dict[str, dict[str, Any]], calibr
     log = work / "mixed.log"
     title = "int8 diagnosis" if diagnose_only else "mixed search"
     with open(log, "w") as fh, progress.stage(title, "int8 model and per-layer statistics") as st:
-        proc = subprocess.Popen([sys.executable, "-m", "edgeport.quantize.mixed_worker", str(work / "mixed_req.json"),
+        proc = subprocess.Popen([sys.executable, "-m", "edgeport.quantize.search.converter_worker", str(work / "mixed_req.json"),
                                  str(work / "mixed_result.json")], stdout=fh, stderr=subprocess.STDOUT)
         try:
             progress.follow(proc, status_path, st, lambda status: _show(st, status), timeout_s)
@@ -95,7 +99,7 @@ def build_with_float(*, saved_model: Path, input_map: dict[str, dict[str, Any]],
            "denylist": list(float_ops), "out": str(out)}
     (work / "build_req.json").write_text(json.dumps(req))
     try:
-        proc = subprocess.run([sys.executable, "-m", "edgeport.quantize.mixed_worker", str(work / "build_req.json"),
+        proc = subprocess.run([sys.executable, "-m", "edgeport.quantize.search.converter_worker", str(work / "build_req.json"),
                                str(work / "build_result.json")], capture_output=True, text=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired as exc:
         raise ConversionError(f"the TF converter did not build the int8 model within {timeout_s:.0f} s") from exc
@@ -121,70 +125,52 @@ def _show(st: progress.Stage, status: dict[str, Any]) -> None:
         st.update(f"dropping unneeded float ops: trying {status['trial']} instead of {status['kept']}")
 
 
-def name_layers(result: MixedResult, float_tflite: Path, onnx_path: Path, sample: dict[str, np.ndarray],
-                input_map: dict[str, dict[str, Any]], original_names: dict[str, str]) -> None:
-    """Adds onnx_node and pytorch_module to every row, in place."""
-    wanted = [r["tensor"] for r in result.layers]
+def rebuild_choice(conv: Any, calibration: dict[str, np.ndarray], result: Any, accept: Any, prof: Any,
+                   work: Path, notes: list[str]) -> None:
+    """AEQ keeps ops it has no rule for in float (e.g. RELU_0_TO_1 from a hard-sigmoid), with (de)quantize
+    ops around each; the TF converter quantizes them. So on the ONNX path the search's choice (the same
+    ops float, no a16w8, which the converter cannot mix in) is also built by the converter, and that
+    model replaces AEQ's when it meets the budget and is no worse on (simulated latency, bytes): then
+    the answer is never worse than the converter-only search's for the same float set. Its levels are
+    read back from the file, as AEQ's are."""
+    from edgeport.quantize import aeq
+
+    if conv.saved_model is None or result.kept_a16w8 or not result.forced_float:
+        return
+    started = time.perf_counter()
+    out = work / "converter_rebuild.tflite"
     try:
-        tfl = trace_names.tflite_intermediates(float_tflite, sample, input_map)
-        onnx_vals = trace_names.onnx_intermediates(onnx_path, sample)
-        found = trace_names.match(tfl, onnx_vals, wanted)
-    except Exception as exc:  # noqa: BLE001 - names are diagnostics; never fail the conversion for them
-        result.notes.append(f"could not trace layers to ONNX/PyTorch names ({type(exc).__name__}: {str(exc)[:120]})")
-        found = {}
+        build_with_float(saved_model=conv.saved_model, input_map=conv.input_map, calibration=calibration,
+                               float_ops=list(result.kept), io_dtype=prof.runtime.io_dtype, out=out)
+    except ConversionError as exc:
+        notes.append(f"the TF converter could not rebuild the AEQ choice, AEQ's model is kept: {exc}")
+        return
+    got = aeq.read_levels(out, result.ops)
+    # every op must be found in the converter's file, and every op the search put in float must be float there
+    unread = [t for t, lv in got.items() if lv is None] + [t for t in result.kept if got.get(t) != "float"]
+    mine = dict(zip(("sim_ms", "bytes"), cost(out, prof), strict=True))
+    theirs = dict(zip(("sim_ms", "bytes"), cost(result.model, prof), strict=True))
+    ok, metric = accept(out) if not unread else (False, None)
+    result.timings["converter_rebuild_s"] = round(time.perf_counter() - started, 2)
+    result.curve.append({"step": len(result.curve), "phase": "converter", "what": "the chosen float set, built by the TF converter",
+                         "levels": {lv: sum(1 for v in got.values() if v == lv) for lv in aeq.LEVELS},
+                         "sim_ms": round(mine["sim_ms"], 6), "size_bytes": mine["bytes"], "ok": bool(ok),
+                         "metric": metric, "unread_ops": len(unread)})
+    better = no_worse(mine, theirs) and (mine["sim_ms"], mine["bytes"]) != (theirs["sim_ms"], theirs["bytes"])
+    if not (ok and better):
+        why = (f"{len(unread)} op(s) are missing or not float as chosen in its file (e.g. '{unread[0]}')" if unread else
+               "it misses the budget" if not ok else
+               f"it is not better ({mine['sim_ms']:.4g} ms, {mine['bytes']:,} B vs {theirs['sim_ms']:.4g} ms, {theirs['bytes']:,} B)")
+        notes.append(f"the TF converter's build of the same choice was not kept: {why}")
+        out.unlink(missing_ok=True)
+        return
+    quantized = [t for t in result.forced_float if got.get(t) == "int8"]
     for row in result.layers:
-        hit = found.get(row["tensor"])
-        node = hit["onnx_node"] if hit else None
-        original = original_names.get(node, node) if node else None
-        row["onnx_node"] = original
-        row["pytorch_module"] = trace_names.module_path(original) if original else None
-        row["trace_cosine"] = hit["cosine"] if hit else None
-        row["traced_by"] = "values" if hit else None
-    # Ops with no ONNX counterpart (a LayerNormalization becomes MEAN/SQUARED_DIFFERENCE/RSQRT/...)
-    # belong to the nearest traced op they feed: the ONNX node they were decomposed from.
-    by_tensor = {r["tensor"]: r for r in result.layers}
-    for _ in range(len(result.layers)):
-        changed = False
-        for row in result.layers:
-            if row["onnx_node"]:
-                continue
-            for user in row.get("unit", [])[1:]:
-                owner = by_tensor.get(user)
-                if owner and owner["onnx_node"]:
-                    row.update(onnx_node=owner["onnx_node"], pytorch_module=owner["pytorch_module"], traced_by="part of")
-                    changed = True
-                    break
-        if not changed:
-            break
-
-
-def verify_kept_float(model_info: dict[str, Any], kept: list[str]) -> list[str]:
-    """Names of layers the search kept in float that are NOT float in the written model.
-
-    Denylist name matching is easy to get wrong, so the written file is read back, not trusted."""
-    dtype_by_output = {op["output_name"]: op["dtype"] for op in model_info["ops"]}
-    return [name for name in kept if dtype_by_output.get(name) not in ("FLOAT32", "FLOAT16")]
-
-
-def budget_for(profile_budgets: Any, references: list[np.ndarray], labels: np.ndarray | None,
-               task: Any = None) -> dict[str, Any]:
-    """The searches' accuracy budget. With a task judged by its own metric (ctc, detect, embed, segment),
-    that metric and the profile's floor for it are the objective (validate/task_score.objective)."""
-    ref_acc = None
-    ref = references[0]
-    if labels is not None and ref.ndim == 2 and ref.shape[1] > 1:
-        ref_acc = float(np.mean(np.argmax(ref, 1) == labels))
-    return {
-        "reference_accuracy": ref_acc,
-        "accuracy_drop_pp": profile_budgets.accuracy_drop_pp if profile_budgets.accuracy_drop_pp is not None else 1.0,
-        "min_top1_agreement": profile_budgets.min_top1_agreement,
-        "min_snr_db": profile_budgets.min_snr_db,
-        **_task_budget(profile_budgets, task),
-    }
-
-
-def _task_budget(profile_budgets: Any, task: Any) -> dict[str, Any]:
-    floor = profile_budgets.task_minimum(task.name) if task is not None else None
-    if floor is None:
-        return {}
-    return {"task": {"name": task.name, "options": dict(task.options)}, "task_min": floor}
+        row["level"] = got[row["tensor"]]
+        if row["tensor"] in quantized:
+            row["reason"] = (f"int8 (TF converter): AI Edge Quantizer has no rule for {row['op']}; the converter's build "
+                             "of the same choice met the budget and is no worse")
+    result.model, result.levels, result.built_by = out, dict(got), "tf-converter"  # every op read: `unread` is empty
+    notes.append(f"the TF converter rebuilt the same choice with {len(quantized)} op(s) AEQ cannot quantize in int8: "
+                 f"{mine['sim_ms']:.4g} ms vs {theirs['sim_ms']:.4g} ms simulated, {mine['bytes']:,} B vs {theirs['bytes']:,} B; "
+                 "that model is kept")

@@ -1,16 +1,20 @@
-"""Subprocess entry point: per-layer int8 sensitivity and the mixed-precision search.
+"""The TF-converter builder's child process: per-layer int8 sensitivity and the converter mixed search.
 
 Ranks layers by what keeping them in float does to the model's FINAL outputs on real data, not by
 the debugger's local rmse/scale alone (an outlier channel inflates a tensor's scale, so its local
 error looks small while it ruins accuracy). A candidate unit is an op plus the quantized ops that
-consume its output, so the tensor between them can really stay float.
-Usage: python -m edgeport.quantize.mixed_worker REQUEST.json RESULT.json
+consume its output (candidates.closure), so the tensor between them can really stay float. The
+fewest ranked units that fit are found by refine.smallest_prefix; on a float-tail profile the
+candidates are rules.tail instead.
+Usage: python -m edgeport.quantize.search.converter_worker REQUEST.json RESULT.json
+       python -m edgeport.quantize.search.converter_worker score REQUEST.json UNITS.json RESULT.json (fanout)
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import tempfile
 import traceback
@@ -20,6 +24,11 @@ from typing import Any
 import numpy as np
 
 from edgeport.progress import write_status
+from edgeport.quantize.search.budget import fits, metric
+from edgeport.quantize.search.candidates import closure
+from edgeport.quantize.search.refine import smallest_prefix
+from edgeport.quantize.search.rows import converter_row
+from edgeport.quantize.search.rules import TAIL, tail
 
 
 def _as_input(value: np.ndarray) -> np.ndarray:
@@ -95,26 +104,6 @@ class Evaluator:
         return res
 
 
-def _metric(score: dict[str, Any]) -> float:
-    """One number to rank by: the task metric, else label accuracy, else top-1 agreement, else SNR."""
-    for key in ("task", "accuracy", "top1"):
-        if score.get(key) is not None:
-            return float(score[key])
-    return float(score["snr_db"]) / 100.0 if score.get("snr_db") is not None else -1.0
-
-
-def _fits(score: dict[str, Any], budget: dict[str, Any]) -> bool:
-    if not score["ok"]:
-        return False
-    if "task_ok" in score:
-        return bool(score["task_ok"])
-    if budget.get("reference_accuracy") is not None and score.get("accuracy") is not None:
-        return (budget["reference_accuracy"] - score["accuracy"]) * 100 <= budget["accuracy_drop_pp"] + 1e-9
-    if score.get("top1") is not None and budget.get("min_top1_agreement") is not None:
-        return score["top1"] >= budget["min_top1_agreement"]
-    return score.get("snr_db") is not None and score["snr_db"] >= (budget.get("min_snr_db") or 20.0)
-
-
 def _graph(model: bytes) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
     """Ops in execution order (output tensor name, type, dtype) and tensor -> consumer outputs."""
     from ai_edge_litert.interpreter import Interpreter
@@ -156,25 +145,6 @@ def _time_or_raise(model: bytes, threads: int, runs: int) -> float:
     return float(run.latency.p50_ms)
 
 
-# Ops that only move data: a float tensor must stay float through them to reach the op that computes.
-_MOVERS = {"RESHAPE", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS", "PAD", "PADV2", "GATHER", "STRIDED_SLICE", "SLICE",
-           "SPLIT", "SPLIT_V", "PACK", "UNPACK", "CONCATENATION"}
-
-
-def _unit(name: str, consumers: dict[str, list[str]], op_type: dict[str, str], quantizable: set[str]) -> list[str]:
-    """The op plus every op that reads its output, followed through data-movement ops, so keeping
-    the unit in float keeps the tensor float all the way to the ops that compute with it."""
-    unit, queue = [name], list(consumers.get(name, []))
-    while queue:
-        nxt = queue.pop(0)
-        if nxt in unit or nxt not in quantizable:
-            continue
-        unit.append(nxt)
-        if op_type.get(nxt) in _MOVERS:
-            queue.extend(consumers.get(nxt, []))
-    return unit
-
-
 def _stats_by_tensor(debugger: Any) -> dict[str, dict[str, float]]:
     """Local error stats keyed by the quantized op's output tensor name, read through the debugger's
     public CSV dump (its in-memory keys carry NumericVerify/ prefixes and index suffixes)."""
@@ -193,7 +163,7 @@ def _stats_by_tensor(debugger: Any) -> dict[str, dict[str, float]]:
 
 def setup(req: dict[str, Any]) -> tuple[Any, list[dict[str, np.ndarray]], Any]:
     """Converter (calibration feed attached) and the function that builds a candidate from it: the
-    search and each candidate-scoring process (edgeport.quantize.fanout) start from the same request."""
+    search and each candidate-scoring process (edgeport.quantize.search.fanout) start from the same request."""
     import tensorflow as tf
 
     calib = np.load(req["calibration"])
@@ -231,7 +201,7 @@ def search(req: dict[str, Any]) -> dict[str, Any]:
         stats, local_note = {}, f"local per-layer statistics unavailable: {str(exc).splitlines()[0][:160]}"
 
     int8_model = build([])
-    forced, forced_note = ([], None) if req.get("float_layers") == "tail" else _xnnpack_refused(int8_model, build, ev.threads)
+    forced, forced_note = ([], None) if req.get("float_layers") == TAIL else _xnnpack_refused(int8_model, build, ev.threads)
     ops, consumers = _graph(int8_model)
     skip = {"QUANTIZE", "DEQUANTIZE"}
     order = [o["outputs"][0] for o in ops if o["outputs"] and o["op"] not in skip and (not stats or o["outputs"][0] in stats)]
@@ -241,16 +211,8 @@ def search(req: dict[str, Any]) -> dict[str, Any]:
     base_model = build(forced) if forced else int8_model
     base = ev.score(base_model, limit)
     full_int8 = ev.score(int8_model)
-    rows = []
-    for name in order:
-        s = stats.get(name)
-        unit = _unit(name, consumers, op_type, quantizable)
-        row: dict[str, Any] = {"tensor": name, "op": op_type.get(name), "unit": unit, "rmse_over_scale": None, "max_abs_error": None}
-        if s is not None:
-            scale = float(s.get("scale", 0.0)) or 1.0
-            row["rmse_over_scale"] = round(float(np.sqrt(s.get("mean_squared_error", 0.0))) / scale, 5)
-            row["max_abs_error"] = float(s.get("max_abs_error", 0.0))
-        rows.append(row)
+    rows = [converter_row(name, op_type.get(name), closure(name, consumers, op_type, quantizable), stats.get(name))
+            for name in order]
     policy = req.get("float_layers", "allow")
     budget = req["budget"]
     result: dict[str, Any] = {"int8": full_int8, "layers": rows, "curve": [], "kept": [], "policy": policy,
@@ -263,7 +225,7 @@ def search(req: dict[str, Any]) -> dict[str, Any]:
         result.update(final="int8", stopped="diagnosis only (no search)")
         Path(req["out"]).write_bytes(int8_model)
         return result
-    if _fits(full_int8, budget):
+    if fits(full_int8, budget):
         result.update(final="int8", stopped="int8 already fits the accuracy budget")
         Path(req["out"]).write_bytes(int8_model)
         return result
@@ -271,16 +233,16 @@ def search(req: dict[str, Any]) -> dict[str, Any]:
         forced_score = ev.score(base_model)
         result["curve"].append({"float_ops": len(forced), "kept": forced, **forced_score, "size_bytes": len(base_model),
                                 "host_p50_ms": _time(base_model, ev.threads), "note": "only the ops XNNPACK refuses in float"})
-        if _fits(forced_score, budget):
+        if fits(forced_score, budget):
             result.update(final="mixed", stopped="budget met with only the ops XNNPACK refuses kept in float", kept=forced)
             _score_units(rows, ev, build, base, limit, req, result["notes"], status)
             Path(req["out"]).write_bytes(base_model)
             return result
     ranked_units: list[list[str]] = []
-    if policy == "tail":
+    if policy == TAIL:
         # Edge TPU: one float island at the end of the graph (the CPU runs it after the TPU segment).
         def nodes_for(k: int) -> list[str]:
-            return order[len(order) - k :]
+            return tail(order, k)
         n_max = len(order)
     else:
         _score_units(rows, ev, build, base, limit, req, result["notes"], status)
@@ -308,17 +270,17 @@ def search(req: dict[str, Any]) -> dict[str, Any]:
                                 "host_p50_ms": ms, "size_cost_bytes": size - state["size"],
                                 "latency_cost_ms": None if ms is None or state["ms"] is None else round(ms - state["ms"], 4)})
         state.update(size=size, ms=ms)
-        return _fits(score, budget), nodes, model
+        return fits(score, budget), nodes, model
 
     found = _smallest_k(attempt, n_max)
     if found is None:
         result.update(final=None, stopped=f"even {n_max} float unit(s) did not meet the budget")
-        best = max(result["curve"], key=lambda c: _metric(c) if c["ok"] else -1)
+        best = max(result["curve"], key=lambda c: metric(c) if c["ok"] else -1)
         final_nodes = best["kept"]
         final_model = build(final_nodes) if final_nodes else int8_model
     else:
         final_nodes, final_model = found
-        if policy != "tail":
+        if policy != TAIL:
             final_nodes, final_model = _shrink(final_nodes, final_model, ranked_units, build, ev, budget, result, status)
         result.update(final="mixed", stopped="budget met")
     result["kept"] = final_nodes
@@ -334,15 +296,15 @@ def _max_attempts(n_max: int) -> int:
 
 def _best_text(curve: list[dict[str, Any]], budget: dict[str, Any]) -> str:
     """The best candidate so far, for the progress line."""
-    fitting = [c for c in curve if _fits(c, budget)]
+    fitting = [c for c in curve if fits(c, budget)]
     if fitting:
         best = min(fitting, key=lambda c: c["float_ops"])
         return f"best so far: {best['float_ops']} float op(s) meet the budget"
     scored = [c for c in curve if c["ok"]]
     if not scored:
         return "no candidate has run yet"
-    best = max(scored, key=_metric)
-    return f"best so far: {_metric(best):.4f} with {best['float_ops']} float op(s), budget not met yet"
+    best = max(scored, key=metric)
+    return f"best so far: {metric(best):.4f} with {best['float_ops']} float op(s), budget not met yet"
 
 
 def _xnnpack_refused(int8_model: bytes, build: Any, threads: int) -> tuple[list[str], str | None]:
@@ -375,7 +337,7 @@ def _score_units(rows: list[dict[str, Any]], ev: Evaluator, build: Any, base: di
                  req: dict[str, Any], notes: list[str], status: str | None = None) -> None:
     """Each row's effect on the final outputs when its unit alone is kept in float (in place). The
     candidates are independent, so they fan out over processes when EDGEPORT_MIXED_WORKERS > 1."""
-    from edgeport.quantize.fanout import score_units
+    from edgeport.quantize.search.fanout import score_units
 
     done = [0]
 
@@ -388,34 +350,17 @@ def _score_units(rows: list[dict[str, Any]], ev: Evaluator, build: Any, base: di
     scores = score_units(req, [row["unit"] for row in rows], limit, score, notes)
     for row, cand in zip(rows, scores, strict=True):
         row["float_effect"] = cand
-        row["gain"] = round(_metric(cand) - _metric(base), 5)
+        row["gain"] = round(metric(cand) - metric(base), 5)
         row["snr_gain_db"] = None if cand["snr_db"] is None or base["snr_db"] is None else round(cand["snr_db"] - base["snr_db"], 3)
 
 
 def _smallest_k(attempt: Any, n_max: int) -> tuple[list[str], bytes] | None:
-    """Fewest top-ranked units that fit: double k until it fits, then bisect (more float never hurts
-    much, so the number of evaluations grows with log(n), not n)."""
-    lo, k, hit = 0, 1, None
-    while k <= n_max:
+    """Fewest top-ranked units that fit (refine.smallest_prefix); attempt(k) -> (fits, nodes, model)."""
+    def split(k: int) -> tuple[bool, tuple[list[str], bytes]]:
         ok, nodes, model = attempt(k)
-        if ok:
-            hit = (k, nodes, model)
-            break
-        lo, k = k, k * 2
-    if hit is None and lo < n_max:
-        ok, nodes, model = attempt(n_max)
-        hit = (n_max, nodes, model) if ok else None
-    if hit is None:
-        return None
-    hi, best = hit[0], (hit[1], hit[2])
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        ok, nodes, model = attempt(mid)
-        if ok:
-            hi, best = mid, (nodes, model)
-        else:
-            lo = mid
-    return best
+        return ok, (nodes, model)
+
+    return smallest_prefix(split, n_max)
 
 
 def _shrink(nodes: list[str], model: bytes, units: list[list[str]], build: Any, ev: Evaluator,
@@ -429,7 +374,7 @@ def _shrink(nodes: list[str], model: bytes, units: list[list[str]], build: Any, 
         write_status(status, phase="shrink", kept=len(nodes), trial=len(trial))
         candidate = build(trial)
         score = ev.score(candidate)
-        if _fits(score, budget):
+        if fits(score, budget):
             result["curve"].append({"float_ops": len(trial), "kept": trial, **score, "size_bytes": len(candidate),
                                     "host_p50_ms": None, "note": "after dropping an unneeded unit"})
             nodes, model = trial, candidate
@@ -445,7 +390,22 @@ def build_one(req: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def score_child(req_path: str, units_path: str, out_path: str) -> int:
+    """One fan-out process (edgeport.quantize.search.fanout): scores its share of the units."""
+    req = json.loads(Path(req_path).read_text())
+    job = json.loads(Path(units_path).read_text())
+    _conv, _feed, build = setup(req)
+    ev = Evaluator(req)
+    scores = [ev.score(build(unit), job["limit"]) for unit in job["units"]]
+    tmp = Path(out_path + ".tmp")
+    tmp.write_text(json.dumps(scores, default=float))
+    os.replace(tmp, out_path)
+    return 0
+
+
 def main(argv: list[str]) -> int:
+    if argv[0] == "score":
+        return score_child(*argv[1:4])
     req = json.loads(Path(argv[0]).read_text())
     try:
         result = {"ok": True, **(build_one(req) if "denylist" in req else search(req))}

@@ -1,4 +1,4 @@
-"""`--quant mixed` on AI Edge Quantizer: calibrate once, score op groups, choose int8 / a16w8 / float per op.
+"""The AEQ builder of the search: calibrate once, score op groups, choose int8 / a16w8 / float per op.
 
 Every candidate is a recipe rewrite of ONE calibrated float .tflite (edgeport.quantize.aeq), never a
 converter run. The steps:
@@ -12,7 +12,7 @@ converter run. The steps:
    alone, not inside an all-int8 model, keeps errors that compound along a chain from hiding it.
 3. Search: each measured group or unit is a candidate (those ops float, or a16w8), ordered by harm
    removed per simulated millisecond (bytes break ties; costs summed from per-op simulations); the
-   fewest that meet the budget are found by doubling and bisection on real `accept` runs.
+   fewest that meet the budget are found by refine.smallest_prefix on real `accept` runs.
 4. Refine on real runs: a16w8 instead of float where the profile's simulator says it is no slower and
    it is smaller; then each chosen candidate is dropped in turn: one the budget does not need goes
    unless the model gets slower (then the report says so), a needed one gets its measured gain in the
@@ -23,8 +23,8 @@ the fewest bytes (latencies within LATENCY_TIE tie). int16 ops run TFLite's refe
 XNNPACK), which the simulator prices per op, so on CPU profiles a16w8 wins only where float is no
 faster, typically small ops where it saves bytes.
 
-Edge TPU profiles only take int8 with a float tail (the TPU runs everything before the first CPU op):
-there the search is a bisection over the tail length and a16w8 is never used.
+Edge TPU profiles only take int8 with a float tail (rules.tail_only): there the candidates are the
+rule's tail steps, the same loop finds the shortest tail, and a16w8 is never used.
 """
 
 from __future__ import annotations
@@ -39,17 +39,14 @@ from typing import Any
 import numpy as np
 
 from edgeport.errors import ConversionError
-from edgeport.quantize import aeq, aeq_report
-from edgeport.quantize.aeq_runner import CandidateRunner
-from edgeport.quantize.aeq_units import Node, adjustable, groups, units
+from edgeport.quantize import aeq
+from edgeport.quantize.search import refine, rows, rules
+from edgeport.quantize.search.candidates import Node, adjustable, groups, units
+from edgeport.quantize.search.probe_runner import CandidateRunner
+from edgeport.quantize.search.refine import LATENCY_TIE, no_worse
 
 Accept = Callable[[Path], tuple[bool, float]]  # real TFLite run on validation data -> (meets budget, metric; higher is better)
 ABORTED_NSR = 1e6  # a candidate that aborts scores as if its outputs were pure noise, a million times over
-# Simulated latencies within 2% count as equal, and then the smaller model wins. The simulator's per-op
-# costs are fitted to within about ±20% per model, and its int16 (reference-kernel) rates were measured on
-# x86 only: a 1% difference between two candidates of one graph is below what it can tell apart, while
-# the bytes are exact (HeadNet: its head at a16w8 is 0.5% slower simulated than in float and 33% smaller).
-LATENCY_TIE = 0.02
 
 
 @dataclass
@@ -170,7 +167,7 @@ class _Search:
             return self.accepted[key]
         cand = _Cand(label, dict(levels))
         path = self.build(levels, "check")
-        cand.ms, cand.bytes = cost(path, self.profile)
+        cand.ms, cand.bytes = refine.cost(path, self.profile)
         ok, metric = self.accept_fn(path)
         res = {"ok": bool(ok), "metric": metric if metric is not None and math.isfinite(metric) else None,
                "sim_ms": cand.ms, "bytes": cand.bytes, "path": path, "levels": dict(levels)}
@@ -188,14 +185,6 @@ class _Search:
         for p in self.keep:
             if p != final:
                 p.unlink(missing_ok=True)
-
-
-def cost(path: Path, profile: Any) -> tuple[float, int]:
-    """(simulated p50 ms on `profile`, file bytes): the two axes the search minimises, in that order."""
-    from edgeport.latency.simulator import simulate
-    from edgeport.tflite.reader import inspect_model
-
-    return float(simulate(inspect_model(path), profile).p50_ms), path.stat().st_size
 
 
 def calibrate_and_search(float_tflite: Path, calib_samples: dict[str, np.ndarray], probe: dict[str, np.ndarray],
@@ -234,15 +223,15 @@ def _run(s: _Search, first_groups: int, max_probes: int, a16w8_probes: int, max_
     base = s.check({}, "int8", "all int8")
     base_nsr = s.probe_all([("all int8 (proxy)", {})], "int8")[0]
     int8 = {k: base[k] for k in ("ok", "metric", "sim_ms", "bytes")} | {"proxy_nsr": _r(base_nsr)}
-    tpu = getattr(s.profile.runtime, "delegate", None) == "edgetpu" or getattr(s.profile.runtime, "float_layers", "") == "tail"
+    tpu = rules.tail_only(s.profile.runtime)
 
     def done(chosen: dict[str, str], res: dict[str, Any], stopped: str, cands: list[_Cand], gains: dict[str, Any]) -> AeqMixedResult:
         # cands is the ranked list when the search ran, so ownership follows the same first-wins order
         timings["total_s"] = round(time.perf_counter() - s.t0, 2)  # the calibration excluded
         levels = aeq.effective_levels(s.ops, chosen)
         aeq.verify_levels(res["path"], levels, s.ops)  # the read-back proof, on the file that is returned
-        rows = aeq_report.layers(s.ops, levels, owners(cands, chosen), cands, gains, int8, _unit_index(s))
-        return AeqMixedResult(res["path"], levels, rows, s.curve, [t for t, v in chosen.items() if v == "float"],
+        table = rows.layers(s.ops, levels, owners(cands, chosen), cands, gains, int8, _unit_index(s))
+        return AeqMixedResult(res["path"], levels, table, s.curve, [t for t, v in chosen.items() if v == "float"],
                               [t for t, v in chosen.items() if v == "a16w8"], forced, int8, stopped, notes, timings,
                               ops=s.ops)
 
@@ -369,42 +358,17 @@ def _levels_of(prefix: list[_Cand]) -> dict[str, str]:
 
 
 def _smallest_prefix(s: _Search, ranked: list[_Cand], max_checks: int) -> tuple[dict[str, str], dict[str, Any]] | None:
-    """Fewest top-ranked candidates that pass `accept`: double k, then bisect (log(n) real runs)."""
-    lo, k, hit, n = 0, 1, None, len(ranked)
-    while k <= n and len(s.accepted) < max_checks:
-        res = s.check(_levels_of(ranked[:k]), "search", f"top {k} of {n} candidates")
-        if res["ok"]:
-            hit = (k, res)
-            break
-        lo, k = k, k * 2
-    if hit is None and lo < n:
-        res = s.check(_levels_of(ranked), "search", f"all {n} candidates")
-        hit = (n, res) if res["ok"] else None
-    if hit is None:
-        return None
-    hi, best = hit
-    while hi - lo > 1 and len(s.accepted) < max_checks:
-        mid = (lo + hi) // 2
-        res = s.check(_levels_of(ranked[:mid]), "search", f"top {mid} of {n} candidates")
-        if res["ok"]:
-            hi, best = mid, res
-        else:
-            lo = mid
-    return best["levels"], best
+    """Fewest top-ranked candidates that pass `accept` (refine.smallest_prefix: log(n) real runs)."""
+    n = len(ranked)
 
+    def attempt(k: int) -> tuple[bool, dict[str, Any]]:
+        # doubling reaches k == n only when n is a power of two; otherwise k == n is the try of all of them
+        every = k == n and n & (n - 1) != 0
+        res = s.check(_levels_of(ranked[:k]), "search", f"all {n} candidates" if every else f"top {k} of {n} candidates")
+        return res["ok"], res
 
-def _tie(ms: float) -> float:
-    """Milliseconds within which two simulated latencies around `ms` count as equal."""
-    return LATENCY_TIE * max(ms, 1e-6)
-
-
-def no_worse(got: Mapping[str, Any], res: Mapping[str, Any]) -> bool:
-    """The objective: lower simulated latency, then fewer bytes. A gain below the simulator's resolution
-    is no reason to keep a float layer's 4-byte weights, so latencies within LATENCY_TIE of each other tie."""
-    tie = _tie(res["sim_ms"])
-    if got["sim_ms"] < res["sim_ms"] - tie:
-        return True
-    return got["sim_ms"] <= res["sim_ms"] + tie and got["bytes"] <= res["bytes"]
+    best = refine.smallest_prefix(attempt, n, more=lambda: len(s.accepted) < max_checks)
+    return None if best is None else (best["levels"], best)
 
 
 def _refine(s: _Search, ranked: list[_Cand], chosen: dict[str, str], res: dict[str, Any],
@@ -467,7 +431,7 @@ def _faster_in_float(s: _Search, chosen: dict[str, str], res: dict[str, Any],
     faster = {o.tensor: "float" for o in adjustable(s.ops) if chosen.get(o.tensor, "int8") != "float"
               and 2 * s.costs["float"][o.tensor][0] < s.costs[chosen.get(o.tensor, "int8")][o.tensor][0]}
     saving = sum(s.costs[chosen.get(t, "int8")][t][0] - s.costs["float"][t][0] for t in faster)
-    tie = _tie(res["sim_ms"])
+    tie = refine.tie(res["sim_ms"])
     if not faster or saving <= tie:
         return chosen, res, None
     trial = {**chosen, **faster}
@@ -487,7 +451,7 @@ def _a16w8_swaps(s: _Search, ranked: list[_Cand], chosen: Mapping[str, str], res
     then the most bytes saved."""
     if not s.costs:
         return []
-    tie = _tie(res["sim_ms"])
+    tie = refine.tie(res["sim_ms"])
     swaps = []
     for alt in (a for a in ranked if a.level == "a16w8"):
         if any(chosen.get(t) != "float" for t in alt.levels):
@@ -505,16 +469,17 @@ def _a16w8_swaps(s: _Search, ranked: list[_Cand], chosen: Mapping[str, str], res
 def _tail_search(s: _Search, base: dict[str, Any], done: Any, notes: list[str], max_checks: int) -> AeqMixedResult:
     """Edge TPU: the shortest float tail that passes `accept`, by the same doubling and bisection (a
     prefix of ops taken last-first is a tail). An op AEQ cannot quantize starts the tail at the latest."""
-    last_first = sorted(adjustable(s.ops), key=lambda o: -o.index)
+    in_order = sorted(adjustable(s.ops), key=lambda o: o.index)
     first_forced = min((o.index for o in s.ops if o.levels == ("float",)), default=None)
-    forced = [o for o in last_first if first_forced is not None and o.index > first_forced]
+    forced = [o for o in in_order if first_forced is not None and o.index > first_forced]
     if forced:
         notes.append(f"AEQ keeps op {first_forced} in float, so the float tail starts there at the latest "
                      f"({len(forced)} quantizable ops after it run on the CPU)")
     elif base["ok"]:
         return done({}, base, "int8 already fits the accuracy budget", [], {})
-    cands = [_Cand(f"the {len(forced)} ops after op {first_forced}", {o.tensor: "float" for o in forced})] if forced else []
-    cands += [_Cand(f"op {o.index} ({o.op})", {o.tensor: "float"}) for o in last_first[len(forced):]]
+    cands = [_Cand(f"the {len(step)} ops after op {first_forced}" if len(step) > 1 or step[0] in forced else
+                   f"op {step[0].index} ({step[0].op})", {o.tensor: "float" for o in step})
+             for step in rules.tail_steps(in_order, len(forced))]
     found = _smallest_prefix(s, cands, max_checks)
     if found is None:
         best = max(s.accepted.values(), key=lambda r: r["metric"] if r["metric"] is not None else -math.inf)
