@@ -15,7 +15,7 @@ from edgeport.export.backend import Conversion
 from edgeport.export.onnx_prep import PreparedOnnx
 from edgeport.profiles import DeviceProfile
 from edgeport.quantize.equalize import equalize
-from edgeport.quantize.search import converter as mixed
+from edgeport.quantize.search import converter
 from edgeport.quantize.search.budget import accept_for, budget_for
 from edgeport.quantize.search.rows import name_layers
 
@@ -35,10 +35,10 @@ def equalize_stage(prepared: PreparedOnnx, sample: dict[str, np.ndarray], work: 
 
 
 def mixed_stage(conv: Conversion, prepared: PreparedOnnx, calibration: dict[str, np.ndarray], val: cal.Dataset, references: list[np.ndarray],
-           prof: DeviceProfile, work: Path, notes: list[str], *, diagnose_only: bool = False, task: Any = None) -> mixed.MixedResult:
+           prof: DeviceProfile, work: Path, notes: list[str], *, diagnose_only: bool = False, task: Any = None) -> converter.MixedResult:
     """Search the smallest float set that meets the accuracy budget; the result becomes the artifact.
     With diagnose_only the plain int8 model stays the artifact and only the per-layer table is built."""
-    result = mixed.run_mixed(
+    result = converter.run_mixed(
         saved_model=conv.saved_model, input_map=conv.input_map, calibration=calibration,
         val_inputs=val.inputs, references=references, labels=val.labels,
         budget=budget_for(prof.budgets, references, val.labels, task), float_layers=prof.runtime.float_layers,
@@ -79,19 +79,19 @@ def aeq_mixed_stage(conv: Conversion, calibration: dict[str, np.ndarray], val: c
                     prof: DeviceProfile, work: Path, notes: list[str], threads: int, task: Any = None):
     """The AEQ search on the backend's float32 model; the result becomes the artifact."""
     from edgeport.export.layout import tflite_layout
-    from edgeport.quantize.search import aeq_search as mixed_aeq
+    from edgeport.quantize.search import aeq_search
 
     calib = tflite_layout(calibration, conv.input_map)
     probe = tflite_layout({k: v[:8] for k, v in val.inputs.items()}, conv.input_map)
     accept = accept_for(val.inputs, conv.input_map, references, val.labels,
                         budget_for(prof.budgets, references, val.labels, task), threads)
-    result = mixed_aeq.calibrate_and_search(conv.files["fp32"], calib, probe, accept, prof, work / "mixed", threads=threads)
+    result = aeq_search.calibrate_and_search(conv.files["fp32"], calib, probe, accept, prof, work / "mixed", threads=threads)
     if conv.onnx is not None:
         sample = {k: v[:1] for k, v in val.inputs.items()}
         name_layers(result, conv.files["fp32"], conv.onnx.path, sample, conv.input_map, conv.onnx.original_node_names)
     else:
         notes.append(f"per-op rows name TFLite tensors only: the {conv.backend} path has no ONNX graph to trace names to")
-    mixed.rebuild_choice(conv, calibration, result, accept, prof, work / "mixed", notes)
+    converter.rebuild_choice(conv, calibration, result, accept, prof, work / "mixed", notes)
     conv.files["mixed"] = result.model
     a16 = f", {len(result.kept_a16w8)} at int16 activations (a16w8)" if result.kept_a16w8 else ""
     notes.append(f"mixed precision (AI Edge Quantizer, calibrated once): {result.stopped}; {len(result.kept)} op(s) "

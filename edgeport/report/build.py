@@ -48,7 +48,7 @@ class ConvertResults:
     device: dict[str, Any] = field(default_factory=dict)  # "simulated"/"device"/"devices" from --target
     simulated: dict[str, Any] | None = None
     edgetpu: Any = None  # latency.edgetpu report (Edge TPU profiles)
-    mixed: Any = None  # quantize.mixed.MixedResult for --quant mixed
+    mixed: Any = None  # quantize.search.converter.MixedResult for --quant mixed
     diagnosis: Any = None  # the per-layer table of --diagnose
     bindings: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -181,7 +181,7 @@ def _mixed_section(result: Any, prof: DeviceProfile) -> dict[str, Any]:
         return [{"tensor": t, "op": by_tensor.get(t, {}).get("op"), "onnx_node": by_tensor.get(t, {}).get("onnx_node"),
                  "pytorch_module": by_tensor.get(t, {}).get("pytorch_module")} for t in tensors]
 
-    aeq = hasattr(result, "kept_a16w8")  # quantize/mixed_aeq.AeqMixedResult
+    aeq = hasattr(result, "kept_a16w8")  # quantize/search/aeq_search.AeqMixedResult
     section = {
         "float_layers": named(result.kept), "layers": result.layers, "curve": result.curve, "int8_only": result.int8,
         "search": {"stopped": result.stopped, "policy": prof.runtime.float_layers,

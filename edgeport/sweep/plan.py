@@ -120,7 +120,7 @@ def load_plan(path: Path, *, output: Path | None = None) -> Plan:
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
     cpus = _number(sweep, "cpus_per_cell", 1, "sweep", minimum=0.1)
     # A mixed-search cell scores its candidates on as many processes as the CPUs it declared (the
-    # pool or Ray reserved them for it); see edgeport/quantize/fanout.py.
+    # pool or Ray reserved them for it); see edgeport/quantize/search/fanout.py.
     env.setdefault("EDGEPORT_MIXED_WORKERS", str(max(1, int(cpus))))
     # Each convert uses the CPUs it declared, as Ray already enforces for its tasks: without this a
     # local pool of N cells runs N x cores threads (torch, oneDNN) and every cell slows down.

@@ -53,7 +53,7 @@ ABORTED_NSR = 1e6  # a candidate that aborts scores as if its outputs were pure 
 class AeqMixedResult:
     model: Path  # the chosen model (read back and accepted), inside `work`
     levels: dict[str, str]  # every op's level in `model`, by output tensor name
-    layers: list[dict[str, Any]]  # per op: level, reason, measured gains and costs (aeq_report.layers)
+    layers: list[dict[str, Any]]  # per op: level, reason, measured gains and costs (rows.layers)
     curve: list[dict[str, Any]]  # every evaluated candidate, proxy and real
     kept: list[str]  # ops the search put in float
     kept_a16w8: list[str]  # ops the search put at a16w8

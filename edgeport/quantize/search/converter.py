@@ -91,7 +91,7 @@ def run_mixed(*, saved_model: Path, input_map: dict[str, dict[str, Any]], calibr
 def build_with_float(*, saved_model: Path, input_map: dict[str, dict[str, Any]], calibration: dict[str, np.ndarray],
                      float_ops: list[str], io_dtype: str, out: Path, timeout_s: float = 3600) -> Path:
     """The TF converter's int8 model with `float_ops` (TFLite output tensor names) left float: one
-    converter run in a child process (mixed_worker.build_one). The caller reads the file back."""
+    converter run in a child process (converter_worker.build_one). The caller reads the file back."""
     work = out.parent
     work.mkdir(parents=True, exist_ok=True)
     np.savez(work / "build_calib.npz", **tflite_layout(calibration, input_map))
@@ -111,7 +111,7 @@ def build_with_float(*, saved_model: Path, input_map: dict[str, dict[str, Any]],
 
 
 def _show(st: progress.Stage, status: dict[str, Any]) -> None:
-    """The worker's status file -> one progress update (see mixed_worker)."""
+    """The worker's status file -> one progress update (see converter_worker)."""
     phase = status.get("phase")
     if phase == "scoring":
         # one line per layer would flood a log on a fast model; the bar shows every step

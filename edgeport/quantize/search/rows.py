@@ -36,7 +36,7 @@ def converter_row(tensor: str, op: str | None, unit: list[str], stats: Mapping[s
 
 def layers(ops: Sequence[OpRecord], levels: Mapping[str, str], owner: Mapping[str, Any], cands: Sequence[Any],
            metric_gain: Mapping[str, Any], int8: Mapping[str, Any], unit_of: Mapping[str, list[str]]) -> list[dict[str, Any]]:
-    """owner: op tensor -> the candidate that set its searched level (mixed_aeq.owners)."""
+    """owner: op tensor -> the candidate that set its searched level (aeq_search.owners)."""
     base_ms, base_bytes = int8.get("sim_ms"), int8.get("bytes")
     rows = []
     for op in ops:
@@ -63,7 +63,7 @@ def layers(ops: Sequence[OpRecord], levels: Mapping[str, str], owner: Mapping[st
 def _reason(op: OpRecord, row: dict[str, Any], searched: bool) -> str:
     if op.levels == ("float",):
         return f"float: AI Edge Quantizer has no quantized kernel rule for {op.op}"
-    if row["evidence"] and "faster in float on this profile" in row["evidence"]:  # mixed_aeq.SPEED_LABEL
+    if row["evidence"] and "faster in float on this profile" in row["evidence"]:  # aeq_search.SPEED_LABEL
         return (f"float for speed: {row['evidence']}; the model with these ops float meets the budget"
                 + (f", {row['bytes_cost']:+,} bytes against all-int8" if row["bytes_cost"] is not None else ""))
     what = f"{row['evidence_ops']} op(s) incl. this one" if row["evidence"] else ""
