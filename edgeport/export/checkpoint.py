@@ -21,6 +21,23 @@ from edgeport.types import TensorSpec
 
 
 @dataclass(frozen=True)
+class Param:
+    """One forward() argument: a tensor input or a plain value to bind.
+
+    Defined here, beside the LoadedModel that carries them, because the loader fills them for a
+    torch.export program and export/constants.py reads and binds them: kept in constants.py, the two
+    modules would import each other."""
+
+    name: str
+    tensor: bool
+    type: str  # "Tensor", "int", "float", "bool", "str", "List[int]", ... ("?" when unannotated)
+    has_default: bool = False
+    default: Any = None
+    exported: bool = False  # a torch.export constant: its value is baked into the program
+    keyword_only: bool = False  # after `*` in forward(): passed by name
+
+
+@dataclass(frozen=True)
 class LoadedModel:
     kind: str  # onnx | torchscript | exported_program | state_dict | pickled_module
     path: Path
@@ -28,8 +45,8 @@ class LoadedModel:
     input_names: tuple[str, ...] | None = None
     example_inputs: tuple[TensorSpec, ...] | None = None  # known shapes (exported programs)
     # forward() arguments when the loader knows them better than the module's signature does
-    # (torch.export programs: which inputs are baked-in constants); see export/constants.py
-    params: tuple[Any, ...] | None = None
+    # (torch.export programs: which inputs are baked-in constants); bound by export/constants.py
+    params: tuple[Param, ...] | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)  # how the weights were found (report: model.notes)
     dtype: str | None = None  # the checkpoint's floating-point weights: float32, float16, bfloat16 (report: model.dtype)
 
@@ -157,8 +174,6 @@ def _load_exported_program(p: Path, torch: Any) -> LoadedModel:
             if inner is not None and exc.__cause__ is None:
                 exc.__cause__ = inner
             raise _pt2_error(p, exc, logged, on_cuda, torch) from exc
-    from edgeport.export.constants import Param
-
     specs = []
     args, _ = program.example_inputs or ((), {})
     for i, arg in enumerate(args):

@@ -4,6 +4,7 @@ Real models take plain Python values beside their tensors: a sample rate, a flag
 TFLite graphs only have tensor inputs, so such a value must be fixed at export time. This module finds
 those arguments (TorchScript schema, Python signature, or a torch.export program's constants), checks
 each bound value against the declared type, and wraps the model so that only tensors are passed.
+An argument is a `Param`, defined in checkpoint.py beside the LoadedModel that carries them.
 """
 
 from __future__ import annotations
@@ -12,26 +13,13 @@ import ast
 import inspect
 import re
 import typing
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from edgeport.errors import InputError
-from edgeport.export.checkpoint import LoadedModel
+from edgeport.export.checkpoint import LoadedModel, Param
 
 MAX_LIST = 64  # "a small list": longer values are data, which belongs in a tensor input
-
-
-@dataclass(frozen=True)
-class Param:
-    """One forward() argument: a tensor input or a plain value to bind."""
-
-    name: str
-    tensor: bool
-    type: str  # "Tensor", "int", "float", "bool", "str", "List[int]", ... ("?" when unannotated)
-    has_default: bool = False
-    default: Any = None
-    exported: bool = False  # a torch.export constant: its value is baked into the program
-    keyword_only: bool = False  # after `*` in forward(): passed by name
 
 
 def parse_const_args(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
