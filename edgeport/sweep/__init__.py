@@ -1,6 +1,15 @@
 """`edgeport sweep PLAN.toml`: models x profiles x modes, each a full convert, on a local pool or Ray.
 
 Kept import-light: `python -m edgeport.sweep.cell` starts from here in every convert process.
+
+Owns: the subcommand's parser and entry point (here), PLAN.toml -> cells (plan), the driver that
+skips finished cells (driver), where cells run: a local pool or Ray (executors), one cell as a full
+convert in its own process (cell), and the results table (table).
+May import: edgeport.errors, edgeport.types, edgeport.modes, edgeport.profiles, edgeport.convert_options,
+edgeport.pipeline, edgeport.data.calibration, edgeport.report
+A sweep is a command made of converts: a plan's keys are convert's options (convert_options), a cell
+runs pipeline.run_convert, plan checks builtin data names (data.calibration), and table reuses the
+report's charts, CSS and atomic writes (report).
 """
 
 from __future__ import annotations

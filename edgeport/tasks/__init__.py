@@ -13,6 +13,13 @@ Pure numpy, no I/O: the pipeline (validate/task_score.py) ties these to a run an
 
 `labels` is the data's class ids (np.ndarray [N]) or its TaskLabels (text + charset, tokens, boxes,
 masks), or None: calibration.Dataset.scored_labels gives whichever the data has.
+
+Owns: what a task is and its parsing (spec), labels besides class ids (labels), the guess of a
+model's task (detect_kind), whether a task fits the outputs and labels (fit), and one scorer per task
+(classify, ctc, detection, embed, segment, raw).
+May import: edgeport.errors, edgeport.types, edgeport.validate.metrics
+raw is today's SNR and cosine, so it takes them from validate.metrics, imported inside the function
+because validate (task_score) imports the tasks.
 """
 
 from __future__ import annotations

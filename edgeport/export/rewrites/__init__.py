@@ -10,6 +10,13 @@ its own word. Their records land in report.json under `model.graph_rewrites`.
 Why rewrites here rather than in the converter: onnx2tf lowers some exporter idioms to TFLite graphs
 that are wrong (a Gather of a Concat of LSTM states picks the wrong axis) or that int8 cannot run
 (a DIV by a computed value); the same float function in another form avoids both.
+
+Owns: apply_rewrites and the REWRITES order (here), one module per rewrite (gather_concat,
+lstm_unroll, l2_normalize, gelu, layer_norm, hard_sigmoid, gru_unroll), the graph look-ups they
+share (_graph), and the onnx2tf handlers for the contrib ops they write (onnx2tf_ops, installed in
+the onnx2tf worker).
+May import: edgeport.export.fused_lstm
+lstm_unroll unrolls only the LSTMs that the fused TFLite op cannot take, and asks fused_lstm which.
 """
 
 from __future__ import annotations
