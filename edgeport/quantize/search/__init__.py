@@ -1,6 +1,6 @@
 """The mixed-precision search skeleton: which ops go float (or int16 activations, a16w8) under a budget.
 
-One question, asked by one skeleton with two builders plugged in:
+Owns: one question, asked by one skeleton with two builders plugged in.
 - candidates: units (an op plus the ops that read its output, through data-movement ops) and the
   groups of consecutive units the AEQ scoring measures;
 - budget: what meeting the accuracy budget means (task metric, label drop, top-1, SNR), and one
