@@ -14,8 +14,8 @@ What it measures (train/calibration = builtin:digits, validation = builtin:digit
 Targets: <= 1 pp accuracy loss vs. the original float model and >= 1.5x lower host latency than
 the unpruned int8 model.
 
-    python scripts/bench_compress.py                 # ~2 min on 2 shared cores
-    python scripts/bench_compress.py --epochs 5 --rounds 3 --no-cluster   # quick look
+    python benchmarks/bench_compress.py                 # ~2 min on 2 shared cores
+    python benchmarks/bench_compress.py --epochs 5 --rounds 3 --no-cluster   # quick look
 """
 
 from __future__ import annotations

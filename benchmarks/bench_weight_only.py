@@ -11,7 +11,7 @@ processes on this shared machine falls on all of them alike; the pipeline's own 
 which ops XNNPACK took (ai_edge_litert, read from the delegated graph). A side table builds w4 at each
 block size AEQ offers from the same float model, for the choice of 32.
 
-    .venv/bin/python scripts/bench_weight_only.py [--out bench_results/weight_only.json]
+    .venv/bin/python benchmarks/bench_weight_only.py [--out benchmarks/results/weight_only.json]
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def block_study(float_tflite: Path, val: np.ndarray, ref: np.ndarray, work: Path
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--out", default=str(REPO / "bench_results/weight_only.json"))
+    parser.add_argument("--out", default=str(REPO / "benchmarks/results/weight_only.json"))
     parser.add_argument("--runs", type=int, default=50)
     args = parser.parse_args()
     profiles = {name: load_profile(name) for name in PROFILES}

@@ -15,7 +15,7 @@ the profiles, and host p50 (this machine, 2 threads). Each row also lists the op
 the constant bytes that stay float32 (biases, LayerNorm affine, position embeddings), which is what
 keeps a small int8 transformer above a quarter of fp32.
 
-    .venv/bin/python scripts/bench_transformers.py [--only vit,svtr_ctc] [--out bench_results/transformers.json]
+    .venv/bin/python benchmarks/bench_transformers.py [--only vit,svtr_ctc] [--out benchmarks/results/transformers.json]
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ def run_case(name: str, case: dict, work: Path, profiles: dict) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=",".join(CASES), help=f"comma-separated fixtures of {', '.join(CASES)}")
-    parser.add_argument("--out", type=Path, default=REPO / "bench_results/transformers.json")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/transformers.json")
     args = parser.parse_args()
     names = [n for n in args.only.split(",") if n]
     unknown = sorted(set(names) - set(CASES))

@@ -3,7 +3,7 @@
 For each model: label accuracy of fp32 / int8 / mixed TFLite on the 600 held-out digits, the ops
 kept in float, file size vs fp32, and host p50 (all variants timed alternately in this one run).
 
-    .venv/bin/python scripts/bench_mixed.py [--runs 1000] [--out bench_results/mixed.json]
+    .venv/bin/python benchmarks/bench_mixed.py [--runs 1000] [--out benchmarks/results/mixed.json]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=1000)
     ap.add_argument("--profile", default="raspberry-pi-4")
-    ap.add_argument("--out", type=Path, default=REPO / "bench_results" / "mixed.json")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "mixed.json")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="edgeport-bench-mixed-"))
     summary: dict[str, dict] = {}

@@ -10,9 +10,9 @@ costs: one AEQ calibration (both calibrator modes) vs one recipe (quantize + rea
 
 Timings are wall-clock on a shared 2-core machine: compare ratios from one run, not absolute numbers.
 
-    .venv/bin/python scripts/aeq_probe.py detector --size 480 [--out bench_results/aeq_mixed_probe.json]
-    .venv/bin/python scripts/aeq_probe.py hard [--out bench_results/aeq_mixed_probe.json]
-    .venv/bin/python scripts/aeq_probe.py costs --size 480
+    .venv/bin/python benchmarks/aeq_probe.py detector --size 480 [--out benchmarks/results/aeq_mixed_probe.json]
+    .venv/bin/python benchmarks/aeq_probe.py hard [--out benchmarks/results/aeq_mixed_probe.json]
+    .venv/bin/python benchmarks/aeq_probe.py costs --size 480
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from edgeport.export.torch_to_onnx import export_onnx
 from edgeport.latency.simulator import simulate
 from edgeport.profiles import load_profile
 from edgeport.quantize import aeq
-from edgeport.quantize.search import aeq_search as mixed_aeq
 from edgeport.quantize.equalize import equalize
+from edgeport.quantize.search import aeq_search as mixed_aeq
 from edgeport.tflite.reader import inspect_model
 from edgeport.types import TensorSpec
 from edgeport.validate.run import run_tflite
@@ -291,7 +291,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--val", type=int, default=16)
     ap.add_argument("--probe", type=int, default=4)
     ap.add_argument("--min-snr", type=float, default=35.0)
-    ap.add_argument("--out", type=Path, default=REPO / "bench_results" / "aeq_mixed_probe.json")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "aeq_mixed_probe.json")
     args = ap.parse_args(argv)
     data = json.loads(args.out.read_text()) if args.out.exists() else {}
     data["machine"] = {"cpu": platform.processor() or platform.machine(), "threads": THREADS,

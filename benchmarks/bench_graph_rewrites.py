@@ -5,7 +5,7 @@ convert with and without the rewrites and record: file sizes, the quantized mode
 top-1 agreement (argmax over the last axis: per column for the SVTR block, per image for ConvNeXt)
 against the float ONNX model on 50 seeded inputs, and the TFLite op counts.
 
-    .venv/bin/python scripts/bench_graph_rewrites.py [--out bench_results/graph_rewrites.json]
+    .venv/bin/python benchmarks/bench_graph_rewrites.py [--out benchmarks/results/graph_rewrites.json]
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def measure(fixture: str, opset: int, kwargs: dict, quant: str, rewrites: bool, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("bench_results/graph_rewrites.json"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/graph_rewrites.json"))
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

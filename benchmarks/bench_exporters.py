@@ -7,7 +7,7 @@ Every convert is a fresh `python -m edgeport` process, timed here with wait4 (pe
 converter children). Host p50s of the two backends' files are then re-timed alternately in this
 process, so their ratio is measured side by side.
 
-    .venv/bin/python scripts/bench_exporters.py [--out bench_results/exporters.json] [--only gru,mnv2]
+    .venv/bin/python benchmarks/bench_exporters.py [--out benchmarks/results/exporters.json] [--only gru,mnv2]
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def _side_by_side(paths: dict[str, str], runs: int = 200) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", type=Path, default=REPO / "bench_results" / "exporters.json")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "exporters.json")
     ap.add_argument("--only", default="", help="comma-separated substrings of case names")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="edgeport-bench-exporters-"))
@@ -145,7 +145,7 @@ def main() -> None:
                 rows["int8 host p50 litert-torch / onnx2tf (alternating)"] = round(p50["litert-torch"] / p50["onnx2tf"], 3)
         results[name] = rows
     out = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
-           "command": "python scripts/bench_exporters.py", "results": results}
+           "command": "python benchmarks/bench_exporters.py", "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {args.out}")

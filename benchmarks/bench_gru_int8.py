@@ -16,7 +16,7 @@ the float torch model (top-1 agreement, accuracy and its drop, output cosine and
 then `edgeport convert` end to end (the ONNX file and the state_dict, --quant int8, rewrite registered).
 Converters run in child processes (the TF converter segfaults on the loop): a crash is a row with the signal.
 
-    .venv/bin/python scripts/bench_gru_int8.py [--out bench_results/gru_int8.json] [--fixtures kws,kws128,classifier] [--no-e2e]
+    .venv/bin/python benchmarks/bench_gru_int8.py [--out benchmarks/results/gru_int8.json] [--fixtures kws,kws128,classifier] [--no-e2e]
 """
 
 from __future__ import annotations
@@ -416,7 +416,7 @@ def decision(rows: list[dict[str, Any]], samples: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--out", default=str(REPO / "bench_results/gru_int8.json"))
+    parser.add_argument("--out", default=str(REPO / "benchmarks/results/gru_int8.json"))
     parser.add_argument("--fixtures", default="kws,kws128,classifier")
     parser.add_argument("--no-e2e", action="store_true")
     parser.add_argument("--work", default=None, help="keep the models here (default: a temporary directory)")
@@ -431,7 +431,7 @@ def main() -> None:
     import torch
 
     start = time.monotonic()
-    out: dict[str, Any] = {"command": "python scripts/bench_gru_int8.py " + " ".join(sys.argv[1:]),
+    out: dict[str, Any] = {"command": "python benchmarks/bench_gru_int8.py " + " ".join(sys.argv[1:]),
                            "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
                            "versions": {"torch": torch.__version__, "tensorflow": tf.__version__,
                                         "onnx2tf": onnx2tf.__version__},

@@ -6,7 +6,7 @@ calibrate once). Each row records size, accuracy (drop or agreement), output SNR
 profile, host p50, the verdict, the whole convert's wall time and the search's own time. A mode that
 runs past its time limit is recorded as not finished.
 
-    .venv/bin/python scripts/bench_mixed_search.py [--only detector] [--out bench_results/mixed_search.json]
+    .venv/bin/python benchmarks/bench_mixed_search.py [--only detector] [--out benchmarks/results/mixed_search.json]
 
 The detector (edgeport/zoo/detector_net.py, ~500 TFLite ops at 480x480, seeded) has no labels; it is
 judged on output SNR against a raspberry-pi-4 profile whose min_snr_db is raised to 35 dB, so that
@@ -132,7 +132,7 @@ def _budget_met(row: dict) -> bool:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", type=Path, default=REPO / "bench_results" / "mixed_search.json")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "mixed_search.json")
     ap.add_argument("--only", default="", help="comma-separated substrings of case names")
     ap.add_argument("--detector-size", type=int, default=480)
     args = ap.parse_args()
@@ -151,7 +151,7 @@ def main() -> None:
     if wanted and args.out.exists():  # --only re-measures some cases; the others keep their recorded rows
         results = {**json.loads(args.out.read_text()).get("results", {}), **results}
     out = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
-           "command": "python scripts/bench_mixed_search.py", "profile": "raspberry-pi-4 (detector: min_snr_db 35)",
+           "command": "python benchmarks/bench_mixed_search.py", "profile": "raspberry-pi-4 (detector: min_snr_db 35)",
            "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")

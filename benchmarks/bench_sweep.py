@@ -8,7 +8,7 @@ The candidate scoring: `convert --quant int8 --diagnose` of edgeport/zoo/attn_ne
 every candidate unit (a `--quant mixed` run of the zoo models stops early: after equalization int8
 already fits, so there would be nothing to fan out).
 
-    nice -n 19 .venv/bin/python scripts/bench_sweep.py [--rounds 2] [--out bench_results/sweep.json]
+    nice -n 19 .venv/bin/python benchmarks/bench_sweep.py [--rounds 2] [--out benchmarks/results/sweep.json]
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def _diagnose(work: Path, workers: int, round_: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", type=Path, default=REPO / "bench_results" / "sweep.json")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "sweep.json")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved repetitions of every configuration")
     args = ap.parse_args()
     from ray_cluster import local_cluster

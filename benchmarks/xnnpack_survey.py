@@ -4,8 +4,8 @@ Builds each family from edgeport/zoo/cnn_families.py (seeded, untrained: the lay
 whether XNNPACK accepts the model), converts it with `--quant int8` through the normal pipeline once
 without and once with the rewrite (export/pool_padding.py), and records whether XNNPACK ran it, what
 it refused, which runtime produced the accuracy figures, the worst output cosine and the size.
-Writes bench_results/xnnpack_int8_survey.json.
-Usage: nice -n 19 .venv/bin/python scripts/xnnpack_survey.py [FAMILY ...] [--out PATH]
+Writes benchmarks/results/xnnpack_int8_survey.json.
+Usage: nice -n 19 .venv/bin/python benchmarks/xnnpack_survey.py [FAMILY ...] [--out PATH]
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def survey_one(family: str, rewrite: bool, work: Path) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("families", nargs="*", default=list(SIZES))
-    ap.add_argument("--out", type=Path, default=ROOT / "bench_results" / "xnnpack_int8_survey.json")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "xnnpack_int8_survey.json")
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgeport-survey-") as tmp:

@@ -5,7 +5,7 @@ TFLite and vs onnxruntime float (all timed in this one run, alternating, same th
 convert wall time vs a bare `onnx2tf` call on the same ONNX. Ratios, not absolute timings, are the
 result: the machine is shared and noisy.
 
-    .venv/bin/python scripts/bench_convert.py [--runs 2000] [--out bench_results/convert.json]
+    .venv/bin/python benchmarks/bench_convert.py [--runs 2000] [--out benchmarks/results/convert.json]
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def bare_onnx2tf_seconds(onnx_path: Path, work: Path) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=2000)
-    ap.add_argument("--out", type=Path, default=REPO / "bench_results" / "convert.json")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "convert.json")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="edgeport-bench-"))
     results: dict[str, dict] = {}

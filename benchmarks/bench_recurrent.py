@@ -9,7 +9,7 @@ text recognizer (bidirectional LSTM, CTC; exported to ONNX first, as a third par
 Latency: simulated for raspberry-pi-4 and pixel-7 from the profiles (fused LSTM ops are costed as
 their per-step mat-vecs), and host p50 (this machine, 2 threads, same process, one mode after another).
 
-    .venv/bin/python scripts/bench_recurrent.py [--out bench_results/recurrent.json]
+    .venv/bin/python benchmarks/bench_recurrent.py [--out benchmarks/results/recurrent.json]
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def _nearest(emb: np.ndarray) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--out", default=str(REPO / "bench_results/recurrent.json"))
+    parser.add_argument("--out", default=str(REPO / "benchmarks/results/recurrent.json"))
     args = parser.parse_args()
     from edgeport.latency.host_fit import resolve
 

@@ -1,4 +1,4 @@
-"""`--quant auto` against a by-hand comparison, per fixture and profile -> bench_results/quant_auto.json.
+"""`--quant auto` against a by-hand comparison, per fixture and profile -> benchmarks/results/quant_auto.json.
 
 For each fixture and profile, in one process run after another on the same machine:
 1. `edgeport convert --quant auto` (wall time, the candidate table, the choice);
@@ -6,7 +6,7 @@ For each fixture and profile, in one process run after another on the same machi
 3. the by-hand choice: the same rule (quantize/auto.choose) applied to the standalone converts' figures.
 Reported: whether the two choices agree, and auto's wall time over the sum of the standalone converts'.
 
-Usage: python scripts/bench_quant_auto.py [--only NAME ...] [--profiles pixel-7 raspberry-pi-4]
+Usage: python benchmarks/bench_quant_auto.py [--only NAME ...] [--profiles pixel-7 raspberry-pi-4]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "bench_results" / "quant_auto.json"
+OUT = ROOT / "benchmarks" / "results" / "quant_auto.json"
 sys.path.insert(0, str(ROOT))
 
 from edgeport.export.arbitrate import ACCURACY_CHECKS  # noqa: E402

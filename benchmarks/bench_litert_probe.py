@@ -1,6 +1,6 @@
 """Probe the litert-torch backend on the zoo and a few architectures; raw numbers to a JSON file.
 
-Usage: nice -n 19 .venv/bin/python scripts/bench_litert_probe.py [--out bench_results/exporters_litert_probe.json]
+Usage: nice -n 19 .venv/bin/python benchmarks/bench_litert_probe.py [--out benchmarks/results/exporters_litert_probe.json]
        [--only NAME ...] [--mbv2-size 224] [--pt2e]
 
 Per model: which modes convert, float cosine vs torch, int8 top-1 agreement and cosine vs torch on
@@ -235,7 +235,7 @@ def pt2e_int8(model: nn.Module, shape: tuple[int, ...], calib: np.ndarray, evalx
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default=str(REPO / "bench_results/exporters_litert_probe.json"))
+    ap.add_argument("--out", default=str(REPO / "benchmarks/results/exporters_litert_probe.json"))
     ap.add_argument("--only", nargs="*")
     ap.add_argument("--mbv2-size", type=int, default=224)
     ap.add_argument("--pt2e", action="store_true", help="also build int8 through PT2E for comparison")
