@@ -3,7 +3,7 @@
 TFLite has no fused GRU op and the TF converter segfaults quantizing onnx2tf's GRU loop, so an ONNX GRU
 had no int8 model at all and a PyTorch one fell back to LiteRT Torch. The rewrite writes the GRU's steps
 out as plain ops that share one copy of each weight (measured against the other routes in
-bench_results/gru_int8.json, scripts/bench_gru_int8.py).
+benchmarks/results/gru_int8.json, benchmarks/bench_gru_int8.py).
 """
 
 from __future__ import annotations
@@ -207,7 +207,7 @@ def _check_int8_gru(rep: dict) -> None:
     assert any("gru_unroll" in n for n in rep["model"]["normalization_notes"])
     assert rep["float_conversion"]["matches"] is True
     acc = rep["accuracy"]
-    # measured: agreement 1.0, drop 0.0 pp, cosine 0.9999 (bench_results/gru_int8.json)
+    # measured: agreement 1.0, drop 0.0 pp, cosine 0.9999 (benchmarks/results/gru_int8.json)
     assert acc["reference"] >= 0.93 and acc["drop_pp"] <= 1.5 and acc["top1_agreement"] >= 0.98, acc
     assert acc["cosine_mean"] >= 0.999, acc
 

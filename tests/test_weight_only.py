@@ -2,7 +2,7 @@
 
 Fast tests pin the rules (mode table, profiles, verdict, the simulator's classification, how XNNPACK's
 delegation is read); the slow ones convert a small Linear-heavy model through each backend and read
-the written file back. The >= 10 M-parameter measurement is scripts/bench_weight_only.py's.
+the written file back. The >= 10 M-parameter measurement is benchmarks/bench_weight_only.py's.
 """
 
 from __future__ import annotations

@@ -87,7 +87,7 @@ DEFAULTS: dict[str, float] = {
     "cpu_eff_builtin": 0.5,  # built-in (non-XNNPACK) kernels vs XNNPACK, per MAC
     # Fused sequence LSTMs run TFLite's own kernel, one time step after another on one thread: per MAC vs
     # the fp32 GEMM rate. The integer kernel (int8 weights, int16 cell state, requantised gates) is slower
-    # still. Both measured on this project's host only (bench_results/recurrent.json: fp32 0.14 ms,
+    # still. Both measured on this project's host only (benchmarks/results/recurrent.json: fp32 0.14 ms,
     # int8 1.03 ms for the zoo's 3-layer encoder); on devices they are assumptions until measured there.
     "cpu_eff_lstm": 0.1,
     "cpu_eff_lstm_int8": 0.14,

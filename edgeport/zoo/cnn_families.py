@@ -1,6 +1,6 @@
 """Small, seeded members of the common CNN families, built from plain torch layers.
 
-They exist to check how each family's int8 model behaves under XNNPACK (scripts/xnnpack_survey.py,
+They exist to check how each family's int8 model behaves under XNNPACK (benchmarks/xnnpack_survey.py,
 tests): the layer patterns matter (padded and ceil-mode max-pools, PReLU, concat, hard-swish), not
 trained weights. torchvision cannot be imported with the CPU torch build, so nothing comes from it.
 """

@@ -7,7 +7,7 @@ the loop. Written out, a GRU is GATHER, FULLY_CONNECTED, ADD, LOGISTIC, TANH, MU
 quantizer handles them, each step's activations get their own calibrated range, and the file holds
 one copy of each weight matrix, because every step's Gemm reads the same initializer (the converter
 keeps one buffer per constant). Measured against the other int8 routes (onnx2tf's own
-unrolling, AEQ, LiteRT Torch) in bench_results/gru_int8.json (scripts/bench_gru_int8.py).
+unrolling, AEQ, LiteRT Torch) in benchmarks/results/gru_int8.json (benchmarks/bench_gru_int8.py).
 
 Per direction and gate (z, r, n): one Gemm projects the whole input sequence (T*batch rows: one op,
 not T) with R's bias folded in where the ONNX definition allows it (all but linear_before_reset's n
