@@ -1,13 +1,15 @@
 """Session fixture `arm64_board`: the emulated arm64 board (Debian bookworm under qemu-user, Pi 4's
-Cortex-A72), built or reused from the cache and started once per test session.
+Cortex-A72), reused from the cache and started once per test session.
 
     def test_x(arm64_board):
         edgeport bench M --target {arm64_board.target} + one --ssh-option per arm64_board.ssh_options
 
-It skips, with the reason, where the board cannot be built: not root, no binfmt_misc, no
-apt-get/debootstrap, or no network at build time and nothing cached. Sessions running at the same
-time share one board (each holds a lease); the last one to finish stops it, unless it was started
-by hand (`scripts/arm64_board.sh start`), which leaves it up.
+The fixture never builds the board: building downloads Debian and PyPI packages, which a test session
+must not do. `scripts/test.sh` (as root) and `.ci/run` build it before pytest starts, or
+`sudo scripts/arm64_board.sh build` by hand. Without a built board, or where it cannot start (not
+root, no binfmt_misc), the board tests skip with the reason. Sessions running at the same time share
+one board (each holds a lease); the last one to finish stops it, unless it was started by hand
+(`scripts/arm64_board.sh start`), which leaves it up.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 import pytest
 
 from edgeport.runners import board_build
-from edgeport.runners.board import paths
+from edgeport.runners.board import built_info, paths
 
 
 @dataclass(frozen=True)
@@ -45,10 +47,13 @@ class Arm64Board:
 
 @contextmanager
 def board_session() -> Iterator[Arm64Board]:
-    """The board built or reused, started or shared, for the duration; pytest.skip where it cannot be."""
+    """The built board, started or shared, for the duration; pytest.skip where it is not built or cannot start."""
     p = paths()
+    info = built_info(p)
+    if not info:
+        pytest.skip(f"arm64 board not built in {p.base}: run `sudo scripts/arm64_board.sh build` "
+                    "(scripts/test.sh does it when run as root)")
     try:
-        info = board_build.build(p)
         st, lease = board_build.acquire(p)
     except board_build.BoardUnavailable as exc:
         pytest.skip(f"arm64 board unavailable: {exc}")

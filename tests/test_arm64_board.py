@@ -1,9 +1,9 @@
 """The emulated arm64 board (scripts/arm64_board.sh, fixture tests/arm64_board.py) and the rule that
 an emulated device's time is recorded but never judged.
 
-The unit tests are fast and need no board. The board tests are slow: the first session builds the
-board (minutes, root, network for pip), later ones reuse the cached root and start it in seconds;
-they skip with the reason where it cannot be built.
+The unit tests are fast and need no board. The board tests are slow: they reuse the board that
+scripts/test.sh or .ci/run built before pytest (minutes the first time, root, network for pip) and
+start it in seconds; they skip with the reason where it is not built or cannot start.
 """
 
 from __future__ import annotations
@@ -165,12 +165,22 @@ def test_wipe_unmounts_first_and_never_deletes_through_a_mount(tmp_path: Path) -
     assert not root.exists() and (outside / "keep").read_text() == "host file"
 
 
-def test_fixture_skips_with_the_reason_without_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_fixture_skips_with_the_reason_and_never_builds(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import arm64_board
     from arm64_board import board_session
 
     from edgeport.runners import board_build
 
+    def no_build(*_a, **_k):
+        raise AssertionError("the fixture must not build the board (it downloads)")
+
     monkeypatch.setenv(board.BOARD_ENV, str(tmp_path))
+    monkeypatch.setattr(board_build, "build", no_build)
+    with pytest.raises(pytest.skip.Exception, match="arm64 board not built .*sudo scripts/arm64_board.sh build"), \
+            board_session():
+        pass
+    # built, but this process is not root: starting it needs root
+    monkeypatch.setattr(arm64_board, "built_info", lambda _p: {"versions": {}})
     monkeypatch.setattr(board_build.os, "geteuid", lambda: 1000)
     with pytest.raises(pytest.skip.Exception, match="arm64 board unavailable: .*needs root"), board_session():
         pass
