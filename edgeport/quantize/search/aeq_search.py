@@ -289,7 +289,7 @@ def _score(s: _Search, base: dict[str, Any], first_groups: int, max_probes: int,
         return f"{node.name} alone at {level}", levels
 
     def action(node: Node, level: str, gain: float) -> _Cand:
-        c = _Cand(node.name, {t: level_of(t, level) for t in node.ops}, node, level, gain)
+        c = _Cand(node.name, {t: level_of(t, level) for t in node.ordered_ops}, node, level, gain)
         c.ms = base["sim_ms"] + sum(costs[lv][t][0] - costs["int8"][t][0] for t, lv in c.levels.items())
         c.bytes = base["bytes"] + sum(costs[lv][t][1] - costs["int8"][t][1] for t, lv in c.levels.items())
         return c

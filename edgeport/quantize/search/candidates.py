@@ -80,6 +80,12 @@ class Node:
         return frozenset(t for u in self.units for t in u.ops)
 
     @property
+    def ordered_ops(self) -> tuple[str, ...]:
+        """The ops in unit order: a frozenset's order changes with each process's string hashing, and a
+        candidate's levels are built in this order, which report.json's float_layers lists keep."""
+        return tuple(dict.fromkeys(t for u in self.units for t in u.ops))
+
+    @property
     def name(self) -> str:
         first, last = self.units[0], self.units[-1]
         return first.key if len(self.units) == 1 else f"{len(self.units)} units, ops {first.index}..{last.index}"
