@@ -19,7 +19,7 @@ converter run. The steps:
    task metric for the report.
 
 The objective is the issue's: meet the budget, then the lowest simulated latency on the profile, then
-the fewest bytes (latencies within LATENCY_TIE tie). int16 ops run TFLite's reference kernels (no
+the fewest bytes (latencies within refine.LATENCY_TIE tie). int16 ops run TFLite's reference kernels (no
 XNNPACK), which the simulator prices per op, so on CPU profiles a16w8 wins only where float is no
 faster, typically small ops where it saves bytes.
 
@@ -43,7 +43,6 @@ from edgeport.quantize import aeq
 from edgeport.quantize.search import refine, rows, rules
 from edgeport.quantize.search.candidates import Node, adjustable, groups, units
 from edgeport.quantize.search.probe_runner import CandidateRunner
-from edgeport.quantize.search.refine import LATENCY_TIE, no_worse
 
 Accept = Callable[[Path], tuple[bool, float]]  # real TFLite run on validation data -> (meets budget, metric; higher is better)
 ABORTED_NSR = 1e6  # a candidate that aborts scores as if its outputs were pure noise, a million times over
@@ -324,10 +323,10 @@ def _score(s: _Search, base: dict[str, Any], first_groups: int, max_probes: int,
 
 def _rank(cands: list[_Cand], base_ms: float) -> list[_Cand]:
     """Proxy NSR removed per simulated millisecond, then fewer bytes. A candidate that is no slower costs
-    a floor of LATENCY_TIE of the int8 model's time. Candidates under 5% of the largest gain come after
+    a floor of refine.LATENCY_TIE of the int8 model's time. Candidates under 5% of the largest gain come after
     all others: being nearly free in latency must not put a unit that barely matters ahead of the one
     that breaks the model (they still come in when the big ones are not enough)."""
-    floor = max(base_ms * LATENCY_TIE, 1e-6)
+    floor = max(base_ms * refine.LATENCY_TIE, 1e-6)
     useful = [c for c in cands if c.gain is not None and c.gain > 0 and c.ms is not None]
     top = max((c.gain or 0.0 for c in useful), default=0.0)
 
@@ -381,7 +380,7 @@ def _refine(s: _Search, ranked: list[_Cand], chosen: dict[str, str], res: dict[s
             continue
         trial = {**chosen, **alt.levels}
         got = s.check(trial, "refine", f"{alt.label} at a16w8 instead of float")
-        if got["ok"] and not no_worse(got, res):
+        if got["ok"] and not refine.no_worse(got, res):
             # The float unit that held these ops may have been float only to keep them float: a MEAN
             # whose consumer FC needs wide activations. Its other ops back at int8 save the
             # (de)quantize ops between them (HeadNet: 0.07% slower than float, 30% smaller).
@@ -391,7 +390,7 @@ def _refine(s: _Search, ranked: list[_Cand], chosen: dict[str, str], res: dict[s
             if rest and len(s.accepted) < max_checks:
                 trial = {t: lv for t, lv in trial.items() if t not in rest}
                 got = s.check(trial, "refine", f"{alt.label} at a16w8 and {len(rest)} op(s) of its float unit at int8")
-        if got["ok"] and no_worse(got, res):
+        if got["ok"] and refine.no_worse(got, res):
             chosen, res = trial, got
     gains: dict[str, Any] = {}  # tensor -> metric drop without it, or {ms_without, bytes_without} when kept for speed/size
     for c in reversed(list(dict.fromkeys(owners(ranked, chosen).values()))):
@@ -402,7 +401,7 @@ def _refine(s: _Search, ranked: list[_Cand], chosen: dict[str, str], res: dict[s
             continue
         trial = {t: lv for t, lv in chosen.items() if t not in mine}
         got = s.check(trial, "shrink", f"without {c.label}")
-        if got["ok"] and no_worse(got, res):
+        if got["ok"] and refine.no_worse(got, res):
             chosen, res = trial, got
         elif got["ok"]:  # not needed for the budget, but the model is slower (or larger) without it
             for t in mine:
@@ -446,7 +445,7 @@ def _faster_in_float(s: _Search, chosen: dict[str, str], res: dict[str, Any],
 def _a16w8_swaps(s: _Search, ranked: list[_Cand], chosen: Mapping[str, str], res: Mapping[str, Any]) -> list[_Cand]:
     """Measured a16w8 actions whose ops are all float in `chosen`, whatever candidate put them there
     (a unit's float candidate also floats the ops it feeds, so the unit that needs int16 activations is
-    often another one's), that the per-op costs say are no slower (within LATENCY_TIE) and smaller;
+    often another one's), that the per-op costs say are no slower (within refine.LATENCY_TIE) and smaller;
     the cheapest in latency first (a swap that is faster makes room for one that is slightly slower),
     then the most bytes saved."""
     if not s.costs:
@@ -477,9 +476,9 @@ def _tail_search(s: _Search, base: dict[str, Any], done: Any, notes: list[str], 
                      f"({len(forced)} quantizable ops after it run on the CPU)")
     elif base["ok"]:
         return done({}, base, "int8 already fits the accuracy budget", [], {})
-    cands = [_Cand(f"the {len(step)} ops after op {first_forced}" if len(step) > 1 or step[0] in forced else
-                   f"op {step[0].index} ({step[0].op})", {o.tensor: "float" for o in step})
-             for step in rules.tail_steps(in_order, len(forced))]
+    cands = [_Cand(f"the {len(forced)} ops after op {first_forced}" if forced and i == 0 else f"op {step[0].index} ({step[0].op})",
+                   {o.tensor: "float" for o in step})
+             for i, step in enumerate(rules.tail_steps(in_order, len(forced)))]
     found = _smallest_prefix(s, cands, max_checks)
     if found is None:
         best = max(s.accepted.values(), key=lambda r: r["metric"] if r["metric"] is not None else -math.inf)

@@ -141,7 +141,7 @@ def rebuild_choice(conv: Any, calibration: dict[str, np.ndarray], result: Any, a
     out = work / "converter_rebuild.tflite"
     try:
         build_with_float(saved_model=conv.saved_model, input_map=conv.input_map, calibration=calibration,
-                               float_ops=list(result.kept), io_dtype=prof.runtime.io_dtype, out=out)
+                         float_ops=list(result.kept), io_dtype=prof.runtime.io_dtype, out=out)
     except ConversionError as exc:
         notes.append(f"the TF converter could not rebuild the AEQ choice, AEQ's model is kept: {exc}")
         return

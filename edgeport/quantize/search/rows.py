@@ -4,11 +4,11 @@ converter_row starts a converter-search row from the debugger's local statistics
 measured effect of keeping its unit float); name_layers adds the ONNX node and PyTorch module names to
 either search's rows; verify_kept_float reads the written file back.
 
-An AEQ-search row (layers) says which level the op has in the written model and the evidence behind it: the proxy harm
-(output noise-to-signal on the probe samples with only that group int8 and the rest float) of the
-candidate that set its level, else of the smallest measured group around it; the unit's gain at a16w8
-when it was measured; the task-metric gain measured by leaving the unit out of the final choice; and
-the unit's simulated latency and byte cost against all-int8 (summed over its ops).
+An AEQ-search row (layers) says which level the op has in the written model and the evidence behind
+it: the proxy harm (output noise-to-signal on the probe samples with only that group int8 and the rest
+float) of the candidate that set its level, else of the smallest measured group around it; the unit's
+gain at a16w8 when it was measured; the task-metric gain measured by leaving the unit out of the final
+choice; and the unit's simulated latency and byte cost against all-int8 (summed over its ops).
 Rows keep the `tensor`/`unit` keys that name_layers reads to add the ONNX node and PyTorch module names.
 """
 
